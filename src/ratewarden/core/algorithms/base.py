@@ -1,0 +1,73 @@
+"""What every algorithm module provides: a *window*, i.e. one algorithm bound to one rate.
+
+A window is pure: ``decide(state, now, cost)`` is a function of its arguments only (no clock,
+no I/O, no locks) and returns an :data:`Outcome`, a plain tuple for speed on the hot path::
+
+    (allowed, remaining, reset_us, retry_us, new_state)
+
+* ``allowed``: whether ``cost`` units may pass now;
+* ``remaining``: units left in this window *after* this decision (nothing is consumed on a denial);
+* ``reset_us``: microseconds until the window holds no usage at all (0 when empty); it is also
+  how long the state must be kept, so stores use ``now + reset_us`` as the expiry;
+* ``retry_us``: 0 when allowed; otherwise microseconds until the same request would pass if
+  nothing else consumed in between, or :data:`NEVER` when ``cost`` exceeds what the window can
+  ever hold;
+* ``new_state``: the state to store if (and only if) the request is admitted everywhere.
+
+``cost == 0`` is a check: it is allowed when one unit could pass now, and consumes nothing.
+States are immutable (``None``, ints and tuples), so a store may keep the old state on denial.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from ratewarden.core.rates import Rate
+
+__all__ = ["NEVER", "Outcome", "Window", "ceil_div"]
+
+#: ``retry_us`` of a request that can never pass (its cost is larger than the window).
+NEVER = -1
+
+Outcome = tuple[bool, int, int, int, Any]
+
+
+def ceil_div(a: int, b: int) -> int:
+    """Integer ceiling division for ``b > 0``."""
+    return -(-a // b)
+
+
+class Window:
+    """One algorithm applied to one rate. Subclasses implement :meth:`decide`."""
+
+    name: ClassVar[str]
+    #: True when no more than the limit is ever admitted per window (exact admission).
+    strict: ClassVar[bool] = True
+    #: True when the state does not depend on the limit (counts), so a tier that changes the
+    #: limit keeps the usage already counted; False for gcra/token-bucket (times/levels).
+    limit_free_state: ClassVar[bool] = True
+
+    __slots__ = ("id", "limit", "period", "rate")
+
+    def __init__(self, rate: Rate) -> None:
+        self.rate = rate
+        self.limit = rate.limit
+        self.period = rate.period
+        self.id = f"{self.name}:{rate.period}" if self.limit_free_state else (
+            f"{self.name}:{rate.limit}:{rate.period}"
+        )
+
+    @property
+    def capacity(self) -> int:
+        """The largest cost a single request may ever have."""
+        return self.limit
+
+    def decide(self, state: Any, now: int, cost: int) -> Outcome:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def charge(self, state: Any, now: int, cost: int) -> Any:
+        """The state after consuming ``cost`` unconditionally (costs known only afterwards)."""
+        raise NotImplementedError(f"{self.name} does not support charging after the fact")
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.rate}>"

@@ -1,0 +1,75 @@
+"""``sliding-window``: the weighted two-window counter (approximate, bounded error).
+
+State: ``(window_start, previous_count, current_count)`` with windows aligned to the epoch.
+The usage at ``now`` is ``previous * (P - elapsed) / P + current``; a request passes when that
+plus its cost is at most the limit. All arithmetic is on integers (the inequality is multiplied
+by ``P``), so there is no rounding anywhere and the Lua port gives identical answers.
+
+Error bound: it assumes the previous window's hits were spread evenly, so over any rolling
+window it admits at most the limit plus what the previous window admitted early (it can never
+exceed 2x the limit, and matches the limit exactly for uniform traffic).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ratewarden.core.algorithms.base import NEVER, Outcome, Window
+
+__all__ = ["SlidingWindow"]
+
+
+class SlidingWindow(Window):
+    name = "sliding-window"
+    strict = False
+    __slots__ = ()
+
+    def decide(self, state: Any, now: int, cost: int) -> Outcome:
+        p = self.period
+        limit = self.limit
+        start = now - now % p
+        prev = cur = 0
+        if state is not None:
+            if state[0] == start:
+                prev, cur = state[1], state[2]
+            elif state[0] == start - p:
+                prev = state[2]
+        elapsed = now - start
+        weight = prev * (p - elapsed)  # the previous window's share, times P
+        need = cost or 1
+        if cost > limit:
+            return False, self._remaining(weight, cur), self._reset(start, now, prev, cur), NEVER, state
+        if weight + (cur + need) * p <= limit * p:
+            cur += cost
+            new = (start, prev, cur)
+            return True, self._remaining(weight, cur), self._reset(start, now, prev, cur), 0, new
+        if cur + need <= limit:
+            # Wait in this window until the previous window's weight has decayed enough.
+            retry = p - ((limit - cur - need) * p) // prev - elapsed
+        else:
+            # Wait for the next window, where this window's count becomes the previous one.
+            nxt = p - ((limit - need) * p) // cur if cur else 0
+            retry = p - elapsed + max(0, nxt)
+        return False, self._remaining(weight, cur), self._reset(start, now, prev, cur), retry, state
+
+    def _remaining(self, weight: int, cur: int) -> int:
+        p = self.period
+        return max(0, (self.limit * p - weight - cur * p) // p)
+
+    def _reset(self, start: int, now: int, prev: int, cur: int) -> int:
+        if cur:
+            return start + 2 * self.period - now
+        if prev:
+            return start + self.period - now
+        return 0
+
+    def charge(self, state: Any, now: int, cost: int) -> Any:
+        p = self.period
+        start = now - now % p
+        prev = cur = 0
+        if state is not None:
+            if state[0] == start:
+                prev, cur = state[1], state[2]
+            elif state[0] == start - p:
+                prev = state[2]
+        return (start, prev, cur + cost)

@@ -1,0 +1,64 @@
+"""``token-bucket``: ``burst`` tokens (default: the limit), refilled at ``limit`` per ``P``.
+
+State: ``(level, last)`` where ``level`` is the token count times ``P`` (so refill is the
+integer ``elapsed_us * limit`` and nothing is ever rounded) and ``last`` the time of the last
+update. Same family as GCRA, for users who think in tokens; exact to the microsecond.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ratewarden.core.algorithms.base import NEVER, Outcome, Window, ceil_div
+from ratewarden.core.rates import Rate
+from ratewarden.errors import ConfigError
+
+__all__ = ["TokenBucket"]
+
+
+class TokenBucket(Window):
+    name = "token-bucket"
+    limit_free_state = False
+    __slots__ = ("burst", "full")
+
+    def __init__(self, rate: Rate, burst: int | None = None) -> None:
+        super().__init__(rate)
+        if burst is None:
+            burst = rate.limit
+        if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+            raise ConfigError(f"burst must be a positive integer, not {burst!r}")
+        self.burst = burst
+        self.full = burst * rate.period
+        if burst != rate.limit:
+            self.id = f"{self.id}:{burst}"
+
+    @property
+    def capacity(self) -> int:
+        return self.burst
+
+    def decide(self, state: Any, now: int, cost: int) -> Outcome:
+        p, limit, full = self.period, self.limit, self.full
+        level = self._level(state, now)
+        if cost > self.burst:
+            return False, level // p, ceil_div(full - level, limit), NEVER, state
+        need = (cost or 1) * p
+        if level >= need:
+            level -= cost * p
+            new = (level, now) if cost else state
+            return True, level // p, ceil_div(full - level, limit), 0, new
+        return False, level // p, ceil_div(full - level, limit), ceil_div(need - level, limit), state
+
+    def charge(self, state: Any, now: int, cost: int) -> Any:
+        return (self._level(state, now) - cost * self.period, now)
+
+    def _level(self, state: Any, now: int) -> int:
+        """The level at ``now``: the stored level plus the refill since, capped at full."""
+        if state is None:
+            return self.full
+        level: int = state[0]
+        missing = self.full - level
+        if missing > 0 and now > state[1]:
+            elapsed = now - state[1]
+            # Compare before multiplying, so the product never exceeds what fills the bucket.
+            level = self.full if elapsed >= ceil_div(missing, self.limit) else level + elapsed * self.limit
+        return level

@@ -1,0 +1,61 @@
+"""The pure operations every store applies atomically to the states of one key's windows.
+
+``run(op, windows, states, now, cost, arg) -> (outcomes, new_states)``: ``new_states`` is
+``None`` when nothing must be written. This is where the contract invariants live:
+
+1. **All or nothing** (``hit``/``acquire``): a request is admitted by every window or by none,
+   and a denial writes nothing, so denials are free and ``retry_after`` is exact.
+2. ``peek`` never writes. ``charge`` always writes (a cost known after the work is done).
+3. ``release`` drops one concurrency lease and leaves other windows as they were.
+
+Stores (memory, SQLite) call this under their lock or transaction; the Redis Lua scripts are
+ports of the same function, proven equal by differential tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from ratewarden.core.algorithms.base import Outcome, Window
+from ratewarden.core.algorithms.concurrency import Concurrency
+
+__all__ = ["Op", "run"]
+
+Op = Literal["hit", "peek", "charge", "acquire", "release"]
+
+
+def run(
+    op: Op, windows: Sequence[Window], states: Sequence[Any], now: int, cost: int, arg: str = ""
+) -> tuple[list[Outcome], list[Any] | None]:
+    if op == "hit" or op == "peek":
+        outs = [w.decide(s, now, cost) for w, s in zip(windows, states, strict=True)]
+        if op == "peek" or not all(o[0] for o in outs):
+            return outs, None
+        return outs, [o[4] for o in outs]
+    if op == "acquire":
+        outs = [
+            w.acquire(s, now, cost, arg) if isinstance(w, Concurrency) else w.decide(s, now, cost)
+            for w, s in zip(windows, states, strict=True)
+        ]
+        if not all(o[0] for o in outs):
+            return outs, None
+        return outs, [o[4] for o in outs]
+    if op == "charge":
+        new = [w.charge(s, now, cost) for w, s in zip(windows, states, strict=True)]
+        outs = []
+        for w, n in zip(windows, new, strict=True):
+            o = w.decide(n, now, 0)
+            outs.append((True, o[1], o[2], 0, n))
+        return outs, new
+    if op == "release":
+        new = []
+        outs = []
+        for w, s in zip(windows, states, strict=True):
+            if isinstance(w, Concurrency):
+                _, s = w.release(s, now, arg)
+            o = w.decide(s, now, 0)
+            outs.append((True, o[1], o[2], 0, s))
+            new.append(s)
+        return outs, new
+    raise ValueError(f"unknown operation {op!r}")

@@ -1,0 +1,200 @@
+"""``memory://``: the embedded default store, in process memory.
+
+Invariants kept here:
+
+* **Atomic.** Every operation on a key's windows runs the pure core under one store lock, so
+  no interleaving of threads or asyncio tasks can over-admit.
+* **Bounded.** At most ``max_keys`` window states are held (a key limited by two windows holds
+  two). Expired states are reclaimed first; when the store is still full, the states filed to
+  expire soonest are evicted (least recently refreshed first, and the ones whose loss admits the
+  least), so a flood of distinct keys can never exhaust memory.
+* **No full scan on the hot path.** Each state is filed once in a coarse timing wheel (buckets of
+  ~1 s) by the time it expires. A bucket that comes due is checked key by key: states that have
+  really expired are dropped, the rest (refreshed since) are filed again by their new expiry.
+  A hit on a known key touches no wheel at all; a new key appends one entry to one bucket.
+
+States are the core's immutable values; a store keeps nothing of its own per key beyond the
+state and one wheel entry, so a live key costs about 150 bytes.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ratewarden.core.algorithms.base import Outcome, Window
+from ratewarden.core.evaluate import Op, run
+from ratewarden.errors import ConfigError
+
+__all__ = ["DEFAULT_MAX_KEYS", "MemoryStore"]
+
+DEFAULT_MAX_KEYS = 1_000_000
+_SHIFT = 20  # wheel bucket = expiry >> 20 microseconds (about 1.05 s)
+
+
+class _Table:
+    """The states of one window (one algorithm + rate) for every key."""
+
+    __slots__ = ("buckets", "data", "heap", "window")
+
+    def __init__(self, window: Window) -> None:
+        self.window = window
+        self.data: dict[str, Any] = {}
+        self.buckets: dict[int, list[str]] = {}
+        self.heap: list[int] = []  # bucket numbers present in ``buckets``
+
+    def file(self, key: str, expires: int) -> None:
+        b = expires >> _SHIFT
+        lst = self.buckets.get(b)
+        if lst is None:
+            self.buckets[b] = [key]
+            heapq.heappush(self.heap, b)
+        else:
+            lst.append(key)
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class MemoryStore:
+    """In-process store; thread-safe and asyncio-safe (the critical section never awaits)."""
+
+    kind = "memory"
+
+    def __init__(self, max_keys: int = DEFAULT_MAX_KEYS, clock: Callable[[], float] | None = None) -> None:
+        if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
+            raise ConfigError(f"max_keys must be a positive integer, not {max_keys!r}")
+        self.max_keys = max_keys
+        if clock is None:
+            self.now: Callable[[], int] = _now_us
+        else:
+            self.now = lambda: int(clock() * 1_000_000 + 0.5)
+        self._lock = threading.Lock()
+        self._tables: dict[str, _Table] = {}
+        self._count = 0
+        self._swept = 0  # wheel buckets below this number have been swept
+
+    # -- the hot path -------------------------------------------------------------------------
+
+    def hit1(self, key: str, window: Window, cost: int) -> Outcome:
+        """One window, ``hit``: the fast path of :meth:`apply`."""
+        with self._lock:
+            now = self.now()
+            table = self._tables.get(window.id)
+            if table is None:
+                table = self._tables[window.id] = _Table(window)
+            data = table.data
+            state = data.get(key)
+            out = window.decide(state, now, cost)
+            if out[0] and cost:
+                if state is None:
+                    self._insert(table, key, out[4], now + out[2], now)
+                else:
+                    data[key] = out[4]
+            return out
+
+    # -- every operation ----------------------------------------------------------------------
+
+    def apply(self, op: Op, key: str, windows: Sequence[Window], cost: int, arg: str = "") -> list[Outcome]:
+        with self._lock:
+            now = self.now()
+            tables = []
+            for w in windows:
+                t = self._tables.get(w.id)
+                if t is None:
+                    t = self._tables[w.id] = _Table(w)
+                tables.append(t)
+            states = [t.data.get(key) for t in tables]
+            outs, new = run(op, windows, states, now, cost, arg)
+            if new is not None:
+                for t, old, s, o in zip(tables, states, new, outs, strict=True):
+                    if s is old:
+                        continue
+                    if s is None or o[2] <= 0:
+                        if t.data.pop(key, None) is not None:
+                            self._count -= 1
+                    elif old is None:
+                        self._insert(t, key, s, now + o[2], now)
+                    else:
+                        t.data[key] = s
+            return outs
+
+    def reset(self, key: str, windows: Sequence[Window] | None = None) -> None:
+        with self._lock:
+            tables = self._tables.values() if windows is None else [
+                t for w in windows if (t := self._tables.get(w.id)) is not None
+            ]
+            for t in tables:
+                if t.data.pop(key, None) is not None:
+                    self._count -= 1
+
+    def clear(self) -> None:
+        with self._lock:
+            self._tables.clear()
+            self._count = 0
+
+    def __len__(self) -> int:
+        """The number of window states held."""
+        return self._count
+
+    def sweep(self) -> int:
+        """Reclaim every state that has expired; returns how many were dropped."""
+        with self._lock:
+            return self._sweep(self.now())
+
+    def close(self) -> None:
+        pass
+
+    # -- bookkeeping --------------------------------------------------------------------------
+
+    def _insert(self, table: _Table, key: str, state: Any, expires: int, now: int) -> None:
+        if now >> _SHIFT > self._swept:
+            self._sweep(now)
+        if self._count >= self.max_keys:
+            self._evict(now)
+        table.data[key] = state
+        table.file(key, expires)
+        self._count += 1
+
+    def _sweep(self, now: int) -> int:
+        """Process every wheel bucket that is due. Amortised O(1) per state."""
+        due = now >> _SHIFT
+        dropped = 0
+        for t in self._tables.values():
+            heap, buckets, data, window = t.heap, t.buckets, t.data, t.window
+            while heap and heap[0] < due:
+                for key in buckets.pop(heapq.heappop(heap)):
+                    state = data.get(key)
+                    if state is None:
+                        continue
+                    reset = window.decide(state, now, 0)[2]
+                    if reset <= 0:
+                        del data[key]
+                        dropped += 1
+                    else:
+                        t.file(key, now + reset)
+        self._count -= dropped
+        self._swept = due
+        return dropped
+
+    def _evict(self, now: int) -> None:
+        """Make room for one state: drop the one filed to expire soonest."""
+        while self._count >= self.max_keys:
+            best: _Table | None = None
+            for t in self._tables.values():
+                if t.heap and (best is None or t.heap[0] < best.heap[0]):
+                    best = t
+            if best is None:  # pragma: no cover - count and wheel disagree
+                raise RuntimeError("memory store bookkeeping is inconsistent")
+            b = best.heap[0]
+            lst = best.buckets[b]
+            key = lst.pop()
+            if not lst:
+                heapq.heappop(best.heap)
+                del best.buckets[b]
+            if best.data.pop(key, None) is not None:
+                self._count -= 1
