@@ -85,9 +85,7 @@ class _LimiterBase:
         **store_options: Any,
     ) -> None:
         if algorithm not in ALGORITHMS:
-            raise ConfigError(
-                f"unknown algorithm {algorithm!r}; choose one of {', '.join(sorted(ALGORITHMS))}"
-            )
+            raise ConfigError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(sorted(ALGORITHMS))}")
         if on_store_error not in _FAIL_MODES:
             raise ConfigError(f"on_store_error must be one of {_FAIL_MODES}, not {on_store_error!r}")
         if not isinstance(key_prefix, str):
@@ -101,9 +99,7 @@ class _LimiterBase:
         self._clock = clock
         if isinstance(storage, str):
             self.storage_url = storage
-            self._store = open_store(
-                storage, clock=clock, max_keys=max_keys, key_prefix=key_prefix, **store_options
-            )
+            self._store = open_store(storage, clock=clock, max_keys=max_keys, key_prefix=key_prefix, **store_options)
         else:
             self.storage_url = f"{getattr(storage, 'kind', 'custom')}://"
             self._store = storage
@@ -156,19 +152,23 @@ class _LimiterBase:
 
     # -- failure ------------------------------------------------------------------------------
 
-    def _failed(self, exc: BaseException, op: Op, key: str, windows: Sequence[Window], cost: int, arg: str) -> list[Outcome]:
+    def _failed(
+        self, exc: BaseException, op: Op, key: str, windows: Sequence[Window], cost: int, arg: str
+    ) -> list[Outcome]:
         self.store_errors += 1
         if not self._failing:
             self._failing = True
             log.warning(
                 "ratewarden: store %s failed (%s); on_store_error=%r until it answers again",
-                self.storage_url, exc, self.on_store_error,
+                self.storage_url,
+                exc,
+                self.on_store_error,
             )
         mode = self.on_store_error
         if mode == "local":
             if self._local is None:
                 self._local = MemoryStore(clock=self._clock)
-            return _Fallback(self._local.apply(op, key, windows, cost, arg))
+            return _Fallback(self._local.apply(op, [(key, w, cost) for w in windows], arg))
         if mode == "deny" and op in ("hit", "acquire"):
             wait = round(self.deny_retry_after * US)
             return _Fallback((False, 0, wait, wait, None) for w in windows)
@@ -192,7 +192,7 @@ class Limiter(_LimiterBase):
             if op == "hit" and len(windows) == 1:
                 outs = [self._store.hit1(key, windows[0], cost)]
             else:
-                outs = self._store.apply(op, key, windows, cost, arg)
+                outs = self._store.apply(op, [(key, w, cost) for w in windows], arg)
         except StoreError as exc:
             return self._failed(exc, op, key, windows, cost, arg)
         if self._failing:
@@ -204,7 +204,9 @@ class Limiter(_LimiterBase):
         windows = self.windows(rates, algorithm, **params)
         return self._decide(key, windows, self._run("hit", _check_key(key), windows, _check_cost(cost)))
 
-    def peek(self, key: str, rates: RateSpec, cost: int = 1, *, algorithm: str | None = None, **params: Any) -> Decision:
+    def peek(
+        self, key: str, rates: RateSpec, cost: int = 1, *, algorithm: str | None = None, **params: Any
+    ) -> Decision:
         """The Decision ``hit`` would return now, consuming nothing."""
         windows = self.windows(rates, algorithm, **params)
         return self._decide(key, windows, self._run("peek", _check_key(key), windows, _check_cost(cost)))
@@ -265,23 +267,28 @@ class AsyncLimiter(_LimiterBase):
     async def _run(self, op: Op, key: str, windows: Sequence[Window], cost: int, arg: str = "") -> list[Outcome]:
         store = self._store
         try:
+            items = [(key, w, cost) for w in windows]
             if hasattr(store, "aapply"):
-                outs = await store.aapply(op, key, windows, cost, arg)
+                outs = await store.aapply(op, items, arg)
             elif store.kind == "memory":
-                outs = store.apply(op, key, windows, cost, arg)
+                outs = store.apply(op, items, arg)
             else:
-                outs = await asyncio.to_thread(store.apply, op, key, windows, cost, arg)
+                outs = await asyncio.to_thread(store.apply, op, items, arg)
         except StoreError as exc:
             return self._failed(exc, op, key, windows, cost, arg)
         if self._failing:
             self._recovered()
         return outs  # type: ignore[no-any-return]
 
-    async def hit(self, key: str, rates: RateSpec, cost: int = 1, *, algorithm: str | None = None, **params: Any) -> Decision:
+    async def hit(
+        self, key: str, rates: RateSpec, cost: int = 1, *, algorithm: str | None = None, **params: Any
+    ) -> Decision:
         windows = self.windows(rates, algorithm, **params)
         return self._decide(key, windows, await self._run("hit", _check_key(key), windows, _check_cost(cost)))
 
-    async def peek(self, key: str, rates: RateSpec, cost: int = 1, *, algorithm: str | None = None, **params: Any) -> Decision:
+    async def peek(
+        self, key: str, rates: RateSpec, cost: int = 1, *, algorithm: str | None = None, **params: Any
+    ) -> Decision:
         windows = self.windows(rates, algorithm, **params)
         return self._decide(key, windows, await self._run("peek", _check_key(key), windows, _check_cost(cost)))
 
@@ -289,7 +296,9 @@ class AsyncLimiter(_LimiterBase):
         windows = self.windows(rates, algorithm, **params)
         return self._each(key, windows, await self._run("peek", _check_key(key), windows, 0))
 
-    async def charge(self, key: str, rates: RateSpec, cost: int, *, algorithm: str | None = None, **params: Any) -> Decision:
+    async def charge(
+        self, key: str, rates: RateSpec, cost: int, *, algorithm: str | None = None, **params: Any
+    ) -> Decision:
         windows = self.windows(rates, algorithm, **params)
         return self._decide(key, windows, await self._run("charge", _check_key(key), windows, _check_cost(cost)))
 

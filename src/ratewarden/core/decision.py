@@ -87,10 +87,25 @@ def to_decision(window: Window, o: Outcome, key: str, lease: str | None = None) 
     allowed, remaining, reset_us, retry_us, _ = o
     if retry_us == NEVER:
         return Decision(
-            False, window.limit, max(0, remaining), reset_us / US, math.inf, window.rate,
-            window.name, key, "cost_exceeds_limit",
+            False,
+            window.limit,
+            max(0, remaining),
+            reset_us / US,
+            math.inf,
+            window.rate,
+            window.name,
+            key,
+            "cost_exceeds_limit",
         )
     return Decision(
-        allowed, window.limit, remaining if remaining > 0 else 0, reset_us / US, retry_us / US,
-        window.rate, window.name, key, None, lease if allowed else None,
+        allowed,
+        window.limit,
+        remaining if remaining > 0 else 0,
+        reset_us / US,
+        retry_us / US,
+        window.rate,
+        window.name,
+        key,
+        None,
+        lease if allowed else None,
     )

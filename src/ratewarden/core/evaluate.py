@@ -1,6 +1,7 @@
 """The pure operations every store applies atomically to the states of one key's windows.
 
-``run(op, windows, states, now, cost, arg) -> (outcomes, new_states)``: ``new_states`` is
+``run(op, windows, states, now, costs, arg) -> (outcomes, new_states)``: one state and one
+cost per window (the windows may belong to different keys and rules); ``new_states`` is
 ``None`` when nothing must be written. This is where the contract invariants live:
 
 1. **All or nothing** (``hit``/``acquire``): a request is admitted by every window or by none,
@@ -26,23 +27,23 @@ Op = Literal["hit", "peek", "charge", "acquire", "release"]
 
 
 def run(
-    op: Op, windows: Sequence[Window], states: Sequence[Any], now: int, cost: int, arg: str = ""
+    op: Op, windows: Sequence[Window], states: Sequence[Any], now: int, costs: Sequence[int], arg: str = ""
 ) -> tuple[list[Outcome], list[Any] | None]:
-    if op == "hit" or op == "peek":
-        outs = [w.decide(s, now, cost) for w, s in zip(windows, states, strict=True)]
+    if op in {"hit", "peek"}:
+        outs = [w.decide(s, now, c) for w, s, c in zip(windows, states, costs, strict=True)]
         if op == "peek" or not all(o[0] for o in outs):
             return outs, None
         return outs, [o[4] for o in outs]
     if op == "acquire":
         outs = [
-            w.acquire(s, now, cost, arg) if isinstance(w, Concurrency) else w.decide(s, now, cost)
-            for w, s in zip(windows, states, strict=True)
+            w.acquire(s, now, c, arg) if isinstance(w, Concurrency) else w.decide(s, now, c)
+            for w, s, c in zip(windows, states, costs, strict=True)
         ]
         if not all(o[0] for o in outs):
             return outs, None
         return outs, [o[4] for o in outs]
     if op == "charge":
-        new = [w.charge(s, now, cost) for w, s in zip(windows, states, strict=True)]
+        new = [w.charge(s, now, c) for w, s, c in zip(windows, states, costs, strict=True)]
         outs = []
         for w, n in zip(windows, new, strict=True):
             o = w.decide(n, now, 0)
@@ -51,9 +52,8 @@ def run(
     if op == "release":
         new = []
         outs = []
-        for w, s in zip(windows, states, strict=True):
-            if isinstance(w, Concurrency):
-                _, s = w.release(s, now, arg)
+        for w, old in zip(windows, states, strict=True):
+            s = w.release(old, now, arg)[1] if isinstance(w, Concurrency) else old
             o = w.decide(s, now, 0)
             outs.append((True, o[1], o[2], 0, s))
             new.append(s)

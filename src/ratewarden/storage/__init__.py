@@ -44,9 +44,7 @@ def open_store(
         try:
             from ratewarden.storage.redis import open_redis  # type: ignore[import-not-found,unused-ignore]
         except ImportError as exc:  # pragma: no cover - depends on the install
-            raise ConfigError(
-                f"{url!r} needs the Redis store: pip install 'ratewarden[redis]' ({exc})"
-            ) from None
+            raise ConfigError(f"{url!r} needs the Redis store: pip install 'ratewarden[redis]' ({exc})") from None
         return open_redis(url, **options)
     raise ConfigError(
         f"unknown storage {url!r}; use memory://, sqlite:///path.db, redis://host:port/db, "

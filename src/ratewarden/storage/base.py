@@ -1,8 +1,9 @@
 """The storage contract: apply a pure core operation atomically to one key's windows.
 
 A store holds, for each ``(key, window.id)``, the core's immutable state, and offers one
-primitive that does not depend on the algorithm: :meth:`Store.apply` reads the states of a
-key's windows, runs :func:`ratewarden.core.evaluate.run` (or, in Redis, its Lua port) and
+primitive that does not depend on the algorithm: :meth:`Store.apply` reads the states of
+``items`` (``(key, window, cost)`` triples: one key's windows, or several rules' keys at
+once), runs :func:`ratewarden.core.evaluate.run` (or, in Redis, its Lua port) and
 writes what it returns, atomically (a lock in memory, ``BEGIN IMMEDIATE`` in SQLite, one script
 in Redis). Multi-window checks are one call. Every failure of the backend raises
 :class:`ratewarden.errors.StoreError`; the limiter turns it into the configured fallback.
@@ -16,7 +17,10 @@ from typing import Protocol, runtime_checkable
 from ratewarden.core.algorithms.base import Outcome, Window
 from ratewarden.core.evaluate import Op
 
-__all__ = ["AsyncStore", "Store"]
+__all__ = ["AsyncStore", "Item", "Store"]
+
+#: one window state to read and maybe write: (key, window, cost)
+Item = tuple[str, Window, int]
 
 
 @runtime_checkable
@@ -25,7 +29,7 @@ class Store(Protocol):
 
     def hit1(self, key: str, window: Window, cost: int) -> Outcome: ...
 
-    def apply(self, op: Op, key: str, windows: Sequence[Window], cost: int, arg: str = "") -> list[Outcome]: ...
+    def apply(self, op: Op, items: Sequence[Item], arg: str = "") -> list[Outcome]: ...
 
     def reset(self, key: str, windows: Sequence[Window] | None = None) -> None: ...
 
@@ -38,9 +42,7 @@ class AsyncStore(Protocol):
 
     async def ahit1(self, key: str, window: Window, cost: int) -> Outcome: ...
 
-    async def aapply(
-        self, op: Op, key: str, windows: Sequence[Window], cost: int, arg: str = ""
-    ) -> list[Outcome]: ...
+    async def aapply(self, op: Op, items: Sequence[Item], arg: str = "") -> list[Outcome]: ...
 
     async def areset(self, key: str, windows: Sequence[Window] | None = None) -> None: ...
 

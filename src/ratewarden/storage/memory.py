@@ -28,6 +28,7 @@ from typing import Any
 from ratewarden.core.algorithms.base import Outcome, Window
 from ratewarden.core.evaluate import Op, run
 from ratewarden.errors import ConfigError
+from ratewarden.storage.base import Item
 
 __all__ = ["DEFAULT_MAX_KEYS", "MemoryStore"]
 
@@ -99,19 +100,20 @@ class MemoryStore:
 
     # -- every operation ----------------------------------------------------------------------
 
-    def apply(self, op: Op, key: str, windows: Sequence[Window], cost: int, arg: str = "") -> list[Outcome]:
+    def apply(self, op: Op, items: Sequence[Item], arg: str = "") -> list[Outcome]:
         with self._lock:
             now = self.now()
             tables = []
-            for w in windows:
+            for _, w, _ in items:
                 t = self._tables.get(w.id)
                 if t is None:
                     t = self._tables[w.id] = _Table(w)
                 tables.append(t)
-            states = [t.data.get(key) for t in tables]
-            outs, new = run(op, windows, states, now, cost, arg)
+            states = [t.data.get(item[0]) for t, item in zip(tables, items, strict=True)]
+            windows = [item[1] for item in items]
+            outs, new = run(op, windows, states, now, [item[2] for item in items], arg)
             if new is not None:
-                for t, old, s, o in zip(tables, states, new, outs, strict=True):
+                for t, (key, _, _), old, s, o in zip(tables, items, states, new, outs, strict=True):
                     if s is old:
                         continue
                     if s is None or o[2] <= 0:
@@ -125,9 +127,11 @@ class MemoryStore:
 
     def reset(self, key: str, windows: Sequence[Window] | None = None) -> None:
         with self._lock:
-            tables = self._tables.values() if windows is None else [
-                t for w in windows if (t := self._tables.get(w.id)) is not None
-            ]
+            tables = (
+                self._tables.values()
+                if windows is None
+                else [t for w in windows if (t := self._tables.get(w.id)) is not None]
+            )
             for t in tables:
                 if t.data.pop(key, None) is not None:
                     self._count -= 1

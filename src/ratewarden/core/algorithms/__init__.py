@@ -16,13 +16,23 @@ from ratewarden.core.rates import Rate
 from ratewarden.errors import ConfigError
 
 __all__ = [
-    "ALGORITHMS", "NEVER", "Concurrency", "FixedWindow", "GCRA", "Outcome", "Quota", "SlidingLog",
-    "SlidingWindow", "TokenBucket", "Window", "ceil_div", "make_window",
+    "ALGORITHMS",
+    "NEVER",
+    "Concurrency",
+    "FixedWindow",
+    "GCRA",
+    "Outcome",
+    "Quota",
+    "SlidingLog",
+    "SlidingWindow",
+    "TokenBucket",
+    "Window",
+    "ceil_div",
+    "make_window",
 ]
 
 ALGORITHMS: dict[str, type[Window]] = {
-    cls.name: cls
-    for cls in (FixedWindow, SlidingWindow, SlidingLog, GCRA, TokenBucket, Concurrency, Quota)
+    cls.name: cls for cls in (FixedWindow, SlidingWindow, SlidingLog, GCRA, TokenBucket, Concurrency, Quota)
 }
 
 _PARAMS: dict[str, frozenset[str]] = {
@@ -37,9 +47,7 @@ def make_window(algorithm: str, rate: Rate, **params: Any) -> Window:
     try:
         cls = ALGORITHMS[algorithm]
     except KeyError:
-        raise ConfigError(
-            f"unknown algorithm {algorithm!r}; choose one of {', '.join(sorted(ALGORITHMS))}"
-        ) from None
+        raise ConfigError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(sorted(ALGORITHMS))}") from None
     allowed = _PARAMS.get(algorithm, frozenset())
     unknown = set(params) - allowed
     if unknown:

@@ -53,9 +53,7 @@ class Window:
         self.rate = rate
         self.limit = rate.limit
         self.period = rate.period
-        self.id = f"{self.name}:{rate.period}" if self.limit_free_state else (
-            f"{self.name}:{rate.limit}:{rate.period}"
-        )
+        self.id = f"{self.name}:{rate.period}" if self.limit_free_state else (f"{self.name}:{rate.limit}:{rate.period}")
 
     @property
     def capacity(self) -> int:

@@ -50,8 +50,11 @@ class GCRA(Window):
             if new_tat - now <= self.tau:
                 return True, (self.tau - new_tat + now) * self.limit // self.period, new_tat - now, 0, new_tat
             return (
-                False, (self.tau - tat + now) * self.limit // self.period, tat - now,
-                new_tat - now - self.tau, state,
+                False,
+                (self.tau - tat + now) * self.limit // self.period,
+                tat - now,
+                new_tat - now - self.tau,
+                state,
             )
         p, limit, tau = self.period, self.limit, self.tau
         if cost > self.burst:
