@@ -2,8 +2,9 @@
 
 Pure arithmetic on an epoch time in microseconds; the only outside input is the IANA time-zone
 database (``zoneinfo``), read once per zone. Days around a DST change are 23 or 25 hours long,
-and a reset time that does not exist on a given day (02:30 on a spring-forward night) falls
-at the first instant after the gap, as ``zoneinfo`` resolves it.
+a reset time that does not exist on a given day (02:30 on a spring-forward night) falls at
+the first instant after the gap (03:00 new time), and a reset time that occurs twice (01:30 on
+a fall-back night) falls at its first occurrence.
 """
 
 from __future__ import annotations
@@ -65,7 +66,24 @@ class Calendar:
         return date(y, m + 1, 1)
 
     def _at(self, d: date) -> datetime:
-        return datetime.combine(d, self.reset, tzinfo=self.tz)
+        """The reset instant of day ``d`` (see the module docstring for gaps and folds)."""
+        wall = datetime.combine(d, self.reset)
+        dt = wall.replace(tzinfo=self.tz)  # fold=0: the first occurrence of an ambiguous time
+        utc = dt.astimezone(UTC)
+        if utc.astimezone(self.tz).replace(tzinfo=None) == wall:
+            return dt
+        # ``wall`` is in a gap: zoneinfo maps it past the gap (by the offset before it). The
+        # reset is the first instant whose local time is not before ``wall``: the end of the gap.
+        # Transitions fall on whole seconds, so a binary search on seconds finds it exactly.
+        lo = int(wall.replace(tzinfo=self.tz, fold=1).timestamp())  # before the gap
+        hi = int(utc.timestamp())  # after the gap
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if datetime.fromtimestamp(mid, self.tz).replace(tzinfo=None) >= wall:
+                hi = mid
+            else:
+                lo = mid
+        return datetime.fromtimestamp(hi, self.tz)
 
     @staticmethod
     def _ts(dt: datetime) -> int:
