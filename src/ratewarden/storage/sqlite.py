@@ -1,0 +1,506 @@
+"""``sqlite:///path.db``: state in one SQLite file, shared by the threads and processes of a host.
+
+Invariants kept here:
+
+* **Exact across threads and processes.** Every decision that may write is one transaction:
+  ``BEGIN IMMEDIATE`` (the file's write lock) ... read the states ... run the pure core
+  (:func:`ratewarden.core.evaluate.run`) ... write ... ``COMMIT``. "Now" is read only once the
+  lock is held, so a writer never stamps a state earlier than one already written. Peeks read
+  one consistent snapshot and take no write lock (WAL readers never block writers).
+* **Durable, shared, not blocking.** WAL journal, ``synchronous=NORMAL`` (a commit survives a
+  process crash; a power cut may lose the last commits, never corrupt the file), a busy
+  timeout (``?timeout=5``, seconds), one connection per thread (``sqlite3`` connections must
+  not cross threads; :class:`ratewarden.AsyncLimiter` calls in from worker threads). The
+  threads of one store take turns on a lock of their own before the file lock, so they never
+  sleep in SQLite's busy handler because of each other.
+* **One row per (key, window).** ``state`` holds the core's immutable value: an int as an
+  SQLite integer, anything else (tuples, nested tuples, strings) as compact JSON decoded back to
+  exactly the same value (lists become tuples again). No row means ``None``. ``expires`` is
+  ``now + reset_us``; a state whose ``reset_us`` is 0 is deleted instead of written.
+* **Bounded, no full scan.** Expired rows are reclaimed incrementally: every
+  ``SWEEP_EVERY`` writes, the writing transaction deletes at most ``SWEEP_LIMIT`` rows found
+  through the ``expires`` index. A stale row is harmless meanwhile: the core treats an expired
+  state as empty.
+* **Defined failure.** A path that cannot be opened, a file that is not a SQLite database, or
+  one whose tables belong to something else raises :class:`~ratewarden.errors.ConfigError` at
+  open time with the path and the reason; every ``sqlite3`` error during a decision (locked
+  beyond the timeout, I/O error, disk full, corruption) raises
+  :class:`~ratewarden.errors.StoreError`, so the limiter's ``on_store_error`` applies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+from ratewarden.core.algorithms.base import Outcome, Window
+from ratewarden.core.evaluate import Op, run
+from ratewarden.errors import ConfigError, StoreError
+from ratewarden.storage.base import Item
+
+__all__ = ["DEFAULT_TIMEOUT", "SCHEMA", "SQLiteStore", "decode_state", "encode_state"]
+
+#: the value of ``ratewarden_meta.schema`` this module reads and writes
+SCHEMA = "ratewarden-sqlite-1"
+#: seconds a decision waits for another process's write lock before it fails with StoreError
+DEFAULT_TIMEOUT = 5.0
+#: a sweep of expired rows runs every this many writes of a store ...
+SWEEP_EVERY = 64
+#: ... and deletes at most this many rows
+SWEEP_LIMIT = 256
+
+_STATE_COLUMNS = [("key", "TEXT", 1, 1), ("window", "TEXT", 1, 2), ("state", "", 1, 0), ("expires", "INTEGER", 1, 0)]
+_CREATE = (
+    "CREATE TABLE IF NOT EXISTS ratewarden_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS ratewarden_state (key TEXT NOT NULL, window TEXT NOT NULL, state NOT NULL,"
+    " expires INTEGER NOT NULL, PRIMARY KEY (key, window)) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS ratewarden_state_expires ON ratewarden_state (expires)",
+    f"INSERT OR IGNORE INTO ratewarden_meta (name, value) VALUES ('schema', '{SCHEMA}')",
+)
+_SELECT = "SELECT state FROM ratewarden_state WHERE key = ? AND window = ?"
+_UPSERT = "INSERT OR REPLACE INTO ratewarden_state (key, window, state, expires) VALUES (?, ?, ?, ?)"
+_DELETE = "DELETE FROM ratewarden_state WHERE key = ? AND window = ?"
+_DELETE_KEY = "DELETE FROM ratewarden_state WHERE key = ?"
+_SWEEP = (
+    "DELETE FROM ratewarden_state WHERE (key, window) IN "
+    "(SELECT key, window FROM ratewarden_state WHERE expires <= ? LIMIT ?)"
+)
+_INT64 = (-(2**63), 2**63 - 1)
+_json = json.JSONEncoder(separators=(",", ":")).encode
+#: connections inherited through fork(): never used nor closed by the child (SQLite forbids both)
+_ABANDONED: list[Any] = []
+
+
+# -- states <-> column values -----------------------------------------------------------------
+
+
+def encode_state(state: Any) -> int | str:
+    """The column value of a state (never ``None``: no state is no row)."""
+    if type(state) is int and _INT64[0] <= state <= _INT64[1]:
+        return state
+    return _json(state)
+
+
+def _tuples(value: Any) -> Any:
+    if type(value) is list:
+        return tuple([_tuples(v) if type(v) is list else v for v in value])
+    return value
+
+
+def decode_state(value: Any) -> Any:
+    """The state a column value holds: exactly the value :func:`encode_state` was given."""
+    if type(value) is int:
+        return value
+    if type(value) is not str:
+        raise ValueError(f"a state column holds {type(value).__name__}, not an integer or JSON text")
+    return _tuples(json.loads(value))
+
+
+# -- opening ----------------------------------------------------------------------------------
+
+
+def _path_of(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        raise ConfigError(
+            f"{url!r}: a SQLite URL names a file, not a host {parts.netloc!r}; "
+            "use sqlite:///relative/path.db or sqlite:////absolute/path.db"
+        )
+    path = unquote(parts.path)
+    if path.startswith("/"):
+        path = path[1:]
+    if not path or path.endswith("/"):
+        raise ConfigError(f"{url!r} names no file; use sqlite:///relative/path.db or sqlite:////absolute/path.db")
+    if path == ":memory:" or path.startswith("file:") or "mode=memory" in parts.query:
+        raise ConfigError(
+            f"{url!r}: an in-memory SQLite database is neither shared between processes nor kept after a "
+            "restart; use memory:// for in-process limits, or a file: sqlite:///path.db"
+        )
+    return path
+
+
+def _timeout(value: Any, where: str) -> float:
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"timeout must be a number of seconds in {where}, not {value!r}") from None
+    if isinstance(value, bool) or not t >= 0 or t == float("inf"):
+        raise ConfigError(f"timeout must be a finite number of seconds >= 0 in {where}, not {value!r}")
+    return t
+
+
+def _explain(exc: sqlite3.Error) -> str:
+    name = getattr(exc, "sqlite_errorname", None)
+    return f"{exc} ({name})" if name else str(exc)
+
+
+def _in_transaction(db: sqlite3.Connection) -> bool:
+    try:
+        return db.in_transaction
+    except sqlite3.Error:  # closed meanwhile
+        return False
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def _after_fork(ref: weakref.ref[SQLiteStore]) -> Callable[[], None]:
+    def forget() -> None:
+        store = ref()
+        if store is not None:
+            store._forget_parent()
+
+    return forget
+
+
+class _Conn:
+    """A thread's connection; closed when the thread ends (its thread-local slot is dropped)."""
+
+    __slots__ = ("__weakref__", "db")
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.db.close()
+
+
+class SQLiteStore:
+    """A store in one SQLite file; thread-safe and multi-process safe.
+
+    ``SQLiteStore("rl.db")`` or, through a limiter, ``Limiter("sqlite:///rl.db?timeout=2")``.
+    ``clock`` returns seconds (float) and is for tests; the default is the wall clock, since
+    windows are aligned to the epoch and shared by every process on the machine.
+    """
+
+    kind = "sqlite"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        key_prefix: str = "",
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        path = os.fspath(path)
+        if not isinstance(path, str) or not path or path == ":memory:":
+            raise ConfigError(f"a SQLite store needs a file path, not {path!r}")
+        if not isinstance(key_prefix, str):
+            raise ConfigError(f"key_prefix must be a string, not {key_prefix!r}")
+        self.path = os.path.abspath(path)  # later threads must not depend on the working directory
+        self.timeout = _timeout(timeout, "SQLiteStore(timeout=...)")
+        self.key_prefix = key_prefix
+        if clock is None:
+            self.now: Callable[[], int] = _now_us
+        else:
+            self.now = lambda: int(clock() * 1_000_000 + 0.5)
+        self._local = threading.local()
+        self._conns: weakref.WeakSet[_Conn] = weakref.WeakSet()
+        self._conns_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        # threads of this store queue here; the holder waits at most ``timeout`` for other processes
+        self._lock_wait = self.timeout + 1.0
+        self._writes = 0
+        self._closed = False
+        self._uri = f"file:{quote(self.path)}?mode=rw"
+        self._setup()
+        os.register_at_fork(after_in_child=_after_fork(weakref.ref(self)))
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        clock: Callable[[], float] | None = None,
+        key_prefix: str = "",
+        timeout: float | None = None,
+        **options: Any,
+    ) -> SQLiteStore:
+        """``sqlite:///relative.db``, ``sqlite:////absolute.db``; option ``?timeout=SECONDS``."""
+        if options:
+            raise ConfigError(f"unknown SQLite store option {sorted(options)[0]!r} (it takes timeout)")
+        path = _path_of(url)
+        query = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
+        extra = set(query) - {"timeout"}
+        if extra:
+            raise ConfigError(f"unknown option {sorted(extra)[0]!r} in {url!r} (sqlite:// takes timeout)")
+        if "timeout" in query:
+            timeout = _timeout(query["timeout"], repr(url))
+        return cls(path, timeout=DEFAULT_TIMEOUT if timeout is None else timeout, key_prefix=key_prefix, clock=clock)
+
+    def __repr__(self) -> str:
+        return f"<SQLiteStore {self.path!r}>"
+
+    # -- connections ----------------------------------------------------------------------------
+
+    def _connect(self, uri: str) -> sqlite3.Connection:
+        db = sqlite3.connect(uri, uri=True, timeout=self.timeout, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA synchronous = NORMAL")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StoreError(f"the SQLite store {self.path} is closed")
+        c: _Conn | None = getattr(self._local, "conn", None)
+        if c is not None:
+            return c.db
+        try:
+            db = self._connect(self._uri)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the SQLite store {self.path}: {_explain(exc)}") from exc
+        c = _Conn(db)
+        with self._conns_lock:
+            self._conns.add(c)
+        self._local.conn = c
+        return db
+
+    def _discard(self) -> None:
+        """Drop this thread's connection (after an error left it unusable)."""
+        c: _Conn | None = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if c is not None:
+            with self._conns_lock:
+                self._conns.discard(c)
+            with contextlib.suppress(sqlite3.Error):
+                c.db.close()
+
+    def _forget_parent(self) -> None:
+        """In a forked child: never touch the parent's connections (SQLite forbids it)."""
+        _ABANDONED.append((self._local, list(self._conns)))
+        self._local = threading.local()
+        self._conns = weakref.WeakSet()
+        self._conns_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+
+    def _setup(self) -> None:
+        """Open (creating if needed) the file, check it is ours, switch to WAL, create the tables."""
+        where = f"the SQLite store {self.path}"
+        parent = os.path.dirname(self.path)
+        if not os.path.isdir(parent):
+            raise ConfigError(f"cannot open {where}: the directory {parent} does not exist")
+        if os.path.isdir(self.path):
+            raise ConfigError(f"cannot open {where}: it is a directory")
+        try:
+            db = self._connect(f"file:{quote(self.path)}?mode=rwc")
+        except sqlite3.Error as exc:
+            raise ConfigError(f"cannot open {where}: {_explain(exc)}") from exc
+        try:
+            self._check_schema(db, where)
+            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise ConfigError(f"cannot use {where}: SQLite refused the WAL journal (journal_mode is {mode})")
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                self._check_schema(db, where)
+                for sql in _CREATE:
+                    db.execute(sql)
+                db.execute("COMMIT")
+            finally:
+                if _in_transaction(db):
+                    db.execute("ROLLBACK")
+            self._check_schema(db, where, created=True)
+        except sqlite3.Error as exc:
+            db.close()
+            raise ConfigError(f"cannot use {where}: {_explain(exc)}") from exc
+        except BaseException:
+            db.close()
+            raise
+        c = _Conn(db)
+        self._conns.add(c)
+        self._local.conn = c
+
+    @staticmethod
+    def _check_schema(db: sqlite3.Connection, where: str, created: bool = False) -> None:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "ratewarden_meta" not in tables:
+            others = sorted(t for t in tables if not t.startswith("sqlite_"))
+            if created or others:
+                raise ConfigError(
+                    f"cannot use {where}: it holds tables of something else ({', '.join(others[:5])}) "
+                    "and no ratewarden schema; give the limiter a database file of its own"
+                )
+            return  # an empty database: ours to set up
+        row = db.execute("SELECT value FROM ratewarden_meta WHERE name = 'schema'").fetchone()
+        if row is None or row[0] != SCHEMA:
+            found = "no schema version" if row is None else f"schema {row[0]!r}"
+            raise ConfigError(f"cannot use {where}: it has {found}, this ratewarden reads {SCHEMA!r}")
+        if "ratewarden_state" in tables:
+            cols = [(r[1], r[2].upper(), r[3], r[5]) for r in db.execute("PRAGMA table_info(ratewarden_state)")]
+            if cols != _STATE_COLUMNS:
+                raise ConfigError(f"cannot use {where}: the table ratewarden_state has unexpected columns {cols}")
+        elif created:
+            raise ConfigError(f"cannot use {where}: the table ratewarden_state is missing")
+
+    # -- the decisions --------------------------------------------------------------------------
+
+    def hit1(self, key: str, window: Window, cost: int) -> Outcome:
+        """One window, ``hit``: the fast path of :meth:`apply`."""
+        k = self.key_prefix + key
+        wid = window.id
+        db = self._conn()
+        if not self._write_lock.acquire(timeout=self._lock_wait):
+            raise StoreError(f"the SQLite store {self.path} stayed busy for more than {self.timeout} s")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            row = db.execute(_SELECT, (k, wid)).fetchone()
+            now = self.now()
+            out = window.decide(None if row is None else decode_state(row[0]), now, cost)
+            if out[0] and cost:
+                if out[2] > 0:
+                    db.execute(_UPSERT, (k, wid, encode_state(out[4]), now + out[2]))
+                elif row is not None:
+                    db.execute(_DELETE, (k, wid))
+                self._wrote(db, now)
+            db.execute("COMMIT")
+            return out
+        except (sqlite3.Error, ValueError, TypeError) as exc:
+            raise self._failure(db, exc) from exc
+        finally:
+            if _in_transaction(db):
+                self._rollback(db)
+            self._write_lock.release()
+
+    def apply(self, op: Op, items: Sequence[Item], arg: str = "") -> list[Outcome]:
+        prefix = self.key_prefix
+        keys = [(prefix + key, w.id) for key, w, _ in items]
+        windows = [item[1] for item in items]
+        costs = [item[2] for item in items]
+        db = self._conn()
+        if op == "peek":
+            try:
+                if len(keys) == 1:
+                    states = [self._read(db, keys[0])]
+                else:
+                    db.execute("BEGIN")  # one snapshot for every window
+                    states = [self._read(db, kw) for kw in keys]
+                    db.execute("COMMIT")
+                return run(op, windows, states, self.now(), costs, arg)[0]
+            except (sqlite3.Error, ValueError, TypeError) as exc:
+                raise self._failure(db, exc) from exc
+            finally:
+                if _in_transaction(db):
+                    self._rollback(db)
+        if not self._write_lock.acquire(timeout=self._lock_wait):
+            raise StoreError(f"the SQLite store {self.path} stayed busy for more than {self.timeout} s")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            states = [self._read(db, kw) for kw in keys]
+            now = self.now()
+            outs, new = run(op, windows, states, now, costs, arg)
+            if new is not None:
+                wrote = False
+                for (k, wid), old, s, o in zip(keys, states, new, outs, strict=True):
+                    if s is old:
+                        continue
+                    if s is None or o[2] <= 0:
+                        if old is not None:
+                            db.execute(_DELETE, (k, wid))
+                    else:
+                        db.execute(_UPSERT, (k, wid, encode_state(s), now + o[2]))
+                    wrote = True
+                if wrote:
+                    self._wrote(db, now)
+            db.execute("COMMIT")
+            return outs
+        except (sqlite3.Error, ValueError, TypeError) as exc:
+            raise self._failure(db, exc) from exc
+        finally:
+            if _in_transaction(db):
+                self._rollback(db)
+            self._write_lock.release()
+
+    def reset(self, key: str, windows: Sequence[Window] | None = None) -> None:
+        """Forget ``key``'s state in ``windows`` (every window when ``None``)."""
+        k = self.key_prefix + key
+        db = self._conn()
+        with self._write_lock:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                if windows is None:
+                    db.execute(_DELETE_KEY, (k,))
+                else:
+                    for w in windows:
+                        db.execute(_DELETE, (k, w.id))
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise self._failure(db, exc) from exc
+            finally:
+                if _in_transaction(db):
+                    self._rollback(db)
+
+    def sweep(self, limit: int | None = None) -> int:
+        """Delete expired rows now (at most ``limit``; all when ``None``); how many went."""
+        db = self._conn()
+        with self._write_lock:
+            try:
+                cur = db.execute(_SWEEP, (self.now(), -1 if limit is None else limit))
+                return cur.rowcount
+            except sqlite3.Error as exc:
+                raise self._failure(db, exc) from exc
+
+    def __len__(self) -> int:
+        """The number of rows (window states) in the file, expired or not."""
+        db = self._conn()
+        try:
+            return int(db.execute("SELECT count(*) FROM ratewarden_state").fetchone()[0])
+        except sqlite3.Error as exc:
+            raise self._failure(db, exc) from exc
+
+    def close(self) -> None:
+        """Close every connection of this store; it cannot be used afterwards."""
+        self._closed = True
+        with self._conns_lock:
+            conns = list(self._conns)
+            self._conns = weakref.WeakSet()
+        for c in conns:
+            with contextlib.suppress(sqlite3.Error):  # closing is best effort
+                c.db.close()
+        self._local = threading.local()
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _read(db: sqlite3.Connection, kw: tuple[str, str]) -> Any:
+        row = db.execute(_SELECT, kw).fetchone()
+        return None if row is None else decode_state(row[0])
+
+    def _wrote(self, db: sqlite3.Connection, now: int) -> None:
+        """Count a write; every ``SWEEP_EVERY`` writes, reclaim a few expired rows."""
+        self._writes += 1
+        if self._writes >= SWEEP_EVERY:
+            self._writes = 0
+            db.execute(_SWEEP, (now, SWEEP_LIMIT))
+
+    @staticmethod
+    def _rollback(db: sqlite3.Connection) -> None:
+        with contextlib.suppress(sqlite3.Error):  # the failed statement may have rolled back already
+            db.execute("ROLLBACK")
+
+    def _failure(self, db: sqlite3.Connection, exc: Exception) -> StoreError:
+        if _in_transaction(db):
+            self._rollback(db)
+        if isinstance(exc, sqlite3.Error):
+            if self._closed:
+                return StoreError(f"the SQLite store {self.path} is closed")
+            if _in_transaction(db):  # pragma: no cover - a connection we cannot reuse
+                self._discard()
+            text = _explain(exc)
+            if "locked" in str(exc) or "busy" in str(exc):
+                text += f" for more than the {self.timeout} s timeout"
+            return StoreError(f"the SQLite store {self.path} failed: {text}")
+        return StoreError(f"the SQLite store {self.path} holds a state it cannot read ({type(exc).__name__}: {exc})")
