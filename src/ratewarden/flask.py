@@ -1,0 +1,193 @@
+"""The Flask extension: ``RateWarden(app, policy="ratewarden.toml")`` and ``@rw.limit(...)``.
+
+The app-wide policy runs in a ``before_request`` hook (a denial short-circuits the view) and an
+``after_request`` hook (adds the rate-limit headers, then calls ``Engine.after`` with the status
+and headers, for bans and costs charged after the response). ``@rw.limit("5/minute", key="ip")``
+adds one rule to one view through the same engine machinery (keys, headers, response bodies).
+
+The identity is ``g.user`` (``user_attr=`` names another attribute of ``g``; ``user_getter=``
+takes a callable returning the user, e.g. ``lambda: flask_login.current_user``). Hooks run in
+registration order, so register the hook that sets ``g.user`` before calling ``init_app``.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from flask import Flask, Response, g, request
+
+from ratewarden.asgi import USER_ATTRS, RouteLimit, build_engine, join_headers
+from ratewarden.wsgi import environ_facts, read_body
+
+if TYPE_CHECKING:
+    from ratewarden.engine import Engine, RequestFacts, Verdict
+
+__all__ = ["RateWarden"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+_G_STATE = "_ratewarden"
+
+
+def _denial(verdict: Verdict) -> Response:
+    return Response(
+        verdict.body or b"", status=verdict.status, headers=list(verdict.headers), content_type=verdict.content_type
+    )
+
+
+class _State:
+    __slots__ = ("checked", "denied", "facts")
+
+    def __init__(self, facts: RequestFacts) -> None:
+        self.facts = facts
+        self.checked: list[tuple[Engine, RequestFacts, Verdict]] = []
+        self.denied = False
+
+
+class RateWarden:
+    """``RateWarden(app, policy="ratewarden.toml", **options)`` or ``RateWarden(policy=...)`` then
+    ``init_app(app)``. Without a policy (and no ``RATEWARDEN_POLICY`` in ``app.config``) only the
+    ``@limit`` decorators apply. ``options``: ``engine=`` a shared Engine; every other keyword
+    (``clock=``, ``storage=``, ``on_event=``...) goes to ``Engine(policy, ...)`` and to the
+    engines of the ``@limit`` decorators.
+    """
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        policy: Any = None,
+        *,
+        engine: Engine | None = None,
+        user_attr: str = "user",
+        user_getter: Callable[[], object] | None = None,
+        user_attrs: Iterable[str] = USER_ATTRS,
+        **options: Any,
+    ) -> None:
+        self.policy = policy
+        self.engine: Engine | None = engine
+        self.options = options
+        self.user_attr = user_attr
+        self.user_getter = user_getter
+        self.user_attrs = tuple(user_attrs)
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        policy = self.policy if self.policy is not None else app.config.get("RATEWARDEN_POLICY")
+        if self.engine is None and policy is not None:
+            self.engine = build_engine(policy, None, self.options)
+        app.extensions["ratewarden"] = self
+        app.before_request(self._before_request)
+        app.after_request(self._after_request)
+
+    # -- facts ------------------------------------------------------------------------------
+
+    def _user(self) -> object:
+        if self.user_getter is not None:
+            return self.user_getter()
+        return g.get(self.user_attr)
+
+    def _state(self) -> _State:
+        state: _State | None = g.get(_G_STATE)
+        if state is None:
+            state = _State(environ_facts(request.environ, self._user(), self.user_attrs))
+            setattr(g, _G_STATE, state)
+        return state
+
+    @staticmethod
+    def _body(facts: RequestFacts, limit: int) -> None:
+        if facts.body is not None:
+            return
+        length = request.content_length
+        if length is not None and length <= limit:
+            facts.body = request.get_data(cache=True)  # the view reads the cached bytes
+            facts.body_truncated = False
+        elif "stream" not in request.__dict__:  # werkzeug has not opened the body yet
+            read_body(facts, request.environ, limit)
+        else:
+            facts.body, facts.body_truncated = b"", True
+
+    def _check(self, engine: Engine, facts: RequestFacts) -> Response | None:
+        state = self._state()
+        if engine.exempt(facts):
+            return None
+        if engine.needs_body(facts):
+            self._body(facts, engine.body_limit)
+        verdict = engine.check(facts)
+        state.checked.append((engine, facts, verdict))
+        if verdict.allowed:
+            return None
+        state.denied = True
+        return _denial(verdict)
+
+    # -- hooks -------------------------------------------------------------------------------
+
+    def _before_request(self) -> Response | None:
+        if self.engine is None:
+            return None
+        return self._check(self.engine, self._state().facts)
+
+    def _after_request(self, response: Response) -> Response:
+        state: _State | None = g.get(_G_STATE)
+        if state is None:
+            return response
+        if not state.denied:
+            for _engine, _facts, verdict in state.checked:
+                for name, value in verdict.headers:
+                    response.headers.add(name, value)
+        headers = join_headers(response.headers.items())
+        for engine, facts, verdict in state.checked:
+            if verdict.allowed:
+                engine.after(facts, verdict, response.status_code, headers)
+        state.checked.clear()
+        return response
+
+    # -- per-view limits ---------------------------------------------------------------------
+
+    def limit(
+        self,
+        limits: str | Iterable[str],
+        key: str | Callable[[Any], object] = "ip",
+        *,
+        name: str | None = None,
+        algorithm: str | None = None,
+        cost: int = 1,
+        shadow: bool = False,
+    ) -> Callable[[F], F]:
+        """``@rw.limit("5/minute", key="ip")`` on a view. ``key``: a key spec string or a
+        callable ``request -> str | None`` (None falls back to the client ip)."""
+
+        def decorate(view: F) -> F:
+            route: RouteLimit | None = None
+            lock = threading.Lock()
+
+            def get_route() -> RouteLimit:  # built at the first request: init_app may come later
+                nonlocal route
+                with lock:
+                    if route is None:
+                        route = RouteLimit(
+                            limits,
+                            key,
+                            name=name or f"{view.__module__}.{view.__qualname__}",
+                            algorithm=algorithm,
+                            cost=cost,
+                            shadow=shadow,
+                            base=self.engine,
+                            **self.options,
+                        )
+                    return route
+
+            @functools.wraps(view)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                route = get_route()
+                facts = route.prepare(self._state().facts, request)
+                denied = self._check(route.engine, facts)
+                if denied is not None:
+                    return denied
+                return view(*args, **kwargs)
+
+            return wrapper  # type: ignore[return-value]
+
+        return decorate
