@@ -1,0 +1,105 @@
+-- dispatch: port of core/evaluate.py run(): the all-or-nothing operation over every item.
+-- KEYS[i]: the state key of item i (all in one slot in a cluster).
+-- ARGV: op, lease, now (empty = Redis TIME; a number only from a store created with the
+-- test hook), ttl slack in ms (0 in production), then 8 fields per item:
+-- code, cost, limit, period, p1, p2, p3, p4.
+-- Reply: 4 integers per item: allowed (1/0), remaining, reset_us, retry_us.
+-- Every key written gets PX = ceil(reset_us / 1000) (+ slack): no longer than its window needs.
+if redis.replicate_commands then
+  redis.replicate_commands()
+end
+local op, lease = ARGV[1], ARGV[2]
+local now
+if ARGV[3] ~= '' then
+  now = tonumber(ARGV[3])
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local slack = tonumber(ARGV[4])
+local n = #KEYS
+local W, S, C, N, R = {}, {}, {}, {}, {}
+for i = 1, n do
+  local b = 4 + (i - 1) * 8
+  local w = {
+    code = tonumber(ARGV[b + 1]),
+    limit = tonumber(ARGV[b + 3]),
+    period = tonumber(ARGV[b + 4]),
+    p1 = tonumber(ARGV[b + 5]),
+    p2 = tonumber(ARGV[b + 6]),
+    p3 = tonumber(ARGV[b + 7]),
+    p4 = tonumber(ARGV[b + 8]),
+  }
+  W[i] = w
+  C[i] = tonumber(ARGV[b + 2])
+  local raw = redis.call('GET', KEYS[i])
+  if raw then
+    S[i] = A[w.code].dec(raw)
+  end
+end
+
+local write = false
+if op == 'hit' or op == 'peek' or op == 'acquire' then
+  local all = true
+  for i = 1, n do
+    local alg = A[W[i].code]
+    local ok, rem, rst, rty, new
+    if op == 'acquire' and alg.acquire then
+      ok, rem, rst, rty, new = alg.acquire(W[i], S[i], now, C[i], lease)
+    else
+      ok, rem, rst, rty, new = alg.decide(W[i], S[i], now, C[i])
+    end
+    if not ok then
+      all = false
+    end
+    R[i] = { ok and 1 or 0, rem, rst, rty }
+    N[i] = new
+  end
+  write = all and op ~= 'peek'
+elseif op == 'charge' then
+  for i = 1, n do
+    local alg = A[W[i].code]
+    local new = alg.charge(W[i], S[i], now, C[i])
+    local _, rem, rst = alg.decide(W[i], new, now, 0)
+    R[i] = { 1, rem, rst, 0 }
+    N[i] = new
+  end
+  write = true
+elseif op == 'release' then
+  for i = 1, n do
+    local alg = A[W[i].code]
+    local new = S[i]
+    if alg.release then
+      new = alg.release(W[i], S[i], now, lease)
+    end
+    local _, rem, rst = alg.decide(W[i], new, now, 0)
+    R[i] = { 1, rem, rst, 0 }
+    N[i] = new
+  end
+  write = true
+else
+  error('ratewarden: unknown operation ' .. tostring(op))
+end
+
+if write then
+  for i = 1, n do
+    local new, rst = N[i], R[i][3]
+    if new == nil or rst <= 0 then
+      if S[i] ~= nil then
+        redis.call('DEL', KEYS[i])
+      end
+    else
+      redis.call('SET', KEYS[i], A[W[i].code].enc(new), 'PX', cdiv(rst, 1000) + slack)
+    end
+  end
+end
+
+local out = {}
+for i = 1, n do
+  local r = R[i]
+  out[#out + 1] = r[1]
+  out[#out + 1] = r[2]
+  out[#out + 1] = r[3]
+  out[#out + 1] = r[4]
+end
+return out

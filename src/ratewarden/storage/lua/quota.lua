@@ -1,0 +1,51 @@
+-- quota (code 7): port of core/algorithms/quota.py.
+-- State "start used". Lua cannot compute calendar periods in a time zone, so the client
+-- sends the period starts around ITS notion of now: w.p1 < w.p2 < w.p3 < w.p4 are the
+-- starts of the previous, current and next period and the end of the next one. The
+-- script picks the period that holds the SERVER's now; a server time outside [p1, p4)
+-- (client clock off by more than a whole period) is an error, never a guess.
+local function q_bounds(w, now)
+  if now < w.p1 or now >= w.p4 then
+    error('ratewarden: quota: server time is outside the periods the client sent (clock skew)')
+  end
+  if now < w.p2 then
+    return w.p1, w.p2
+  elseif now < w.p3 then
+    return w.p2, w.p3
+  end
+  return w.p3, w.p4
+end
+
+A[7] = {
+  dec = nums,
+  enc = enc_nums,
+  decide = function(w, st, now, cost)
+    local start, stop = q_bounds(w, now)
+    local used = 0
+    if st and st[1] == start then
+      used = st[2]
+    end
+    local limit = w.limit
+    local left = stop - now
+    local rem = limit - used
+    if rem < 0 then
+      rem = 0
+    end
+    if cost > limit then
+      return false, rem, (used ~= 0) and left or 0, NEVER, st
+    end
+    if used + one_or(cost) <= limit then
+      used = used + cost
+      return true, limit - used, (used ~= 0) and left or 0, 0, { start, used }
+    end
+    return false, rem, left, left, st
+  end,
+  charge = function(w, st, now, cost)
+    local start = q_bounds(w, now)
+    local used = 0
+    if st and st[1] == start then
+      used = st[2]
+    end
+    return { start, used + cost }
+  end,
+}

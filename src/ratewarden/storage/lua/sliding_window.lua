@@ -1,0 +1,67 @@
+-- sliding-window (code 2): port of core/algorithms/sliding_window.py.
+-- State "start previous current" (windows aligned to the epoch); integer arithmetic only.
+local function sw_counts(st, start, p)
+  if st then
+    if st[1] == start then
+      return st[2], st[3]
+    elseif st[1] == start - p then
+      return st[3], 0
+    end
+  end
+  return 0, 0
+end
+
+A[2] = {
+  dec = nums,
+  enc = enc_nums,
+  decide = function(w, st, now, cost)
+    local p, limit = w.period, w.limit
+    local start = now - now % p
+    local prev, cur = sw_counts(st, start, p)
+    local elapsed = now - start
+    local weight = prev * (p - elapsed)
+    local need = one_or(cost)
+    local function remaining(c)
+      local r = floor((limit * p - weight - c * p) / p)
+      if r < 0 then
+        return 0
+      end
+      return r
+    end
+    local function reset(c)
+      if c ~= 0 then
+        return start + 2 * p - now
+      elseif prev ~= 0 then
+        return start + p - now
+      end
+      return 0
+    end
+    if cost > limit then
+      return false, remaining(cur), reset(cur), NEVER, st
+    end
+    if weight + (cur + need) * p <= limit * p then
+      cur = cur + cost
+      return true, remaining(cur), reset(cur), 0, { start, prev, cur }
+    end
+    local retry
+    if cur + need <= limit then
+      retry = p - floor(((limit - cur - need) * p) / prev) - elapsed
+    else
+      local nxt = 0
+      if cur ~= 0 then
+        nxt = p - floor(((limit - need) * p) / cur)
+      end
+      if nxt < 0 then
+        nxt = 0
+      end
+      retry = p - elapsed + nxt
+    end
+    return false, remaining(cur), reset(cur), retry, st
+  end,
+  charge = function(w, st, now, cost)
+    local p = w.period
+    local start = now - now % p
+    local prev, cur = sw_counts(st, start, p)
+    return { start, prev, cur + cost }
+  end,
+}

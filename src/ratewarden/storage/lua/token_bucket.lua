@@ -1,0 +1,44 @@
+-- token-bucket (code 5): port of core/algorithms/token_bucket.py.
+-- State "level last": level = tokens * P. w.p1 = burst, w.p2 = full (burst * P).
+local function tb_level(w, st, now)
+  local full = w.p2
+  if not st then
+    return full
+  end
+  local level = st[1]
+  local missing = full - level
+  if missing > 0 and now > st[2] then
+    local elapsed = now - st[2]
+    if elapsed >= cdiv(missing, w.limit) then
+      level = full
+    else
+      level = level + elapsed * w.limit
+    end
+  end
+  return level
+end
+
+A[5] = {
+  dec = nums,
+  enc = enc_nums,
+  decide = function(w, st, now, cost)
+    local p, limit, full = w.period, w.limit, w.p2
+    local level = tb_level(w, st, now)
+    if cost > w.p1 then
+      return false, floor(level / p), cdiv(full - level, limit), NEVER, st
+    end
+    local need = one_or(cost) * p
+    if level >= need then
+      level = level - cost * p
+      local new = st
+      if cost ~= 0 then
+        new = { level, now }
+      end
+      return true, floor(level / p), cdiv(full - level, limit), 0, new
+    end
+    return false, floor(level / p), cdiv(full - level, limit), cdiv(need - level, limit), st
+  end,
+  charge = function(w, st, now, cost)
+    return { tb_level(w, st, now) - cost * w.period, now }
+  end,
+}

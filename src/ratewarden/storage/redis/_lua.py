@@ -1,0 +1,221 @@
+"""What the sync and async Redis stores share: the script, keys, arguments and replies.
+
+The Lua ports of the core live in ``storage/lua/``, one file per algorithm; :data:`SCRIPT`
+composes them at import time into one script (``prelude.lua`` + the algorithms +
+``dispatch.lua``), so any mix of algorithms, windows and keys is one ``EVALSHA``.
+
+This module does no I/O: :class:`Codec` turns ``(op, items, arg)`` into the script's
+``KEYS``/``ARGV`` and its flat integer reply back into core :data:`Outcome` tuples, and
+builds every Redis key name (with a Cluster hash tag, so all windows of one key share a slot).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from importlib import resources
+from typing import Any
+
+from ratewarden.core.algorithms import (
+    GCRA,
+    Concurrency,
+    FixedWindow,
+    Quota,
+    SlidingLog,
+    SlidingWindow,
+    TokenBucket,
+    Window,
+)
+from ratewarden.core.algorithms.base import Outcome
+from ratewarden.core.evaluate import Op
+from ratewarden.errors import ConfigError
+from ratewarden.storage.base import Item
+
+__all__ = ["CODES", "FILES", "SCRIPT", "SHA", "Codec", "decode_state", "load_script"]
+
+#: algorithm name -> code used in the script (``A[code]`` in Lua) and its file
+CODES: dict[str, int] = {
+    FixedWindow.name: 1,
+    SlidingWindow.name: 2,
+    SlidingLog.name: 3,
+    GCRA.name: 4,
+    TokenBucket.name: 5,
+    Concurrency.name: 6,
+    Quota.name: 7,
+}
+FILES = (
+    "prelude.lua",
+    "fixed_window.lua",
+    "sliding_window.lua",
+    "sliding_log.lua",
+    "gcra.lua",
+    "token_bucket.lua",
+    "concurrency.lua",
+    "quota.lua",
+    "dispatch.lua",
+)
+_OPS = frozenset({"hit", "peek", "charge", "acquire", "release"})
+#: Lua numbers are doubles: integers are exact below this bound.
+EXACT = 2**53
+_FIELDS = 8  # ARGV fields per item
+
+
+def load_script() -> str:
+    """Compose the package's Lua files into one script."""
+    base = resources.files("ratewarden.storage").joinpath("lua")
+    return "\n".join(base.joinpath(name).read_text(encoding="utf-8") for name in FILES)
+
+
+SCRIPT = load_script()
+SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
+
+
+def _params(w: Window) -> tuple[int, int, int, int, int]:
+    """(code, p1, p2, p3, p4) of a non-quota window, after checking Lua can compute it exactly."""
+    code = CODES.get(w.name)
+    if code is None:  # pragma: no cover - every core algorithm has a script
+        raise ConfigError(f"the Redis store has no script for algorithm {w.name!r}")
+    p1 = p2 = p3 = 0
+    biggest = 0
+    if isinstance(w, GCRA):
+        p1, p2, p3 = w.unit, w.tau, w.burst
+        biggest = max((w.tau + w.unit) * w.limit, w.burst * w.period)
+    elif isinstance(w, TokenBucket):
+        p1, p2 = w.burst, w.full
+        biggest = w.full + w.limit
+    elif isinstance(w, SlidingWindow):
+        biggest = (2 * w.limit + 1) * w.period
+    if biggest >= EXACT:
+        raise ConfigError(
+            f"{w.name} {w.rate} is too large for the Redis store's exact arithmetic "
+            f"(Lua numbers are doubles: limit x period must stay below 2^53 microseconds); "
+            "use a smaller limit, a shorter period, fixed-window or quota"
+        )
+    return code, p1, p2, p3, 0
+
+
+def _tag_key(key: str, max_len: int) -> str:
+    """The hash-tagged part of a key: the key itself, or a stable digest when long or tag-breaking."""
+    if len(key) > max_len or not key or key[0] == "}":
+        return "#" + hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    return key
+
+
+def _glob_escape(s: str) -> str:
+    for ch in "\\*?[]":
+        s = s.replace(ch, "\\" + ch)
+    return s
+
+
+class Codec:
+    """Keys, arguments and replies of the composed script (shared by sync and async I/O).
+
+    ``now_us`` is the test hook: when given (only by a store created with ``_test_now``),
+    the script uses it instead of Redis ``TIME`` and keeps states an hour longer (the real
+    clock moves while the injected one stands still). ``clock`` is the client's own notion of
+    time, used for nothing but the quota's calendar bounds (see ``quota.lua``).
+    """
+
+    __slots__ = ("_params", "_quota", "clock", "max_key_length", "now_us", "prefix")
+
+    def __init__(
+        self,
+        prefix: str,
+        max_key_length: int = 200,
+        clock: Callable[[], float] | None = None,
+        now_us: Callable[[], int] | None = None,
+    ) -> None:
+        if not isinstance(prefix, str):
+            raise ConfigError(f"key_prefix must be a string, not {prefix!r}")
+        if isinstance(max_key_length, bool) or not isinstance(max_key_length, int) or max_key_length < 8:
+            raise ConfigError(f"max_key_length must be an integer >= 8, not {max_key_length!r}")
+        self.prefix = prefix
+        self.max_key_length = max_key_length
+        self.clock = clock or time.time
+        self.now_us = now_us
+        self._params: dict[tuple[str, int, int, int], tuple[int, int, int, int, int]] = {}
+        self._quota: dict[str, tuple[int, int, int, int]] = {}
+
+    # -- keys ---------------------------------------------------------------------------------
+
+    def base(self, key: str) -> str:
+        """``prefix{key}:`` -- every window of ``key`` lives under it, in one Cluster slot."""
+        return f"{self.prefix}{{{_tag_key(key, self.max_key_length)}}}:"
+
+    def state_key(self, key: str, w: Window) -> str:
+        return f"{self.prefix}{{{_tag_key(key, self.max_key_length)}}}:{w.id}"
+
+    def pattern(self, key: str) -> str:
+        """SCAN pattern matching every window of ``key`` (for ``reset(key)`` without windows)."""
+        return _glob_escape(self.base(key)) + "*"
+
+    # -- arguments ----------------------------------------------------------------------------
+
+    def _window_args(self, w: Window, client_now: int) -> tuple[int, int, int, int, int]:
+        if isinstance(w, Quota):
+            return (CODES["quota"], *self._quota_bounds(w, client_now))
+        k = (w.id, w.limit, w.period, getattr(w, "burst", 0))
+        p = self._params.get(k)
+        if p is None:
+            if len(self._params) > 10_000:
+                self._params.clear()
+            p = self._params[k] = _params(w)
+        return p
+
+    def _quota_bounds(self, w: Quota, now: int) -> tuple[int, int, int, int]:
+        b = self._quota.get(w.id)
+        if b is not None and b[1] <= now < b[2]:
+            return b
+        cal = w.calendar
+        start, end = cal.bounds(now)
+        prev = cal.bounds(start - 1)[0]
+        nxt = cal.bounds(end)[1]
+        cal.bounds(now)  # leave the calendar's own cache on the current period
+        if len(self._quota) > 10_000:
+            self._quota.clear()
+        b = self._quota[w.id] = (prev, start, end, nxt)
+        return b
+
+    def pack(self, op: Op, items: Sequence[Item], arg: str = "") -> tuple[list[str], list[Any]]:
+        """``(KEYS, ARGV)`` of one script call over ``items``."""
+        if op not in _OPS:
+            raise ValueError(f"unknown operation {op!r}")
+        if arg and (arg.split() != [arg] or arg == "-"):
+            raise ConfigError(f"a lease id must be a non-empty word without whitespace, not {arg!r}")
+        test_now = self.now_us() if self.now_us is not None else None
+        client_now = test_now if test_now is not None else int(self.clock() * 1_000_000)
+        keys: list[str] = []
+        args: list[Any] = [op, arg, "" if test_now is None else test_now, 0 if test_now is None else 3_600_000]
+        for key, w, cost in items:
+            keys.append(self.state_key(key, w))
+            code, p1, p2, p3, p4 = self._window_args(w, client_now)
+            args += (code, cost, w.limit, w.period, p1, p2, p3, p4)
+        return keys, args
+
+    @staticmethod
+    def parse(reply: Any, n: int) -> list[Outcome]:
+        """The script's flat reply -> one Outcome per item (``new_state`` is not sent back: None)."""
+        if not isinstance(reply, list) or len(reply) != 4 * n:
+            raise ValueError(f"unexpected reply from the ratewarden script: {reply!r}")
+        return [(reply[i] == 1, reply[i + 1], reply[i + 2], reply[i + 3], None) for i in range(0, 4 * n, 4)]
+
+
+def decode_state(w: Window, raw: bytes | str | None) -> Any:
+    """A stored state string -> the value the Python core uses (for tests and inspection)."""
+    if raw is None:
+        return None
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    parts = text.split()
+    if isinstance(w, GCRA):
+        return int(parts[0])
+    if isinstance(w, Concurrency):
+        leases = [
+            (int(parts[i]), "" if parts[i + 1] == "-" else parts[i + 1], int(parts[i + 2]))
+            for i in range(0, len(parts), 3)
+        ]
+        return tuple(leases)
+    nums = [int(x) for x in parts]
+    if isinstance(w, SlidingLog):
+        return tuple((nums[i], nums[i + 1]) for i in range(0, len(nums), 2))
+    return tuple(nums)

@@ -1,0 +1,344 @@
+"""``RedisStore``: one store object for sync and async callers, over Redis, Cluster or Sentinel.
+
+Invariants kept here:
+
+* **One round trip per decision.** Every operation is one ``EVALSHA`` of the composed script
+  (``_lua.py``); ``NOSCRIPT`` (a restarted or flushed server) is answered by one ``EVAL`` of the
+  full text, which also caches it again. In a Cluster, the items of one call that live in
+  different slots are split per slot (see :meth:`RedisStore.apply`).
+* **Server time.** The script reads Redis ``TIME``; the client clock is used only to send the
+  quota's calendar bounds. ``_test_now`` (tests only) replaces ``TIME`` by an injected clock.
+* **Defined failure.** Every redis-py error becomes :class:`StoreError`. Socket and connect
+  timeouts default to 50 ms and redis-py's own retries are off. After a connection failure a
+  circuit breaker fails fast for ``breaker`` seconds (default 0.5), then the next call tries
+  Redis again, so a dead server costs one timeout per ``breaker`` interval, not per request.
+* **Async calls share round trips.** While one round trip is in flight on an event loop, the
+  calls that arrive are queued and then sent together as one pipeline (each script is still
+  atomic, so batching changes no decision).
+
+The sync and async faces share :class:`~ratewarden.storage.redis._lua.Codec` (keys, argument
+packing, reply parsing) and :meth:`RedisStore._plan`; only the I/O differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from redis.backoff import NoBackoff
+from redis.crc import key_slot
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
+from redis.retry import Retry
+
+from ratewarden.core.algorithms.base import Outcome, Window
+from ratewarden.core.evaluate import Op
+from ratewarden.errors import StoreError
+from ratewarden.storage.base import Item
+from ratewarden.storage.redis._lua import SCRIPT, SHA, Codec
+
+__all__ = ["ClientFactory", "RedisStore"]
+
+_ERRORS = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
+_HEAD = 4  # ARGV fields before the items
+_FIELDS = 8  # ARGV fields per item
+
+#: (sync: bool, options) -> a redis-py client (sync or asyncio)
+ClientFactory = Callable[[bool, dict[str, Any]], Any]
+
+# One planned script call: (indices of the items it covers, KEYS, ARGV).
+_Call = tuple[list[int], list[str], list[Any]]
+
+
+class _Breaker:
+    """After a connection failure, fail fast for ``backoff`` seconds; then try again."""
+
+    __slots__ = ("backoff", "last", "until")
+
+    def __init__(self, backoff: float) -> None:
+        self.backoff = backoff
+        self.until = 0.0
+        self.last = ""
+
+    def check(self) -> None:
+        if self.until:
+            if time.monotonic() < self.until:
+                raise StoreError(f"redis unavailable ({self.last}); failing fast until the next retry")
+            self.until = 0.0
+
+    def fail(self, exc: BaseException) -> None:
+        self.last = f"{type(exc).__name__}: {exc}"
+        if self.backoff > 0:
+            self.until = time.monotonic() + self.backoff
+
+
+class _Batcher:
+    """Automatic pipelining on one event loop: one round trip in flight, the rest queued."""
+
+    __slots__ = ("busy", "client", "loop", "queue", "tasks")
+
+    def __init__(self, client: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.client = client
+        self.loop = loop
+        self.busy = False
+        self.queue: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def call(self, keys: list[str], args: list[Any]) -> Any:
+        if self.busy:
+            fut: asyncio.Future[Any] = self.loop.create_future()
+            self.queue.append((keys, args, fut))
+            return await fut
+        self.busy = True
+        try:
+            return await self._one(keys, args)
+        finally:
+            if self.queue:
+                task = self.loop.create_task(self._drain())
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+            else:
+                self.busy = False
+
+    async def _one(self, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await self.client.execute_command("EVALSHA", SHA, len(keys), *keys, *args)
+        except NoScriptError:
+            return await self.client.execute_command("EVAL", SCRIPT, len(keys), *keys, *args)
+
+    async def _drain(self) -> None:
+        try:
+            while self.queue:
+                batch, self.queue = self.queue, []
+                try:
+                    results = await self._pipeline(batch)
+                except BaseException as exc:  # the whole round trip failed: every waiter learns why
+                    results = [exc] * len(batch)
+                for (_, _, fut), r in zip(batch, results, strict=True):
+                    if fut.done():
+                        continue
+                    if isinstance(r, BaseException):
+                        fut.set_exception(r)
+                    else:
+                        fut.set_result(r)
+        finally:
+            self.busy = False
+
+    async def _pipeline(self, batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]]) -> list[Any]:
+        if len(batch) == 1:
+            keys, args, _ = batch[0]
+            try:
+                return [await self._one(keys, args)]
+            except Exception as exc:
+                return [exc]
+        pipe = self.client.pipeline(transaction=False)
+        for keys, args, _ in batch:
+            pipe.execute_command("EVALSHA", SHA, len(keys), *keys, *args)
+        results: list[Any] = await pipe.execute(raise_on_error=False)
+        for i, r in enumerate(results):
+            if isinstance(r, NoScriptError):
+                keys, args, _ = batch[i]
+                try:
+                    results[i] = await self.client.execute_command("EVAL", SCRIPT, len(keys), *keys, *args)
+                except Exception as exc:
+                    results[i] = exc
+        return results
+
+
+class RedisStore:
+    """The ``redis://``, ``redis+cluster://``, ``redis+sentinel://`` and ``unix://`` store.
+
+    Use :func:`ratewarden.storage.redis.open_redis` rather than this constructor. The sync
+    client (thread-safe, pooled) and the asyncio client (one per event loop) are created lazily.
+    """
+
+    kind = "redis"
+
+    def __init__(
+        self,
+        factory: ClientFactory,
+        *,
+        cluster: bool = False,
+        key_prefix: str = "rw:",
+        timeout: float = 0.05,
+        breaker: float = 0.5,
+        max_key_length: int = 200,
+        clock: Callable[[], float] | None = None,
+        _test_now: Callable[[], float] | None = None,
+        url: str = "redis://",
+    ) -> None:
+        now_us = None if _test_now is None else (lambda: int(_test_now() * 1_000_000 + 0.5))
+        self.codec = Codec(key_prefix, max_key_length, clock, now_us)
+        self.url = url
+        self.cluster = cluster
+        self.timeout = timeout
+        self._factory = factory
+        self._options: dict[str, Any] = {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "retry": Retry(NoBackoff(), 0),
+        }
+        self._breaker = _Breaker(breaker)
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._batcher: _Batcher | None = None
+
+    # -- planning (shared by both faces) ------------------------------------------------------
+
+    def _plan(self, op: Op, items: Sequence[Item], arg: str) -> list[_Call]:
+        """One script call, or (Cluster, items in several slots) one per slot."""
+        keys, args = self.codec.pack(op, items, arg)
+        if not self.cluster or len(keys) < 2:
+            return [(list(range(len(keys))), keys, args)]
+        slots: dict[int, list[int]] = {}
+        for i, k in enumerate(keys):
+            slots.setdefault(key_slot(k.encode("utf-8", "surrogatepass")), []).append(i)
+        if len(slots) == 1:
+            return [(list(range(len(keys))), keys, args)]
+        head = args[:_HEAD]
+        calls: list[_Call] = []
+        for idx in slots.values():
+            part = list(head)
+            for i in idx:
+                part += args[_HEAD + i * _FIELDS : _HEAD + (i + 1) * _FIELDS]
+            calls.append((idx, [keys[i] for i in idx], part))
+        return calls
+
+    @staticmethod
+    def _as(calls: list[_Call], op: str) -> list[_Call]:
+        return [(idx, keys, [op, *args[1:]]) for idx, keys, args in calls]
+
+    @staticmethod
+    def _merge(n: int, calls: list[_Call], replies: list[Any]) -> list[Outcome]:
+        outs: list[Outcome] = [(False, 0, 0, 0, None)] * n
+        for (idx, keys, _), reply in zip(calls, replies, strict=True):
+            for i, o in zip(idx, Codec.parse(reply, len(keys)), strict=True):
+                outs[i] = o
+        return outs
+
+    def _error(self, exc: BaseException) -> StoreError:
+        if not isinstance(exc, ResponseError):  # the server answered: no outage
+            self._breaker.fail(exc)
+        return StoreError(f"redis store {self.url}: {type(exc).__name__}: {exc}")
+
+    # -- sync face ----------------------------------------------------------------------------
+
+    def _sync(self) -> Any:
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._factory(True, self._options)
+                client = self._client
+        return client
+
+    def _eval(self, keys: list[str], args: list[Any]) -> Any:
+        self._breaker.check()
+        try:
+            client = self._client or self._sync()
+            try:
+                return client.execute_command("EVALSHA", SHA, len(keys), *keys, *args)
+            except NoScriptError:
+                return client.execute_command("EVAL", SCRIPT, len(keys), *keys, *args)
+        except _ERRORS as exc:
+            raise self._error(exc) from exc
+
+    def hit1(self, key: str, window: Window, cost: int) -> Outcome:
+        keys, args = self.codec.pack("hit", ((key, window, cost),))
+        return Codec.parse(self._eval(keys, args), 1)[0]
+
+    def apply(self, op: Op, items: Sequence[Item], arg: str = "") -> list[Outcome]:
+        """All-or-nothing in one script. Cluster items in several slots: peek every slot first,
+        and charge only if all admit (best effort: another client may consume in between)."""
+        calls = self._plan(op, items, arg)
+        if len(calls) == 1:
+            return Codec.parse(self._eval(calls[0][1], calls[0][2]), len(items))
+        if op in ("hit", "acquire"):
+            peeks = self._merge(len(items), calls, [self._eval(k, a) for _, k, a in self._as(calls, "peek")])
+            if not all(o[0] for o in peeks):
+                return peeks
+        return self._merge(len(items), calls, [self._eval(k, a) for _, k, a in calls])
+
+    def reset(self, key: str, windows: Sequence[Window] | None = None) -> None:
+        """Delete the windows given, or (``None``) every window of ``key``, found with SCAN on
+        the key's hash-tagged pattern (an admin operation, not the hot path)."""
+        self._breaker.check()
+        try:
+            client = self._sync()
+            if windows is None:
+                keys = list(client.scan_iter(match=self.codec.pattern(key), count=1000))
+            else:
+                keys = [self.codec.state_key(key, w) for w in windows]
+            if keys:
+                client.delete(*keys)
+        except _ERRORS as exc:
+            raise self._error(exc) from exc
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(*_ERRORS):
+                client.close()
+
+    # -- async face ---------------------------------------------------------------------------
+
+    def _abatcher(self) -> _Batcher:
+        loop = asyncio.get_running_loop()
+        b = self._batcher
+        if b is None or b.loop is not loop:
+            b = self._batcher = _Batcher(self._factory(False, self._options), loop)
+        return b
+
+    async def _aeval_calls(self, calls: list[_Call]) -> list[Any]:
+        self._breaker.check()
+        try:
+            b = self._batcher if self._batcher is not None else self._abatcher()
+            if b.loop is not asyncio.get_running_loop():
+                b = self._abatcher()
+            if len(calls) == 1:
+                return [await b.call(calls[0][1], calls[0][2])]
+            return list(await asyncio.gather(*(b.call(k, a) for _, k, a in calls)))
+        except _ERRORS as exc:
+            raise self._error(exc) from exc
+
+    async def ahit1(self, key: str, window: Window, cost: int) -> Outcome:
+        keys, args = self.codec.pack("hit", ((key, window, cost),))
+        return Codec.parse((await self._aeval_calls([([0], keys, args)]))[0], 1)[0]
+
+    async def aapply(self, op: Op, items: Sequence[Item], arg: str = "") -> list[Outcome]:
+        calls = self._plan(op, items, arg)
+        if len(calls) == 1:
+            return Codec.parse((await self._aeval_calls(calls))[0], len(items))
+        if op in ("hit", "acquire"):
+            peeks = self._merge(len(items), calls, await self._aeval_calls(self._as(calls, "peek")))
+            if not all(o[0] for o in peeks):
+                return peeks
+        return self._merge(len(items), calls, await self._aeval_calls(calls))
+
+    async def areset(self, key: str, windows: Sequence[Window] | None = None) -> None:
+        self._breaker.check()
+        try:
+            client = self._abatcher().client
+            if windows is None:
+                keys = [k async for k in client.scan_iter(match=self.codec.pattern(key), count=1000)]
+            else:
+                keys = [self.codec.state_key(key, w) for w in windows]
+            if keys:
+                await client.delete(*keys)
+        except _ERRORS as exc:
+            raise self._error(exc) from exc
+
+    async def aclose(self) -> None:
+        b, self._batcher = self._batcher, None
+        if b is not None:
+            for t in list(b.tasks):
+                await asyncio.gather(t, return_exceptions=True)
+            with contextlib.suppress(*_ERRORS):
+                await b.client.aclose()
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<RedisStore {self.url} prefix={self.codec.prefix!r}>"
