@@ -19,15 +19,55 @@ INTERFACE CONTRACT (adapters rely on it; extend, don't change):
   ``Verdict.content_type``;
 * ``Engine.check``/``acheck`` never raise for anything a client sends;
 * ``Engine.exempt(facts)`` is cheap and True for paths that are never counted.
+
+Additions (this module): call ``after``/``aafter`` for denied requests too (with
+``status=verdict.status``): Allow2Ban counts every request, and it is a no-op when there is
+nothing to do (``verdict.pending is None``). ``Engine(policy)`` takes a path to a TOML file
+(``str`` or ``os.PathLike``), TOML text (a ``str`` containing a newline), or a loaded
+:class:`~ratewarden.policy.model.Policy`; keywords: ``storage`` (URL or store instance; beats
+the file and ``RATEWARDEN_STORAGE``), ``clock`` (seconds, for tests), ``on_event`` (a callback
+given every :class:`~ratewarden.events.Event`), ``profile`` and ``env`` (see
+:mod:`ratewarden.policy.load`), ``max_keys`` (memory store bound).
+
+Order of evaluation (DESIGN.md section 6): exempt paths, safelist, blocklist, then one
+all-or-nothing store call holding every matching ban (checked at cost 0) and every matching
+throttle rule's windows; shadow rules get a second call of their own and never deny. The
+logic is written once, as generators that yield store calls; :meth:`check` and :meth:`acheck`
+only differ in how they run those calls.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import asyncio
+import contextlib
+import hmac
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ratewarden.core.algorithms.base import NEVER, Outcome, Window
+from ratewarden.core.rates import US
+from ratewarden.errors import StoreError
+from ratewarden.events import Event, EventBus, EventKind
+from ratewarden.http.headers import PolicyState, rate_limit_headers, retry_after_seconds
+from ratewarden.http.responses import DenialKind, denial_body
+from ratewarden.limiter import AsyncLimiter, Limiter
+from ratewarden.policy.keys import RequestContext
+from ratewarden.policy.load import load_policy, loads_policy
+from ratewarden.policy.match import matches, normalize_path, path_matches
+from ratewarden.policy.model import Ban, Blocklist, Policy, Rule
+from ratewarden.storage import open_store
+from ratewarden.storage.memory import MemoryStore
+
 __all__ = ["Engine", "RequestFacts", "Verdict"]
+
+log = logging.getLogger("ratewarden")
+
+Item = tuple[str, Window, int]
 
 
 @dataclass(slots=True)
@@ -62,26 +102,567 @@ class Verdict:
     pending: Any = None
 
 
-class Engine:  # pragma: no cover - implemented in the policy issue
+@dataclass(slots=True)
+class _Pending:
+    charges: list[tuple[Rule, str, tuple[Window, ...]]]
+    bans: list[tuple[Ban, str]]
+    banned: bool
+    ctx: RequestContext
+
+
+@dataclass(slots=True)
+class _Call:
+    op: str  # hit | charge | reset
+    items: list[Item]
+    modes: list[str]  # on_store_error per item
+
+
+@dataclass(slots=True)
+class _Result:
+    outs: list[Outcome]
+    error: BaseException | None = None
+
+
+_Flow = Generator[_Call, _Result, Any]
+
+
+def _is_text(policy: str) -> bool:
+    return "\n" in policy
+
+
+class Engine:
+    """One policy, one store, and the request-to-verdict logic (see the module docstring)."""
+
     body_limit: int = 64 * 1024
 
-    def __init__(self, policy: Any, **overrides: Any) -> None:
-        raise NotImplementedError
+    def __init__(
+        self,
+        policy: Any,
+        *,
+        storage: Any = None,
+        clock: Callable[[], float] | None = None,
+        on_event: Callable[[Event], object] | None = None,
+        profile: str | None = None,
+        env: Mapping[str, str] | None = None,
+        max_keys: int | None = None,
+    ) -> None:
+        if isinstance(policy, Policy):
+            self.policy = policy
+        elif isinstance(policy, str) and _is_text(policy):
+            self.policy = loads_policy(policy, profile=profile, env=env)
+        elif isinstance(policy, str | os.PathLike):
+            self.policy = load_policy(policy, profile=profile, env=env)
+        else:
+            raise TypeError(f"policy must be a file path, TOML text or a Policy, not {type(policy).__name__}")
+        s = self.policy.settings
+        self._clock: Callable[[], float] = clock or time.time
+        self._fake_clock = clock
+        store = storage if storage is not None else s.storage
+        if isinstance(store, str):
+            store = open_store(store, clock=clock, max_keys=max_keys, key_prefix=s.key_prefix)
+        self.store: Any = store
+        #: the sync and async limiters of this engine share its one store (for ``@limit``-style use)
+        self.limiter = Limiter(store, on_store_error=s.on_store_error, key_prefix=s.key_prefix, clock=clock)
+        self.async_limiter = AsyncLimiter(store, on_store_error=s.on_store_error, key_prefix=s.key_prefix, clock=clock)
+        self.events = EventBus()
+        if on_event is not None:
+            self.events.subscribe(on_event)
+        self.body_limit = s.body_limit
+        self.store_errors = 0
+        self._local: MemoryStore | None = None
+        self._failing = False
+        self._needs_body = self.policy.needs_body
+
+    @classmethod
+    def for_rule(cls, rule_toml: str, *, base: Engine | None = None, **options: Any) -> Engine:
+        """An engine for one route's rules (``[[rule]]`` TOML text), e.g. for ``@limit`` decorators.
+
+        With ``base``, it shares the base engine's settings (headers, proxies, store, response
+        shape, JWT key, safelist), its clock and its event subscribers; bans and the blocklist
+        stay with the base engine (so nothing is counted twice). ``options`` go to ``Engine``.
+        """
+        if base is None:
+            return cls(rule_toml if "\n" in rule_toml else rule_toml + "\n", **options)
+        rules = loads_policy(rule_toml, source="<route>", env=options.pop("env", None)).rules
+        policy = replace(base.policy, rules=rules, bans=(), blocklist=Blocklist(), source="<route>")
+        options.setdefault("storage", base.store)
+        options.setdefault("clock", base._fake_clock)
+        engine = cls(policy, **options)
+        engine.events = base.events
+        return engine
+
+    # -- cheap questions ------------------------------------------------------------------------
 
     def exempt(self, facts: RequestFacts) -> bool:
-        raise NotImplementedError
+        ex = self.policy.settings.exempt
+        if not ex:
+            return False
+        try:
+            return path_matches(ex, normalize_path(facts.path or "/"))
+        except Exception:  # pragma: no cover - defensive: never raise on client input
+            return False
 
     def needs_body(self, facts: RequestFacts) -> bool:
-        raise NotImplementedError
+        if not self._needs_body:
+            return False
+        try:
+            ctx = RequestContext(facts, self.policy, self._clock)
+            for r in self.policy.rules:
+                if (r.key.needs_body or (r.fallback is not None and r.fallback.needs_body)) and self._applies(r, ctx):
+                    return True
+            return any(b.key.needs_body and self._matches(b.match, ctx) for b in self.policy.bans)
+        except Exception:  # pragma: no cover - defensive
+            return False
+
+    # -- public entry points ------------------------------------------------------------------
 
     def check(self, facts: RequestFacts) -> Verdict:
-        raise NotImplementedError
+        """Decide a request (consuming its cost if admitted). Never raises."""
+        try:
+            result: Verdict = self._drive(self._check_flow(facts))
+            return result
+        except Exception as exc:
+            return self._internal_error(facts, exc)
 
     async def acheck(self, facts: RequestFacts) -> Verdict:
-        raise NotImplementedError
+        try:
+            result: Verdict = await self._adrive(self._check_flow(facts))
+            return result
+        except Exception as exc:
+            return self._internal_error(facts, exc)
 
     def after(self, facts: RequestFacts, verdict: Verdict, status: int, headers: Mapping[str, str]) -> None:
-        raise NotImplementedError
+        """Feed the response back: charge after-response costs, count Fail2Ban/Allow2Ban."""
+        if verdict.pending is None:
+            return
+        try:
+            self._drive(self._after_flow(verdict.pending, verdict, status, headers))
+        except Exception as exc:
+            log.exception("ratewarden: internal error in after(); ignored")
+            self._emit("error", verdict.pending.ctx, None, None, detail=repr(exc))
 
     async def aafter(self, facts: RequestFacts, verdict: Verdict, status: int, headers: Mapping[str, str]) -> None:
-        raise NotImplementedError
+        if verdict.pending is None:
+            return
+        try:
+            await self._adrive(self._after_flow(verdict.pending, verdict, status, headers))
+        except Exception as exc:
+            log.exception("ratewarden: internal error in aafter(); ignored")
+            self._emit("error", verdict.pending.ctx, None, None, detail=repr(exc))
+
+    def close(self) -> None:
+        self.limiter.close()
+
+    async def aclose(self) -> None:
+        await self.async_limiter.aclose()
+
+    # -- drivers: the only sync/async difference ------------------------------------------------
+
+    def _drive(self, flow: _Flow) -> Any:
+        try:
+            call = next(flow)
+            while True:
+                call = flow.send(self._run(call))
+        except StopIteration as stop:
+            return stop.value
+
+    async def _adrive(self, flow: _Flow) -> Any:
+        try:
+            call = next(flow)
+            while True:
+                call = flow.send(await self._arun(call))
+        except StopIteration as stop:
+            return stop.value
+
+    def _run(self, call: _Call) -> _Result:
+        store = self.store
+        try:
+            if call.op == "reset":
+                for key, w, _ in call.items:
+                    store.reset(key, [w])
+                outs: list[Outcome] = []
+            elif call.op == "hit" and len(call.items) == 1:
+                key, w, cost = call.items[0]
+                outs = [store.hit1(key, w, cost)]
+            else:
+                outs = store.apply(call.op, call.items)
+        except StoreError as exc:
+            return self._fallback(call, exc)
+        if self._failing:
+            self._failing = False
+            log.info("ratewarden: the store answers again")
+        return _Result(outs)
+
+    async def _arun(self, call: _Call) -> _Result:
+        store = self.store
+        try:
+            if call.op == "reset":
+                for key, w, _ in call.items:
+                    if hasattr(store, "areset"):
+                        await store.areset(key, [w])
+                    else:
+                        await asyncio.to_thread(store.reset, key, [w])
+                outs: list[Outcome] = []
+            elif hasattr(store, "aapply"):
+                outs = await store.aapply(call.op, call.items)
+            elif getattr(store, "kind", "") == "memory":
+                outs = store.apply(call.op, call.items)
+            else:
+                outs = await asyncio.to_thread(store.apply, call.op, call.items)
+        except StoreError as exc:
+            return self._fallback(call, exc)
+        if self._failing:
+            self._failing = False
+            log.info("ratewarden: the store answers again")
+        return _Result(outs)
+
+    def _fallback(self, call: _Call, exc: BaseException) -> _Result:
+        """Outcomes when the store failed, item by item as each rule's ``on_store_error`` says."""
+        self.store_errors += 1
+        if not self._failing:
+            self._failing = True
+            log.warning("ratewarden: the store failed (%s); deciding by on_store_error until it answers", exc)
+        if call.op == "reset":
+            return _Result([], exc)
+        local_idx = [i for i, m in enumerate(call.modes) if m == "local"]
+        local: dict[int, Outcome] = {}
+        if local_idx:
+            if self._local is None:
+                self._local = MemoryStore(clock=self._fake_clock)
+            outs = self._local.apply(call.op, [call.items[i] for i in local_idx])  # type: ignore[arg-type]
+            local = dict(zip(local_idx, outs, strict=True))
+        wait = round(self.policy.settings.store_error_retry_after * US)
+        result: list[Outcome] = []
+        for i, ((_, w, _), mode) in enumerate(zip(call.items, call.modes, strict=True)):
+            if i in local:
+                result.append(local[i])
+            elif mode == "deny" and call.op == "hit":
+                result.append((False, 0, wait, wait, "store_error"))
+            else:
+                result.append((True, w.limit, 0, 0, None))
+        return _Result(result, exc)
+
+    # -- the logic, written once ----------------------------------------------------------------
+
+    def _matches(self, match: Any, ctx: RequestContext) -> bool:
+        return matches(match, ctx.method, ctx.path, ctx.host, ctx.facts.scheme)
+
+    def _applies(self, rule: Rule, ctx: RequestContext) -> bool:
+        return self._matches(rule.match, ctx) and not (rule.exempt and path_matches(rule.exempt, ctx.path))
+
+    def _windows(self, rule: Rule, ctx: RequestContext) -> tuple[Window, ...]:
+        t = rule.tiers
+        if t is None:
+            return rule.windows
+        v = ctx.attr(t.attr)
+        if v is not None and v in t.windows:
+            return t.windows[v]
+        if t.default is not None:
+            return t.windows[t.default]
+        return rule.windows
+
+    def _cost(self, rule: Rule, ctx: RequestContext) -> int:
+        c = rule.cost
+        if c.source == "constant":
+            return c.value
+        if c.source == "response_header":
+            return 0  # check only: admitted while one unit remains; charged in after()
+        raw = ctx.header(c.header)
+        try:
+            n = int(raw.strip()) if raw is not None and len(raw) < 20 else 1
+        except ValueError:
+            n = 1
+        return max(1, n)  # a client cannot send cost 0 to pass for free
+
+    def _safelisted(self, ctx: RequestContext) -> bool:
+        sl = self.policy.safelist
+        if sl.paths and path_matches(sl.paths, ctx.path):
+            return True
+        if sl.secret_header:
+            given = ctx.header(sl.secret_header)
+            if given is not None and hmac.compare_digest(
+                given.encode("utf-8", "surrogateescape"), sl.secret.encode("utf-8", "surrogateescape")
+            ):
+                return True
+        if sl.networks:
+            ip = ctx.ip
+            if ip is not None and any(ip.version == n.version and ip in n for n in sl.networks):
+                return True
+        return False
+
+    def _blocklisted(self, ctx: RequestContext) -> bool:
+        bl = self.policy.blocklist
+        if bl.paths and path_matches(bl.paths, ctx.path):
+            return True
+        if bl.networks:
+            ip = ctx.ip
+            if ip is not None and any(ip.version == n.version and ip in n for n in bl.networks):
+                return True
+        return False
+
+    def _check_flow(self, facts: RequestFacts) -> _Flow:
+        p = self.policy
+        s = p.settings
+        ctx = RequestContext(facts, p, self._clock)
+        if s.exempt and path_matches(s.exempt, ctx.path):
+            return Verdict(True)
+        if self._safelisted(ctx):
+            return Verdict(True)
+        if self._blocklisted(ctx):
+            self._emit("block", ctx, None, None, status=403)
+            return self._deny(ctx, "block", 403, math.inf, None, [])
+
+        # bans that match this request, and the throttle rules
+        bans: list[tuple[Ban, str]] = []
+        items: list[Item] = []
+        modes: list[str] = []
+        owners: list[tuple[Any, str, int]] = []  # (rule or ban, key, window index) per item
+        for b in p.bans:
+            if not self._matches(b.match, ctx):
+                continue
+            k = ctx.key_or_fallback(b.key, b.fallback)
+            if k is None:
+                continue
+            bans.append((b, k))
+            if not b.shadow:
+                items.append((f"b:{b.name}:{k}", b.ban, 0))
+                modes.append(s.on_store_error)
+                owners.append((b, k, 0))
+        shadow_items: list[Item] = []
+        shadow_owners: list[tuple[Rule, str, int]] = []
+        charges: list[tuple[Rule, str, tuple[Window, ...]]] = []
+        no_budget: list[tuple[Rule, str]] = []
+        applied: list[tuple[Rule, str, tuple[Window, ...]]] = []
+        for r in p.rules:
+            if not self._applies(r, ctx):
+                continue
+            k = ctx.key_or_fallback(r.key, r.fallback)
+            if k is None:
+                continue
+            wins = self._windows(r, ctx)
+            if not wins:
+                if not r.shadow:
+                    no_budget.append((r, k))
+                continue
+            cost = self._cost(r, ctx)
+            skey = f"r:{r.name}:{k}"
+            if r.shadow:
+                for i, w in enumerate(wins):
+                    shadow_items.append((skey, w, cost))
+                    shadow_owners.append((r, k, i))
+                continue
+            applied.append((r, k, wins))
+            for i, w in enumerate(wins):
+                items.append((skey, w, cost))
+                modes.append(r.on_store_error)
+                owners.append((r, k, i))
+            if r.cost.after_response:
+                charges.append((r, k, wins))
+
+        pending = _Pending([], bans, False, ctx)
+        if no_budget:
+            r, k = no_budget[0]
+            self._emit("throttle", ctx, r.name, k, retry_after=math.inf, status=p.response.status)
+            v = self._deny(ctx, "throttle", p.response.status, math.inf, r.name, [], limit=0, remaining=0)
+            v.pending = pending
+            return v
+        res = _Result([])
+        if items:
+            res = yield _Call("hit", items, modes)
+            if res.error is not None:
+                self._emit("store_error", ctx, None, None, detail=repr(res.error))
+        if shadow_items:
+            sres = yield _Call("hit", shadow_items, [r.on_store_error for r, _, _ in shadow_owners])
+            if sres.error is None:
+                denied_shadow: dict[str, tuple[str, float]] = {}
+                for (r, k, _), o in zip(shadow_owners, sres.outs, strict=True):
+                    if not o[0]:
+                        retry = math.inf if o[3] == NEVER else o[3] / US
+                        prev = denied_shadow.get(r.name)
+                        if prev is None or retry > prev[1]:
+                            denied_shadow[r.name] = (k, retry)
+                for name, (k, retry) in denied_shadow.items():
+                    self._emit("shadow", ctx, name, k, retry_after=retry, status=p.response.status)
+
+        # a ban that holds refuses the request (nothing was consumed: all or nothing)
+        for (owner, k, _), o in zip(owners, res.outs, strict=True):
+            if isinstance(owner, Ban) and not o[0]:
+                if o[4] == "store_error":
+                    return self._unavailable(ctx)
+                retry = o[3] / US
+                self._emit("banned", ctx, owner.name, k, retry_after=retry, status=403)
+                pending.banned = True
+                v = self._deny(ctx, "ban", 403, retry, owner.name, [])
+                v.pending = pending
+                return v
+
+        states: list[PolicyState] = []
+        admitted = all(o[0] for o in res.outs)
+        deciding: tuple[Rule, str, PolicyState] | None = None
+        store_denied = False
+        for (owner, k, _i), o, item in zip(owners, res.outs, items, strict=True):
+            if isinstance(owner, Ban):
+                continue
+            w = item[1]
+            remaining = o[1]
+            if not admitted and o[0] and item[2]:
+                remaining = min(w.limit, remaining + item[2])  # it was not consumed after all
+            retry = 0.0 if o[0] else (math.inf if o[3] == NEVER else o[3] / US)
+            name = owner.name if len(owner.windows) == 1 and (owner.tiers is None) else f"{owner.name}-{_secs(w)}s"
+            st = PolicyState(name, w.limit, w.period / US, remaining, o[2] / US, o[0], retry)
+            states.append(st)
+            if not o[0]:
+                store_denied = store_denied or o[4] == "store_error"
+                if deciding is None or retry > deciding[2].retry_after:
+                    deciding = (owner, k, st)
+        headers = rate_limit_headers(s.headers, states, now=self._clock(), legacy_reset=s.legacy_reset)
+        if admitted:
+            pending.charges = charges
+            return Verdict(True, 200, headers, None, decisions=states, pending=pending)
+        if store_denied:
+            v = self._unavailable(ctx)
+            v.pending = pending
+            return v
+        assert deciding is not None
+        r, k, st = deciding
+        self._emit("throttle", ctx, r.name, k, retry_after=st.retry_after, status=p.response.status)
+        v = self._deny(
+            ctx,
+            "throttle",
+            p.response.status,
+            st.retry_after,
+            r.name,
+            headers,
+            limit=st.limit,
+            remaining=st.remaining,
+            reset_after=st.reset_after,
+        )
+        v.decisions = states
+        v.pending = pending
+        return v
+
+    def _after_flow(self, pending: _Pending, verdict: Verdict, status: int, headers: Mapping[str, str]) -> _Flow:
+        s = self.policy.settings
+        if pending.charges and verdict.allowed:
+            lower = {str(k).lower(): v for k, v in headers.items()}
+            items: list[Item] = []
+            modes: list[str] = []
+            for r, k, wins in pending.charges:
+                raw = lower.get(r.cost.header)
+                try:
+                    cost = int(str(raw).strip()) if raw is not None and len(str(raw)) < 20 else 1
+                except ValueError:
+                    cost = 1
+                cost = max(0, cost)
+                if cost:
+                    for w in wins:
+                        items.append((f"r:{r.name}:{k}", w, cost))
+                        modes.append(r.on_store_error)
+            if items:
+                res = yield _Call("charge", items, modes)
+                if res.error is not None:
+                    self._emit("store_error", pending.ctx, None, None, detail=repr(res.error))
+        if pending.banned:
+            return None
+        for b, k in pending.bans:
+            if b.mode == "fail2ban" and status not in b.match.statuses:
+                continue
+            res = yield _Call("hit", [(f"bc:{b.name}:{k}", b.counter, 1)], [s.on_store_error])
+            if res.error is not None:
+                self._emit("store_error", pending.ctx, b.name, k, detail=repr(res.error))
+                continue
+            o = res.outs[0]
+            if o[0] and o[1] > 0:
+                continue
+            retry = b.ban_for_us / US
+            if b.shadow:
+                self._emit("shadow", pending.ctx, b.name, k, retry_after=retry, status=403, detail="ban")
+                yield _Call("reset", [(f"bc:{b.name}:{k}", b.counter, 0)], [s.on_store_error])
+                continue
+            yield _Call("charge", [(f"b:{b.name}:{k}", b.ban, 1)], [s.on_store_error])
+            yield _Call("reset", [(f"bc:{b.name}:{k}", b.counter, 0)], [s.on_store_error])
+            self._emit("ban", pending.ctx, b.name, k, retry_after=retry, status=403)
+        return None
+
+    # -- verdicts -------------------------------------------------------------------------------
+
+    def _deny(
+        self,
+        ctx: RequestContext,
+        kind: DenialKind,
+        status: int,
+        retry: float,
+        rule: str | None,
+        headers: list[tuple[str, str]],
+        *,
+        limit: int | None = None,
+        remaining: int | None = None,
+        reset_after: float | None = None,
+    ) -> Verdict:
+        whole = retry_after_seconds(retry)
+        hs = list(headers)
+        if whole is not None:
+            hs.append(("Retry-After", str(whole)))
+        body = denial_body(
+            self.policy.response,
+            kind,
+            retry_after=retry,
+            rule=rule,
+            limit=limit,
+            remaining=remaining,
+            reset_after=reset_after,
+            now=self._clock(),
+        )
+        return Verdict(False, status, hs, body, retry_after=retry, rule=rule)
+
+    def _unavailable(self, ctx: RequestContext) -> Verdict:
+        s = self.policy.settings
+        retry = s.store_error_retry_after
+        return self._deny(ctx, "unavailable", s.store_error_status, retry, None, [])
+
+    def _internal_error(self, facts: RequestFacts, exc: BaseException) -> Verdict:
+        log.exception("ratewarden: internal error while checking a request; on_store_error decides")
+        with contextlib.suppress(Exception):
+            self.events.emit(
+                Event("error", None, None, facts.client_ip, str(facts.method), str(facts.path), None, detail=repr(exc))
+            )
+        if self.policy.settings.on_store_error == "deny":
+            s = self.policy.settings
+            return Verdict(False, s.store_error_status, [("Retry-After", "1")], b'{"error": "unavailable"}')
+        return Verdict(True)
+
+    def _emit(
+        self,
+        kind: EventKind,
+        ctx: RequestContext,
+        rule: str | None,
+        key: str | None,
+        *,
+        retry_after: float | None = None,
+        status: int | None = None,
+        detail: str | None = None,
+    ) -> None:
+        f = ctx.facts
+        self.events.emit(
+            Event(
+                kind,
+                rule,
+                key,
+                ctx.client_ip,
+                ctx.method,
+                ctx.path,
+                f.user if isinstance(f.user, str) else (None if f.user is None else str(f.user)),
+                None if retry_after is None or math.isinf(retry_after) else retry_after,
+                status,
+                detail,
+            )
+        )
+
+
+def _secs(w: Window) -> str:
+    return f"{w.period / US:g}"
+
+
+def run_items(engine: Engine, op: str, items: Sequence[Item]) -> list[Outcome]:
+    """Apply ``op`` to several ``(key, window, cost)`` items in one store call (tests, tools)."""
+    return engine._run(_Call(op, list(items), [engine.policy.settings.on_store_error] * len(items))).outs

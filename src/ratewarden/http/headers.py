@@ -1,0 +1,75 @@
+"""Rate-limit response header fields, computed from the real state of every window that applied.
+
+* ``draft``: draft-ietf-httpapi-ratelimit-headers-10. ``RateLimit-Policy`` is a Structured
+  Fields List with one Item per policy, the policy name as a String with ``q`` (quota) and
+  ``w`` (window, seconds); ``RateLimit`` lists the same names with ``r`` (remaining) and ``t``
+  (seconds until the quota is fully available again)::
+
+      RateLimit-Policy: "login";q=5;w=1200
+      RateLimit: "login";r=4;t=1200
+
+* ``legacy``: ``X-RateLimit-Limit``, ``X-RateLimit-Remaining``, ``X-RateLimit-Reset`` (seconds,
+  or an epoch time with ``legacy_reset = "epoch"``) of the most restrictive window: the denying
+  window with the longest wait on a denial, else the one with the fewest units left.
+* ``Retry-After`` (on denials only) is ``ceil(retry_after)`` whole seconds, never 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["PolicyState", "rate_limit_headers", "retry_after_seconds"]
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyState:
+    """One window that applied to the request, after the decision."""
+
+    name: str  # printable ASCII without '"' or '\\' (rule names are validated at load)
+    limit: int
+    window: float  # seconds
+    remaining: int
+    reset_after: float  # seconds until full again
+    allowed: bool = True
+    retry_after: float = 0.0
+
+
+def retry_after_seconds(retry_after: float) -> int | None:
+    """``Retry-After`` for a denial: ``ceil`` in whole seconds, at least 1; None if it never passes."""
+    if math.isinf(retry_after) or math.isnan(retry_after):
+        return None
+    return max(1, math.ceil(retry_after))
+
+
+def _sec(x: float) -> int:
+    return max(0, math.ceil(x))
+
+
+def most_restrictive(states: Sequence[PolicyState]) -> PolicyState:
+    denied = [s for s in states if not s.allowed]
+    if denied:
+        return max(denied, key=lambda s: s.retry_after)
+    return min(states, key=lambda s: (s.remaining, -s.reset_after))
+
+
+def rate_limit_headers(
+    mode: str, states: Sequence[PolicyState], *, now: float = 0.0, legacy_reset: str = "seconds"
+) -> list[tuple[str, str]]:
+    """The header fields for ``mode`` (``draft``, ``legacy``, ``both``, ``none``)."""
+    if mode == "none" or not states:
+        return []
+    out: list[tuple[str, str]] = []
+    if mode in ("draft", "both"):
+        out.append(("RateLimit-Policy", ", ".join(f'"{s.name}";q={s.limit};w={_sec(s.window)}' for s in states)))
+        out.append(
+            ("RateLimit", ", ".join(f'"{s.name}";r={max(0, s.remaining)};t={_sec(s.reset_after)}' for s in states))
+        )
+    if mode in ("legacy", "both"):
+        s = most_restrictive(states)
+        reset = _sec(s.reset_after) if legacy_reset == "seconds" else math.ceil(now + s.reset_after)
+        out.append(("X-RateLimit-Limit", str(s.limit)))
+        out.append(("X-RateLimit-Remaining", str(max(0, s.remaining))))
+        out.append(("X-RateLimit-Reset", str(reset)))
+    return out

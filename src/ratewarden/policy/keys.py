@@ -1,0 +1,336 @@
+"""Key extraction: from a request's facts to the string a rule counts under.
+
+Everything a client sends is untrusted here: nothing raises, and a missing or malformed value
+is *absent* (the rule's fallback key applies), never a fresh bucket an attacker can rotate.
+
+* ``ip``: the socket peer, unless it is a trusted proxy; then ``X-Forwarded-For`` (or
+  ``Forwarded``) is walked from the right, skipping trusted hops, and the first untrusted hop is
+  the client. A malformed hop stops the walk at the last good trusted hop (the proxy), so garbage
+  can never mint a new key. IPv6 clients are keyed by their ``/ipv6_prefix`` network (64 by
+  default); IPv4-mapped IPv6 addresses count as IPv4.
+* ``user`` (the identity the adapter found), ``session`` (the session cookie), ``header:NAME``,
+  ``cookie:NAME``, ``query:NAME``, ``body:FIELD`` (JSON, dotted paths allowed, or a form),
+  ``jwt:CLAIM`` (only from a token whose signature, expiry and not-before verify).
+* Filters: ``|lower``, ``|upper``, ``|strip``. Parts joined by ``+`` must all be present.
+* A value longer than ``max_key_length`` is replaced by its SHA-256, so a 1 MiB header costs
+  one hash and never becomes a 1 MiB store key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import re
+from collections.abc import Callable, Mapping
+from http.cookies import CookieError, SimpleCookie
+from typing import Any
+from urllib.parse import parse_qs
+
+from ratewarden.policy.match import host_of, normalize_path
+from ratewarden.policy.model import JWTConfig, KeySpec, Network, Policy
+
+__all__ = ["RequestContext", "client_address", "parse_forwarded", "verify_jwt"]
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_MAX_HOPS = 64  # never walk more hops than this
+_FORWARDED_FOR = re.compile(r'(?i)(?:^|[;,\s])for\s*=\s*("(?:[^"\\]|\\.)*"|[^;,\s]*)')
+
+
+def parse_ip(text: str) -> IPAddress | None:
+    """An address from one hop (``1.2.3.4``, ``1.2.3.4:80``, ``[::1]:80``, ``::1``), or None."""
+    t = text.strip().strip('"')
+    if not t or len(t) > 64:
+        return None
+    if t.startswith("["):
+        end = t.find("]")
+        if end < 0:
+            return None
+        t = t[1:end]
+    elif t.count(":") == 1:
+        t = t.split(":", 1)[0]
+    try:
+        ip = ipaddress.ip_address(t)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def parse_forwarded(value: str) -> list[str]:
+    """The ``for=`` values of an RFC 7239 ``Forwarded`` header, left to right (raw)."""
+    return [m.group(1).strip('"') for m in _FORWARDED_FOR.finditer(value[:16384])]
+
+
+def _trusted(ip: IPAddress, proxies: tuple[Network, ...]) -> bool:
+    return any(ip.version == n.version and ip in n for n in proxies)
+
+
+def client_address(
+    peer: str | None, headers: Mapping[str, str], proxies: tuple[Network, ...], header: str
+) -> IPAddress | None:
+    """The client address: the right-most untrusted hop, believing headers only via ``proxies``."""
+    ip = parse_ip(peer) if peer else None
+    if ip is None or not proxies or not _trusted(ip, proxies):
+        return ip
+    raw = headers.get(header, "")
+    if not raw:
+        return ip
+    hops = parse_forwarded(raw) if header == "forwarded" else raw[-16384:].split(",")
+    for hop in reversed(hops[-_MAX_HOPS:]):
+        h = parse_ip(hop)
+        if h is None:
+            return ip  # garbage: stay at the last trusted hop, never mint a key from it
+        ip = h
+        if not _trusted(h, proxies):
+            return h
+    return ip
+
+
+def ip_key(ip: IPAddress | None, v4_prefix: int, v6_prefix: int) -> str:
+    if ip is None:
+        return "unknown"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if v6_prefix >= 128:
+            return str(ip)
+        return str(ipaddress.IPv6Network((int(ip) >> (128 - v6_prefix) << (128 - v6_prefix), v6_prefix)))
+    if v4_prefix >= 32:
+        return str(ip)
+    return str(ipaddress.IPv4Network((int(ip) >> (32 - v4_prefix) << (32 - v4_prefix), v4_prefix)))
+
+
+def verify_jwt(token: str, cfg: JWTConfig, now: float) -> dict[str, Any] | None:
+    """The claims of a token that verifies (signature, ``exp``/``nbf`` against ``now``,
+    audience, issuer), else None. Never raises."""
+    import jwt
+
+    if not token or len(token) > cfg.max_length:
+        return None
+    try:
+        if cfg.jwks:
+            kid = jwt.get_unverified_header(token).get("kid")
+            jwk = cfg.jwks.get(kid) if isinstance(kid, str) else None
+            if jwk is None and len(cfg.jwks) == 1 and kid is None:
+                jwk = next(iter(cfg.jwks.values()))
+            if jwk is None:
+                return None
+            key: Any = jwk.key
+        else:
+            key = cfg.secret or cfg.public_key
+        claims: Any = jwt.decode(
+            token,
+            key,
+            algorithms=list(cfg.algorithms),
+            audience=cfg.audience,
+            issuer=cfg.issuer,
+            options={"verify_exp": False, "verify_nbf": False, "verify_iat": False, "verify_aud": bool(cfg.audience)},
+        )
+    except Exception:  # any malformed or forged token is anonymous
+        return None
+    if not isinstance(claims, dict):
+        return None
+    exp = claims.get("exp")
+    if exp is not None and (not isinstance(exp, int | float) or isinstance(exp, bool) or now >= exp + cfg.leeway):
+        return None
+    nbf = claims.get("nbf")
+    if nbf is not None and (not isinstance(nbf, int | float) or isinstance(nbf, bool) or now + cfg.leeway < nbf):
+        return None
+    return claims
+
+
+def _scalar(v: Any) -> str | None:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str | int | float):
+        s = str(v)
+        return s if s else None
+    return None
+
+
+class RequestContext:
+    """The facts of one request with everything derived from them computed at most once."""
+
+    __slots__ = (
+        "_body",
+        "_claims",
+        "_cookies",
+        "_ip",
+        "_query",
+        "clock",
+        "facts",
+        "host",
+        "method",
+        "path",
+        "policy",
+    )
+
+    _UNSET: Any = object()
+
+    def __init__(self, facts: Any, policy: Policy, clock: Callable[[], float]) -> None:
+        self.facts = facts
+        self.policy = policy
+        self.clock = clock
+        self.method = (facts.method or "GET").upper()[:32]
+        self.path = normalize_path(facts.path or "/")
+        self.host = host_of(facts.host or "")
+        self._ip: Any = self._UNSET
+        self._cookies: dict[str, str] | None = None
+        self._query: dict[str, list[str]] | None = None
+        self._body: Any = self._UNSET
+        self._claims: Any = self._UNSET
+
+    # -- sources -------------------------------------------------------------------------------
+
+    @property
+    def ip(self) -> IPAddress | None:
+        if self._ip is self._UNSET:
+            s = self.policy.settings
+            self._ip = client_address(self.facts.client_ip, self.facts.headers, s.trusted_proxies, s.proxy_header)
+        return self._ip  # type: ignore[no-any-return]
+
+    @property
+    def client_ip(self) -> str | None:
+        ip = self.ip
+        return None if ip is None else str(ip)
+
+    def header(self, name: str) -> str | None:
+        v = self.facts.headers.get(name)
+        return v if v else None
+
+    def cookie(self, name: str) -> str | None:
+        if self._cookies is None:
+            self._cookies = {}
+            raw = self.facts.headers.get("cookie", "")
+            if raw:
+                jar: SimpleCookie = SimpleCookie()
+                try:
+                    jar.load(raw[:65536])
+                except CookieError:
+                    for part in raw[:65536].split(";"):
+                        k, _, v = part.strip().partition("=")
+                        if k and v:
+                            self._cookies.setdefault(k, v)
+                else:
+                    self._cookies = {k: m.value for k, m in jar.items()}
+        v = self._cookies.get(name)
+        return v if v else None
+
+    def query(self, name: str) -> str | None:
+        if self._query is None:
+            try:
+                self._query = parse_qs(self.facts.query_string[:65536], max_num_fields=1000)
+            except ValueError:
+                self._query = {}
+        vals = self._query.get(name)
+        return vals[0] if vals and vals[0] else None
+
+    def body_field(self, name: str) -> str | None:
+        if self._body is self._UNSET:
+            self._body = self._parse_body()
+        node: Any = self._body
+        if isinstance(node, dict) and name in node:
+            return _scalar(node[name])
+        for part in name.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        return _scalar(node)
+
+    def _parse_body(self) -> Any:
+        f = self.facts
+        if f.body is None or f.body_truncated or len(f.body) > self.policy.settings.body_limit:
+            return None
+        ctype = (f.content_type or f.headers.get("content-type", "")).lower()
+        try:
+            text = f.body.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        if "json" in ctype or (not ctype and text.lstrip().startswith("{")):
+            try:
+                return json.loads(text)
+            except (ValueError, RecursionError):
+                return None
+        if "x-www-form-urlencoded" in ctype:
+            try:
+                return {k: v[0] for k, v in parse_qs(text, max_num_fields=1000).items()}
+            except ValueError:
+                return None
+        if "multipart/form-data" in ctype:
+            return None
+        return None
+
+    @property
+    def claims(self) -> dict[str, Any] | None:
+        """The verified JWT claims, or None (no token, no key configured, or it did not verify)."""
+        if self._claims is self._UNSET:
+            self._claims = None
+            cfg = self.policy.jwt
+            if cfg is not None:
+                token = ""
+                if cfg.cookie:
+                    token = self.cookie(cfg.cookie) or ""
+                if not token:
+                    raw = self.facts.headers.get(cfg.header, "")
+                    if cfg.header == "authorization":
+                        scheme, _, rest = raw.strip().partition(" ")
+                        token = rest.strip() if scheme.lower() == "bearer" else ""
+                    else:
+                        token = raw.strip()
+                if token:
+                    self._claims = verify_jwt(token, cfg, self.clock())
+        return self._claims  # type: ignore[no-any-return]
+
+    def attr(self, name: str) -> str | None:
+        """An identity attribute: ``user_attrs[name]``, else the verified JWT claim ``name``."""
+        v = self.facts.user_attrs.get(name) if self.facts.user_attrs else None
+        if v is None and self.claims is not None:
+            v = self.claims.get(name)
+        return None if v is None else _scalar(v)
+
+    # -- keys ----------------------------------------------------------------------------------
+
+    def part(self, kind: str, name: str) -> str | None:
+        if kind == "ip":
+            s = self.policy.settings
+            return ip_key(self.ip, s.ipv4_prefix, s.ipv6_prefix)
+        if kind == "user":
+            u = self.facts.user
+            return str(u) if u else None
+        if kind == "session":
+            return self.cookie(self.policy.settings.session_cookie)
+        if kind == "header":
+            return self.header(name)
+        if kind == "cookie":
+            return self.cookie(name)
+        if kind == "query":
+            return self.query(name)
+        if kind == "body":
+            return self.body_field(name)
+        if kind == "jwt":
+            c = self.claims
+            return None if c is None else _scalar(c.get(name))
+        return None
+
+    def key(self, spec: KeySpec) -> str | None:
+        """``"kind=value"`` (parts joined by ``+``), or None when any part is missing."""
+        out: list[str] = []
+        limit = self.policy.settings.max_key_length
+        for p in spec.parts:
+            v = self.part(p.kind, p.name)
+            if v is None:
+                return None
+            for flt in p.filters:
+                v = v.lower() if flt == "lower" else v.upper() if flt == "upper" else v.strip()
+            if not v:
+                return None
+            if len(v) > limit or "\n" in v:
+                v = "sha256:" + hashlib.sha256(v.encode("utf-8", "surrogatepass")).hexdigest()
+            out.append(f"{p.kind}{':' + p.name if p.name else ''}={v}")
+        return "+".join(out)
+
+    def key_or_fallback(self, key: KeySpec, fallback: KeySpec | None) -> str | None:
+        k = self.key(key)
+        if k is None and fallback is not None:
+            k = self.key(fallback)
+        return k
