@@ -1,0 +1,8 @@
+"""The policy file (DESIGN.md section 6): model, loading with located errors, keys, matching."""
+
+from __future__ import annotations
+
+from ratewarden.policy.load import PolicyError, load_policy, loads_policy, parse_key
+from ratewarden.policy.model import Ban, Policy, Rule, Settings
+
+__all__ = ["Ban", "Policy", "PolicyError", "Rule", "Settings", "load_policy", "loads_policy", "parse_key"]
