@@ -10,8 +10,8 @@ Starlette and FastAPI. It is a thin translation layer over :class:`ratewarden.en
 * the body is read only when a rule needs it (``Engine.needs_body``), at most
   ``Engine.body_limit`` bytes, and replayed to the app unchanged by wrapping ``receive``;
 * a denial is sent as the verdict's status, headers and body; an allowed response gets the
-  verdict's headers added by wrapping ``send``; after the app finished, ``Engine.aafter`` gets
-  the response status and headers (bans, costs charged after the response);
+  verdict's headers added by wrapping ``send``; after the app finished (or the denial was sent),
+  ``Engine.aafter`` gets the response status and headers (bans, costs charged after the response);
 * websocket connections are checked on connect (a denial is an HTTP 429/403 response through the
   ``websocket.http.response`` extension when the server offers it, else a close with code 1008)
   and, with ``websocket_messages=True``, every received message is checked as a request whose
@@ -224,6 +224,7 @@ class RateLimitMiddleware:
         verdict = await engine.acheck(facts)
         if not verdict.allowed:
             await _send_denial(send, verdict)
+            await self._after(facts, verdict, verdict.status, join_headers(verdict.headers))
             return
         extra = _latin1(verdict.headers)
         started: list[Message] = []
@@ -264,6 +265,7 @@ class RateLimitMiddleware:
             message = await receive()  # websocket.connect
             if message["type"] == "websocket.connect":
                 await _deny_websocket(scope, send, verdict)
+            await self._after(facts, verdict, verdict.status, join_headers(verdict.headers))
             return
         if self.websocket_messages:
             receive = self._limit_messages(facts, receive, send)
@@ -285,6 +287,7 @@ class RateLimitMiddleware:
             verdict = await engine.acheck(message_facts)
             if verdict.allowed:
                 return message
+            await self._after(message_facts, verdict, verdict.status, join_headers(verdict.headers))
             reason = "rate limited"
             if verdict.retry_after > 0:
                 reason = f"rate limited; retry after {_whole_seconds(verdict.retry_after)} s"

@@ -126,7 +126,10 @@ def _check(engine: Engine, request: HttpRequest, facts: RequestFacts) -> tuple[V
     if engine.needs_body(facts):
         _read_body(request, facts, engine.body_limit)
     verdict = engine.check(facts)
-    return verdict, (None if verdict.allowed else _denial(verdict))
+    if verdict.allowed:
+        return verdict, None
+    engine.after(facts, verdict, verdict.status, join_headers(verdict.headers))  # Allow2Ban counts denials
+    return verdict, _denial(verdict)
 
 
 def _finish(engine: Engine, facts: RequestFacts, verdict: Verdict, response: HttpResponse) -> HttpResponse:

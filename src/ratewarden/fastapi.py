@@ -118,6 +118,7 @@ class RateLimit:
             facts.body, facts.body_truncated = b"", True
         verdict = await engine.acheck(facts)
         if not verdict.allowed:
+            await engine.aafter(facts, verdict, verdict.status, join_headers(verdict.headers))
             raise RateLimitExceeded(verdict)
         for name, value in verdict.headers:
             response.headers.append(name, value)

@@ -138,9 +138,8 @@ class RateWarden:
                 for name, value in verdict.headers:
                     response.headers.add(name, value)
         headers = join_headers(response.headers.items())
-        for engine, facts, verdict in state.checked:
-            if verdict.allowed:
-                engine.after(facts, verdict, response.status_code, headers)
+        for engine, facts, verdict in state.checked:  # denials too: Allow2Ban counts every request
+            engine.after(facts, verdict, response.status_code, headers)
         state.checked.clear()
         return response
 

@@ -206,6 +206,7 @@ class RateLimitMiddleware:
             body = verdict.body or b""
             headers = [("Content-Type", verdict.content_type), ("Content-Length", str(len(body))), *verdict.headers]
             start_response(denial_status_line(verdict.status), headers)
+            self._after(facts, verdict, verdict.status, join_headers(verdict.headers))
             return [body]
         sent: list[tuple[int, list[tuple[str, str]]]] = []
 

@@ -73,7 +73,7 @@ def test_denial_is_the_verdict_and_the_app_does_not_run() -> None:
     assert r.headers["Retry-After"] == "7"
     assert r.json == {"error": "rate_limited", "retry_after": 7}
     assert ran == []
-    assert engine.afters == []
+    assert [status for _, status, _ in engine.afters] == [403]
 
 
 def test_body_read_when_needed_and_the_app_gets_the_same_bytes() -> None:
