@@ -1,6 +1,6 @@
 -- gcra (code 4): port of core/algorithms/gcra.py.
--- State "tat": the theoretical arrival time. w.p1 = unit (ceil(P / limit)),
--- w.p2 = tau (ceil(burst * P / limit)), w.p3 = burst.
+-- State "tat": the theoretical arrival time. w.p1 = T (the emission interval,
+-- ceil(P / limit)), w.p2 = tau (burst * T), w.p3 = burst. A cost c advances the TAT by c * T.
 local function gcra_tat(st, now)
   if st and st > now then
     return st
@@ -12,28 +12,28 @@ A[4] = {
   dec = tonumber,
   enc = fmt,
   decide = function(w, st, now, cost)
-    local p, limit, tau = w.period, w.limit, w.p2
+    local unit, tau = w.p1, w.p2
     local tat = gcra_tat(st, now)
     if cost == 1 then
-      local nt = tat + w.p1
+      local nt = tat + unit
       if nt - now <= tau then
-        return true, floor((tau - nt + now) * limit / p), nt - now, 0, nt
+        return true, floor((tau - nt + now) / unit), nt - now, 0, nt
       end
-      return false, floor((tau - tat + now) * limit / p), tat - now, nt - now - tau, st
+      return false, floor((tau - tat + now) / unit), tat - now, nt - now - tau, st
     end
     if cost > w.p3 then
-      return false, floor((tau - tat + now) * limit / p), tat - now, NEVER, st
+      return false, floor((tau - tat + now) / unit), tat - now, NEVER, st
     end
-    local nt = tat + cdiv(one_or(cost) * p, limit)
+    local nt = tat + one_or(cost) * unit
     if nt - now <= tau then
       if cost == 0 then
-        return true, floor((tau - tat + now) * limit / p), tat - now, 0, st
+        return true, floor((tau - tat + now) / unit), tat - now, 0, st
       end
-      return true, floor((tau - nt + now) * limit / p), nt - now, 0, nt
+      return true, floor((tau - nt + now) / unit), nt - now, 0, nt
     end
-    return false, floor((tau - tat + now) * limit / p), tat - now, nt - now - tau, st
+    return false, floor((tau - tat + now) / unit), tat - now, nt - now - tau, st
   end,
   charge = function(w, st, now, cost)
-    return gcra_tat(st, now) + cdiv(cost * w.period, w.limit)
+    return gcra_tat(st, now) + cost * w.p1
   end,
 }

@@ -80,7 +80,7 @@ def _params(w: Window) -> tuple[int, int, int, int, int]:
     biggest = 0
     if isinstance(w, GCRA):
         p1, p2, p3 = w.unit, w.tau, w.burst
-        biggest = max((w.tau + w.unit) * w.limit, w.burst * w.period)
+        biggest = w.tau + w.unit
     elif isinstance(w, TokenBucket):
         p1, p2 = w.burst, w.full
         biggest = w.full + w.limit
@@ -188,6 +188,8 @@ class Codec:
         keys: list[str] = []
         args: list[Any] = [op, arg, "" if test_now is None else test_now, 0 if test_now is None else 3_600_000]
         for key, w, cost in items:
+            if op == "charge" and isinstance(w, Concurrency):
+                w.charge(None, client_now, cost)  # raises what the core raises (no charge of a lease)
             keys.append(self.state_key(key, w))
             code, p1, p2, p3, p4 = self._window_args(w, client_now)
             args += (code, cost, w.limit, w.period, p1, p2, p3, p4)
