@@ -108,24 +108,30 @@ def _count(raw: str | None, text: str, part: str) -> float:
     return count
 
 
-@lru_cache(maxsize=4096)
 def parse_rates(text: str) -> tuple[Rate, ...]:
     """Parse one or more rates joined by ``;`` or ``,``. Raises :class:`RateParseError`."""
-    if not isinstance(text, str):
+    if not isinstance(text, str):  # before the cache, which would raise TypeError on a list
         raise RateParseError(f"a rate must be a string like '10/minute', not {text!r}")
+    return _parse_rates(text)
+
+
+@lru_cache(maxsize=4096)
+def _parse_rates(text: str) -> tuple[Rate, ...]:
     parts = list(re.split(r"[;,|]", text))
     if not text.strip():
-        raise RateParseError("empty rate string; expected something like '10/minute'")
+        raise RateParseError(f"empty rate string {text!r}; expected something like '10/minute'")
     rates: list[Rate] = []
+    seen: dict[Rate, str] = {}
     for part in parts:
         if not part.strip():
             raise RateParseError(f"empty rate between separators in {text!r}")
-        rates.append(_parse_one(part, text))
-    seen: set[Rate] = set()
-    for r in rates:
-        if r in seen:
-            raise RateParseError(f"the rate {str(r)!r} appears twice in {text!r}")
-        seen.add(r)
+        rate = _parse_one(part, text)
+        if rate in seen:
+            first = seen[rate]
+            same = f"{part.strip()!r}" if first == part.strip() else f"{part.strip()!r} (the same as {first!r})"
+            raise RateParseError(f"the rate {same} appears twice in {text!r}")
+        seen[rate] = part.strip()
+        rates.append(rate)
     return tuple(rates)
 
 
