@@ -35,7 +35,7 @@ class RecordingEngine:
         self.checked.append(facts)
         n = len(self.checked)
         remaining = max(self.allow - n, 0)
-        headers = [("RateLimit-Policy", '"test";q=%d;w=60' % self.allow), ("RateLimit", f'"test";r={remaining};t=60')]
+        headers = [("RateLimit-Policy", f'"test";q={self.allow};w=60'), ("RateLimit", f'"test";r={remaining};t=60')]
         if n <= self.allow:
             return Verdict(allowed=True, headers=headers, rule="test")
         body = json.dumps({"error": "rate_limited", "retry_after": 7}).encode()

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+from rw_recording import RecordingEngine
 from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials, AuthenticationBackend, SimpleUser
 from starlette.middleware import Middleware
@@ -19,7 +20,6 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ratewarden.asgi import RateLimitMiddleware, identity_of, scope_path
 from ratewarden.errors import ConfigError
-from rw_recording import RecordingEngine
 
 
 async def echo(request: Request) -> PlainTextResponse:
