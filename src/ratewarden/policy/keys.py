@@ -139,6 +139,14 @@ def verify_jwt(token: str, cfg: JWTConfig, now: float) -> dict[str, Any] | None:
     return claims
 
 
+def _encodable(v: str) -> bool:
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _scalar(v: Any) -> str | None:
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -324,7 +332,7 @@ class RequestContext:
                 v = v.lower() if flt == "lower" else v.upper() if flt == "upper" else v.strip()
             if not v:
                 return None
-            if len(v) > limit or "\n" in v:
+            if len(v) > limit or not v.isprintable() or not _encodable(v):
                 v = "sha256:" + hashlib.sha256(v.encode("utf-8", "surrogatepass")).hexdigest()
             out.append(f"{p.kind}{':' + p.name if p.name else ''}={v}")
         return "+".join(out)

@@ -45,6 +45,8 @@ class LineIndex:
             h = _HEADER.match(line)
             if h and not _KEY.match(line):
                 names = _split_dotted(h.group(2))
+                for end in range(1, len(names) + 1):
+                    self.lines.setdefault(names[:end], n)
                 if h.group(1) == "[[":
                     i = counts.get(names, 0)
                     counts[names] = i + 1

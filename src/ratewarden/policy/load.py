@@ -26,6 +26,7 @@ from typing import Any, NoReturn
 
 from ratewarden.core.algorithms import ALGORITHMS, make_window
 from ratewarden.core.algorithms.base import Window
+from ratewarden.core.calendar import Calendar
 from ratewarden.core.algorithms.sliding_log import SlidingLog
 from ratewarden.core.algorithms.sliding_window import SlidingWindow
 from ratewarden.core.rates import Rate, parse_duration, parse_rates
@@ -520,6 +521,10 @@ class _Loader:
             self.known(per, pp, ("reset", "tz"), "period")
             params["reset"] = self.string(per, (*pp, "reset"), "00:00")
             params["tz"] = self.string(per, (*pp, "tz"), "UTC")
+            try:
+                Calendar("day", params["tz"], params["reset"])
+            except ConfigError as exc:
+                self.fail(pp, str(exc))
         rates = self.rates(t["limits"], (*path, "limits"))
         windows = self.windows(rates, algorithm, params, (*path, "limits"))
         cost = self.cost(t.get("cost", 1), (*path, "cost"))

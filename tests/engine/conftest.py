@@ -1,0 +1,36 @@
+"""Engine tests: a fake clock and a small factory; every engine is closed afterwards."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from ratewarden import FakeClock
+from ratewarden.engine import Engine
+from ratewarden.events import Event
+
+MakeEngine = Callable[..., Engine]
+
+
+@pytest.fixture
+def events() -> list[Event]:
+    return []
+
+
+@pytest.fixture
+def make(clock: FakeClock, events: list[Event]) -> Iterator[MakeEngine]:
+    made: list[Engine] = []
+
+    def factory(policy: str, **kw: Any) -> Engine:
+        kw.setdefault("clock", clock)
+        kw.setdefault("env", {})
+        kw.setdefault("on_event", events.append)
+        e = Engine(policy if "\n" in policy else policy + "\n", **kw)
+        made.append(e)
+        return e
+
+    yield factory
+    for e in made:
+        e.close()
