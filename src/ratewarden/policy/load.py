@@ -26,9 +26,9 @@ from typing import Any, NoReturn
 
 from ratewarden.core.algorithms import ALGORITHMS, make_window
 from ratewarden.core.algorithms.base import Window
-from ratewarden.core.calendar import Calendar
 from ratewarden.core.algorithms.sliding_log import SlidingLog
 from ratewarden.core.algorithms.sliding_window import SlidingWindow
+from ratewarden.core.calendar import Calendar
 from ratewarden.core.rates import Rate, parse_duration, parse_rates
 from ratewarden.errors import ConfigError, RateParseError
 from ratewarden.policy.lines import LineIndex
