@@ -33,7 +33,7 @@ from ratewarden.errors import ConfigError
 if TYPE_CHECKING:
     from ratewarden.engine import Engine, RequestFacts, Verdict
 
-__all__ = ["RateLimitMiddleware", "build_engine", "identity_of", "join_headers"]
+__all__ = ["RateLimitMiddleware", "RouteLimit", "build_engine", "identity_of", "join_headers", "rule_name"]
 
 log = logging.getLogger("ratewarden")
 
@@ -360,6 +360,13 @@ async def _deny_websocket(scope: Scope, send: Send, verdict: Verdict) -> None:
 # -- per-route limits (Flask/Django decorators, the FastAPI dependency) -------------------------
 
 
+def rule_name(text: str) -> str:
+    """``text`` as a valid rule name: other characters become ``_``, at most 64 of them."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.:/-]", "_", text).lstrip("_.:/-")[-64:] or "route"
+
+
 def _toml_str(text: str) -> str:
     import json
 
@@ -394,7 +401,7 @@ class RouteLimit:
             raise ConfigError(f"key must be a key spec string or a callable, not {key!r}")
         self.key_fn = None if isinstance(key, str) else key
         spec = key if isinstance(key, str) else "user"
-        self.name = name or f"route:{spec}:{';'.join(rates)}"
+        self.name = rule_name(name or f"route:{spec}:{';'.join(rates)}")
         lines = [
             "[[rule]]",
             f"name = {_toml_str(self.name)}",

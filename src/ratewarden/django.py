@@ -186,7 +186,7 @@ def limit(
                     route = RouteLimit(
                         limits,
                         key,
-                        name=name or f"{view.__module__}.{view.__qualname__}",
+                        name=name or f"{view.__module__}.{view.__name__}",
                         algorithm=algorithm,
                         cost=cost,
                         shadow=shadow,

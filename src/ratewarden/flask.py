@@ -169,7 +169,7 @@ class RateWarden:
                         route = RouteLimit(
                             limits,
                             key,
-                            name=name or f"{view.__module__}.{view.__qualname__}",
+                            name=name or view.__name__,
                             algorithm=algorithm,
                             cost=cost,
                             shadow=shadow,
@@ -177,6 +177,9 @@ class RateWarden:
                             **self.options,
                         )
                     return route
+
+            if self.engine is not None:
+                get_route()  # the usual RateWarden(app, policy) order: a bad rule fails here, not per request
 
             @functools.wraps(view)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
