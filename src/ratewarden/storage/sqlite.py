@@ -109,7 +109,7 @@ def decode_state(value: Any) -> Any:
 
 def _path_of(url: str) -> str:
     parts = urlsplit(url)
-    if parts.netloc not in ("", "localhost"):
+    if parts.netloc:
         raise ConfigError(
             f"{url!r}: a SQLite URL names a file, not a host {parts.netloc!r}; "
             "use sqlite:///relative/path.db or sqlite:////absolute/path.db"
