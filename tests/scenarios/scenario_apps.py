@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request, Response
 from flask import Flask, g
 from flask import request as flask_request
 from starlette.applications import Starlette
@@ -16,6 +16,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ratewarden.asgi import RateLimitMiddleware
+from ratewarden.fastapi import RateLimit, install
 from ratewarden.flask import RateWarden
 
 # -- S0: FastAPI, per-action limits keyed by the session token ------------------------------------
@@ -36,6 +37,47 @@ def s0_fastapi(policy: Any, **options: Any) -> FastAPI:
     @app.get("/healthz")
     async def healthz() -> dict[str, bool]:
         return {"ok": True}
+
+    return app
+
+
+# -- S4: FastAPI, per-user/per-role limits, a token budget charged after the response -------------
+
+
+class DemoAuth:
+    """Stands in for a real authentication middleware: ``X-Demo-User: alice:OWNER``."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket"):
+            for name, value in scope.get("headers", ()):
+                if name == b"x-demo-user":
+                    uid, _, role = value.decode("latin-1").partition(":")
+                    scope.setdefault("state", {})["user"] = {"id": uid, "role": role}
+        await self.app(scope, receive, send)
+
+
+def s4_fastapi(policy: Any, **options: Any) -> FastAPI:
+    app = FastAPI()
+    app.add_middleware(RateLimitMiddleware, policy=policy, **options)
+    app.add_middleware(DemoAuth)  # added last = outermost: the user is set before the limiter runs
+    install(app)
+    auth_limit = RateLimit("5/minute", key="ip", name="auth", clock=options.get("clock"))
+
+    @app.post("/generate")
+    async def generate(tokens: int, response: Response) -> dict[str, int]:
+        response.headers["X-Tokens-Used"] = str(tokens)
+        return {"tokens": tokens}
+
+    @app.get("/projects")
+    async def projects() -> list[str]:
+        return ["p1"]
+
+    @app.post("/auth/login", dependencies=[Depends(auth_limit)])
+    async def login() -> dict[str, str]:
+        return {"token": "t"}
 
     return app
 
