@@ -365,6 +365,29 @@ def test_bad_limiter_options_are_refused(backend: Backend, clock: FakeClock, tmp
             backend.sync(clock, tmp_path, **options)
 
 
+# -- keys ---------------------------------------------------------------------------------------
+
+ODD_KEYS = ["", " ", "a\x00b", "a\x00c", "ключ", "🔑", "x\udc80", "x\udc81", "\ud800", "k" * 10_000, "a:b:*{x}"]
+
+
+async def test_any_string_is_a_key_of_its_own(rl: Face, backend: Backend, request: pytest.FixtureRequest) -> None:
+    """Keys come from requests: NULs, emoji, lone surrogates (undecodable bytes), huge ones. Each
+    is limited exactly and separately, and none makes the store fail (a failure would fail open)."""
+    if backend.name == "redis":  # strict: once the store is fixed this XPASSes and fails; then remove it
+        reason = "redis store: a key with a lone surrogate raises UnicodeEncodeError from redis-py"
+        request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
+    for key in ODD_KEYS:
+        got = [(await rl.hit(key, "2/minute")) for _ in range(3)]
+        assert [(d.allowed, d.reason) for d in got] == [(True, None), (True, None), (False, None)], repr(key[:20])
+    for key in ODD_KEYS:
+        (d,) = await rl.status(key, "2/minute")
+        assert d.remaining == 0
+    await rl.reset("x\udc80")
+    assert (await rl.hit("x\udc80", "2/minute")).allowed
+    assert not (await rl.hit("x\udc81", "2/minute")).allowed
+    assert rl.lim.store_errors == 0
+
+
 # -- several limiters on one backend -------------------------------------------------------------
 
 

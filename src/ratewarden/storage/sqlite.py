@@ -89,6 +89,16 @@ def encode_state(state: Any) -> int | str:
     return _json(state)
 
 
+def _text(key: str) -> str:
+    """A key SQLite can store: itself, or, if it holds lone surrogates (not UTF-8), a NUL-led
+    hex form no valid key collides with by chance. Never an error: an error would fail open."""
+    try:
+        key.encode()
+    except UnicodeEncodeError:
+        return "\x00" + key.encode("utf-8", "surrogatepass").hex()
+    return key
+
+
 def _tuples(value: Any) -> Any:
     if type(value) is list:
         return tuple([_tuples(v) if type(v) is list else v for v in value])
@@ -196,8 +206,8 @@ class SQLiteStore:
         path = os.fspath(path)
         if not isinstance(path, str) or not path or path == ":memory:":
             raise ConfigError(f"a SQLite store needs a file path, not {path!r}")
-        if not isinstance(key_prefix, str):
-            raise ConfigError(f"key_prefix must be a string, not {key_prefix!r}")
+        if not isinstance(key_prefix, str) or _text(key_prefix) != key_prefix:
+            raise ConfigError(f"key_prefix must be a (UTF-8 encodable) string, not {key_prefix!r}")
         self.path = os.path.abspath(path)  # later threads must not depend on the working directory
         self.timeout = _timeout(timeout, "SQLiteStore(timeout=...)")
         self.key_prefix = key_prefix
@@ -350,7 +360,7 @@ class SQLiteStore:
 
     def hit1(self, key: str, window: Window, cost: int) -> Outcome:
         """One window, ``hit``: the fast path of :meth:`apply`."""
-        k = self.key_prefix + key
+        k = self.key_prefix + (key if key.isascii() else _text(key))
         wid = window.id
         db = self._conn()
         if not self._write_lock.acquire(timeout=self._lock_wait):
@@ -377,7 +387,7 @@ class SQLiteStore:
 
     def apply(self, op: Op, items: Sequence[Item], arg: str = "") -> list[Outcome]:
         prefix = self.key_prefix
-        keys = [(prefix + key, w.id) for key, w, _ in items]
+        keys = [(prefix + (key if key.isascii() else _text(key)), w.id) for key, w, _ in items]
         windows = [item[1] for item in items]
         costs = [item[2] for item in items]
         db = self._conn()
@@ -426,7 +436,7 @@ class SQLiteStore:
 
     def reset(self, key: str, windows: Sequence[Window] | None = None) -> None:
         """Forget ``key``'s state in ``windows`` (every window when ``None``)."""
-        k = self.key_prefix + key
+        k = self.key_prefix + (key if key.isascii() else _text(key))
         db = self._conn()
         with self._write_lock:
             try:
