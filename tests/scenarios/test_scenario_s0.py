@@ -74,6 +74,7 @@ def test_a_request_without_a_session_token_is_not_in_a_shared_bucket(
     with client_for(policies, tmp_path, clock, "test") as client:
         for _ in range(2):
             save(client)
-        # no token: the rule does not apply (no fallback configured), so A's exhausted bucket is not used
+        # no token: the rule falls back to the client IP (the default fallback), never to A's bucket
         r = client.post("/api/save_chat", json={"text": "x"})
-    assert r.status_code == 200
+        assert r.status_code == 200
+        assert save(client).status_code == 429  # A is still limited
