@@ -27,7 +27,7 @@ def make(clock: FakeClock, events: list[Event]) -> Iterator[MakeEngine]:
         kw.setdefault("clock", clock)
         kw.setdefault("env", {})
         kw.setdefault("on_event", events.append)
-        e = Engine(policy if "\n" in policy else policy + "\n", **kw)
+        e = Engine(policy, **kw)
         made.append(e)
         return e
 
