@@ -363,6 +363,11 @@ class SQLiteStore:
         k = self.key_prefix + (key if key.isascii() else _text(key))
         wid = window.id
         db = self._conn()
+        if not cost:  # a check writes nothing: no write lock
+            try:
+                return window.decide(self._read(db, (k, wid)), self.now(), 0)
+            except (sqlite3.Error, ValueError, TypeError) as exc:
+                raise self._failure(db, exc) from exc
         if not self._write_lock.acquire(timeout=self._lock_wait):
             raise StoreError(f"the SQLite store {self.path} stayed busy for more than {self.timeout} s")
         try:
