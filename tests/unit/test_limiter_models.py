@@ -187,3 +187,62 @@ def test_rates_given_as_a_list() -> None:
     assert limiter.hit("k", rates).allowed
     assert limiter.peek("k", rates).remaining == 1
     assert [d.remaining for d in limiter.status("k", rates)] == [1, 4]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    limit=st.integers(1, 5),
+    ttl=st.sampled_from([S, 3 * S, 60 * S]),
+    ops=st.lists(
+        st.one_of(
+            st.tuples(st.just("acquire"), st.integers(0, 7)),
+            st.tuples(st.just("release"), st.integers(0, 20)),
+            st.tuples(st.just("advance"), st.integers(0, 4 * S)),
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+)
+def test_concurrency_leases_against_a_model(limit: int, ttl: int, ops: list[tuple[str, int]]) -> None:
+    """``acquire``/``release``: at most ``limit`` units in flight at once; a released or expired
+    lease frees its units; retry_after is the time until enough leases expire by their TTL."""
+    clock = FakeClock()
+    limiter = Limiter("memory://", clock=clock)
+    rate = Rate(limit, ttl)
+    now = EPOCH
+    set_time(clock, now)
+    leases: list[tuple[str, int, int]] = []  # (name, taken at, cost), released ones removed
+
+    def in_flight(t: int) -> int:
+        return sum(c for _, s, c in leases if s <= t < s + ttl)
+
+    for op, arg in ops:
+        if op == "advance":
+            now += arg
+            set_time(clock, now)
+        elif op == "release":
+            if leases:
+                name = leases.pop(arg % len(leases))[0]
+                limiter.release("k", rate, name)
+            else:
+                limiter.release("k", rate, "no-such-lease")
+        else:
+            cost = arg
+            d = limiter.acquire("k", rate, cost)
+            used = in_flight(now)
+            ok = cost <= limit and used + max(cost, 1) <= limit
+            assert d.allowed == ok, (now, cost, used, d)
+            if ok:
+                if cost:
+                    assert d.lease is not None
+                    leases.append((d.lease, now, cost))
+                assert d.remaining == limit - in_flight(now)
+            elif cost > limit:
+                assert math.isinf(d.retry_after)
+            else:
+                need = max(cost, 1)
+                wait = first_true(lambda t, t0=now, need=need: in_flight(t0 + t) + need <= limit, 1, 2 * ttl)
+                assert round(d.retry_after * S) == wait
+                assert d.remaining == limit - used
+        assert in_flight(now) <= limit
+        assert limiter.status("k", rate, algorithm="concurrency")[0].remaining == limit - in_flight(now)
