@@ -1,7 +1,8 @@
 """The one list of backends the storage suites are parametrised over, and their fixtures.
 
 Each :class:`Backend` builds a real :class:`~ratewarden.Limiter` / :class:`~ratewarden.AsyncLimiter`
-on a real store. To add a backend, APPEND an entry to :data:`BACKENDS`; every test that uses the
+on a real store. To add a backend, append an entry to :data:`BACKENDS` *above the fixtures* (their
+parameters are read from the list when this module is imported); every test that uses the
 ``backend``, ``limiter``, ``alimiter``, ``make_limiter`` or ``make_alimiter`` fixtures runs on it.
 
 Flags a suite adapts to:
@@ -201,4 +202,3 @@ async def make_alimiter(
 @pytest.fixture
 async def alimiter(make_alimiter: Callable[..., AsyncLimiter]) -> AsyncLimiter:
     return make_alimiter()
-

@@ -503,3 +503,29 @@ def test_sqlite_decides_like_memory(tmp_path: Path, ops: list[tuple[str, str, in
             else:
                 assert getattr(lim, op)(key, rate, n) == getattr(ref, op)(key, rate, n), (op, key, n, rate)
         assert lim.store_errors == 0
+
+
+def test_many_openers_of_a_new_file_race_safely(db_path: Path) -> None:
+    """Stores opened at once on a file that does not exist yet: one sets it up, all work."""
+    n = 8
+    barrier = threading.Barrier(n)
+    results: list[Any] = []
+
+    def open_and_hit() -> None:
+        barrier.wait()
+        try:
+            s = SQLiteStore(db_path, clock=FakeClock())
+            try:
+                results.append(s.hit1("k", make_window("fixed-window", parse_rate("100/minute")), 1)[0])
+            finally:
+                s.close()
+        except Exception as exc:  # pragma: no cover - reported below
+            results.append(exc)
+
+    threads = [threading.Thread(target=open_and_hit) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [True] * n
+    assert rows(db_path)[0][2] == f"[{round(FakeClock()() * US)},{n}]"
