@@ -4,8 +4,9 @@ non-UTF-8 and dot-segment paths. Never a 500 from the middleware, never a bypass
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +42,7 @@ def wsgi_echo(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
 Send = Callable[..., tuple[int, bytes]]
 
 
-def asgi_sender(clock: FakeClock) -> Send:
-    import asyncio
-
+def asgi_sender(clock: FakeClock, loop: asyncio.AbstractEventLoop) -> Send:
     app = ASGILimit(asgi_echo, policy=POLICY, clock=clock)
 
     def send(
@@ -55,7 +54,7 @@ def asgi_sender(clock: FakeClock) -> Send:
                 r = await c.request(method, path, content=body, headers=headers)
                 return r.status_code, r.content
 
-        return asyncio.run(go())
+        return loop.run_until_complete(go())
 
     return send
 
@@ -75,8 +74,15 @@ def wsgi_sender(clock: FakeClock) -> Send:
 
 
 @pytest.fixture(params=["asgi", "wsgi"])
-def send(request: pytest.FixtureRequest, clock: FakeClock) -> Send:
-    return asgi_sender(clock) if request.param == "asgi" else wsgi_sender(clock)
+def send(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[Send]:
+    if request.param == "wsgi":
+        yield wsgi_sender(clock)
+        return
+    loop = asyncio.new_event_loop()
+    try:
+        yield asgi_sender(clock, loop)
+    finally:
+        loop.close()
 
 
 def statuses(send: Send, n: int, *args: Any, **kw: Any) -> list[int]:
