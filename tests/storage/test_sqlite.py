@@ -119,8 +119,9 @@ def test_unknown_keyword_options_are_refused(tmp_path: Path) -> None:
         Limiter(sqlite_url(tmp_path), pool_size=3)
     with pytest.raises(ConfigError, match="timeout"):
         SQLiteStore(tmp_path / "x.db", timeout=True)  # type: ignore[arg-type]
-    with pytest.raises(ConfigError):
-        SQLiteStore(":memory:")
+    for bad in (":memory:", "", 3, None, b"rw.db"):
+        with pytest.raises(ConfigError, match="file path"):
+            SQLiteStore(bad)  # type: ignore[arg-type]
 
 
 # -- opening a file that cannot be used -------------------------------------------------------------

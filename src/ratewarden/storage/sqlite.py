@@ -203,7 +203,8 @@ class SQLiteStore:
         key_prefix: str = "",
         clock: Callable[[], float] | None = None,
     ) -> None:
-        path = os.fspath(path)
+        if isinstance(path, os.PathLike):
+            path = os.fspath(path)
         if not isinstance(path, str) or not path or path == ":memory:":
             raise ConfigError(f"a SQLite store needs a file path, not {path!r}")
         if not isinstance(key_prefix, str) or _text(key_prefix) != key_prefix:
