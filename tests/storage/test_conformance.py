@@ -400,3 +400,18 @@ async def test_key_prefixes_keep_limiters_apart(rl: Face, backend: Backend) -> N
     if backend.shared:
         same = rl.make(key_prefix="app-a:")
         assert not (await same.hit("k", "1/minute")).allowed  # same prefix, same file: same state
+
+
+async def test_state_outlives_the_limiter_on_persistent_backends(rl: Face, backend: Backend) -> None:
+    if not backend.persistent:
+        pytest.skip(f"{backend.name} keeps state only as long as its limiter")
+    for _ in range(3):
+        await rl.hit("k", "3/minute;10/hour", algorithm="sliding-log")
+    if rl.is_async:
+        await rl.lim.aclose()
+    else:
+        rl.lim.close()
+    fresh = rl.make()
+    d = await fresh.hit("k", "3/minute;10/hour", algorithm="sliding-log")
+    assert (d.allowed, str(d.rate)) == (False, "3/minute")
+    assert [x.remaining for x in await fresh.status("k", "3/minute;10/hour", algorithm="sliding-log")] == [0, 7]
