@@ -459,7 +459,7 @@ class Engine:
             if r.cost.after_response:
                 charges.append((r, k, wins))
 
-        pending = _Pending([], bans, False, ctx)
+        pending = _Pending([], bans, False, ctx) if bans or charges else None
         if no_budget:
             r, k = no_budget[0]
             self._emit("throttle", ctx, r.name, k, retry_after=math.inf, status=p.response.status)
@@ -491,6 +491,7 @@ class Engine:
                     return self._unavailable(ctx)
                 retry = o[3] / US
                 self._emit("banned", ctx, owner.name, k, retry_after=retry, status=403)
+                assert pending is not None  # a ban matched
                 pending.banned = True
                 v = self._deny(ctx, "ban", 403, retry, owner.name, [])
                 v.pending = pending
@@ -517,7 +518,8 @@ class Engine:
                     deciding = (owner, k, st)
         headers = rate_limit_headers(s.headers, states, now=self._clock(), legacy_reset=s.legacy_reset)
         if admitted:
-            pending.charges = charges
+            if pending is not None:
+                pending.charges = charges
             return Verdict(True, 200, headers, None, decisions=states, pending=pending)
         if store_denied:
             v = self._unavailable(ctx)

@@ -195,3 +195,26 @@ def test_check_main_prints_what_it_understood(tmp_path: Path) -> None:
     assert "cost charged after the response from x-tokens-used" in text
     assert "ban 1 'login-abuse' (fail2ban): 10 responses with /api/v1/auth/login status 401, 403 within 60s" in text
     assert text.rstrip().endswith("OK: 3 rule(s), 1 ban(s)")
+
+
+def test_the_docs_example_loads() -> None:
+    import re
+
+    doc = (Path(__file__).parent.parent.parent / "docs" / "policy.md").read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", doc, re.S)
+    env = {"SERVICE_SECRET": "service-secret-1", "JWT_SECRET": "x" * 32, "REDIS_URL": "redis://127.0.0.1:6379/11"}
+    full = loads_policy(blocks[0], env=env)
+    assert [r.name for r in full.rules] == ["login", "sync", "generate", "ai-tokens", "new-search-limit"]
+    test = loads_policy(blocks[0], env={**env, "RATEWARDEN_PROFILE": "test"})
+    assert str(test.rules[0].windows[0].rate) == "2/10 seconds"
+    for block in blocks[1:]:
+        if "tiers = {" in block and "[[rule]]" not in block:
+            continue  # two alternative one-line fragments
+        text = (
+            block
+            if ("[[rule]]" in block or "[response" in block)
+            else '[[rule]]\nname = "x"\nlimits = ["1/s"]\n' + block
+        )
+        loads_policy(text, env=env)
+        if "profile.prod" in block:
+            assert loads_policy(text, env={**env, "RATEWARDEN_PROFILE": "prod"}).settings.storage == env["REDIS_URL"]

@@ -23,6 +23,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs
@@ -39,6 +40,13 @@ _FORWARDED_FOR = re.compile(r'(?i)(?:^|[;,\s])for\s*=\s*("(?:[^"\\]|\\.)*"|[^;,\
 
 def parse_ip(text: str) -> IPAddress | None:
     """An address from one hop (``1.2.3.4``, ``1.2.3.4:80``, ``[::1]:80``, ``::1``), or None."""
+    if len(text) > 80:
+        return None
+    return _parse_ip(text)
+
+
+@lru_cache(maxsize=16384)
+def _parse_ip(text: str) -> IPAddress | None:
     t = text.strip().strip('"')
     if not t or len(t) > 64:
         return None
@@ -88,6 +96,7 @@ def client_address(
     return ip
 
 
+@lru_cache(maxsize=16384)
 def ip_key(ip: IPAddress | None, v4_prefix: int, v6_prefix: int) -> str:
     if ip is None:
         return "unknown"
