@@ -267,3 +267,35 @@ def test_quota_matches_model(monthly: bool, limit: int, reset: str, offset: int,
             assert w.decide(state, now + retry, cost)[0]
             assert not w.decide(state, now + retry - 1, cost)[0]
         last_retry = max(0, retry)
+
+
+def test_token_bucket_never_refills_twice_when_the_clock_steps_back() -> None:
+    """A time read late (another process, an NTP step back) must not credit a refill twice:
+    the admitted units still respect burst + L * limit / P over [0, 5 s]."""
+    w = TokenBucket(Rate(10, 10 * 1_000_000))  # 1 token a second, burst 10
+    t0 = EPOCH
+    state: Any = None
+    admitted = 0
+    for now, cost in ((t0, 10), (t0 + 5_000_000, 4), (t0 + 4_000_000, 1), (t0 + 5_000_000, 1)):
+        out = w.decide(state, now, cost)
+        if out[0]:
+            state = out[4]
+            admitted += cost
+    assert admitted <= 10 + 5
+
+
+def test_concurrency_release() -> None:
+    w = Concurrency(Rate(3, 60 * 1_000_000))
+    now = EPOCH
+    out = w.acquire(None, now, 1, "a")
+    out = w.acquire(out[4], now, 1, "b")
+    out = w.decide(out[4], now, 1)  # anonymous: released only by the TTL
+    state = out[4]
+    assert not w.decide(state, now, 1)[0]
+    held, state2 = w.release(state, now, "a")
+    assert held and w.decide(state2, now, 1)[0]
+    assert w.release(state2, now, "a")[0] is False  # twice: no longer held
+    assert w.release(state, now, "nope") == (False, state)
+    held, state3 = w.release(state, now, "")  # "" is not a lease name
+    assert not held and state3 == state
+    assert w.release(state, now + 60 * 1_000_000, "b") == (False, None)  # expired: nothing held

@@ -51,8 +51,13 @@ class Concurrency(Window):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def release(self, state: Any, now: int, lease: str) -> tuple[bool, Any]:
-        """Drop ``lease`` (and expired leases). Returns (whether it was held, new state)."""
+        """Drop ``lease`` (and expired leases). Returns (whether it was held, new state).
+
+        The anonymous leases of :meth:`decide` (named ``""``) are released only by their TTL.
+        """
         leases: tuple[tuple[int, str, int], ...] = state or ()
+        if not lease:
+            return False, tuple(x for x in leases if x[0] > now) or None
         kept = tuple(x for x in leases if x[0] > now and x[1] != lease)
-        held = any(x[1] == lease and x[0] > now for x in leases)
+        held = len(kept) < sum(1 for x in leases if x[0] > now)
         return held, kept or None

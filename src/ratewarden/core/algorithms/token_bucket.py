@@ -44,12 +44,15 @@ class TokenBucket(Window):
         need = (cost or 1) * p
         if level >= need:
             level -= cost * p
-            new = (level, now) if cost else state
+            # ``last`` never moves back: a clock read late (another process, an NTP step) must not
+            # make the refill between the two times count twice.
+            new = (level, now if state is None or now > state[1] else state[1]) if cost else state
             return True, level // p, ceil_div(full - level, limit), 0, new
         return False, level // p, ceil_div(full - level, limit), ceil_div(need - level, limit), state
 
     def charge(self, state: Any, now: int, cost: int) -> Any:
-        return (self._level(state, now) - cost * self.period, now)
+        last = now if state is None or now > state[1] else state[1]
+        return (self._level(state, now) - cost * self.period, last)
 
     def _level(self, state: Any, now: int) -> int:
         """The level at ``now``: the stored level plus the refill since, capped at full."""
