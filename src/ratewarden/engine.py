@@ -126,6 +126,30 @@ class _Result:
 _Flow = Generator[_Call, _Result, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What the request path needs of a rule, computed once."""
+
+    rule: Rule
+    prefix: str  # store key prefix of the rule
+    names: tuple[str, ...]  # header policy names of its base windows
+    match_all: bool  # no match constraints and no exempt paths
+    ip_key: bool  # key is plain "ip" (the fast path)
+
+    @classmethod
+    def of(cls, r: Rule) -> _Plan:
+        m = r.match
+        single = len(r.windows) == 1 and r.tiers is None
+        names = (r.name,) if single else tuple(f"{r.name}-{_secs(w)}s" for w in r.windows)
+        return cls(
+            r,
+            f"r:{r.name}:",
+            names,
+            not (m.paths or m.methods or m.hosts or m.schemes or r.exempt),
+            r.key.text == "ip",
+        )
+
+
 def _is_text(policy: str) -> bool:
     return "\n" in policy
 
@@ -172,6 +196,15 @@ class Engine:
         self._local: MemoryStore | None = None
         self._failing = False
         self._needs_body = self.policy.needs_body
+        p = self.policy
+        self._has_lists = bool(
+            p.safelist.networks
+            or p.safelist.paths
+            or p.safelist.secret_header
+            or p.blocklist.networks
+            or p.blocklist.paths
+        )
+        self._plans = [_Plan.of(r) for r in p.rules]
 
     @classmethod
     def for_rule(cls, rule_toml: str, *, base: Engine | None = None, **options: Any) -> Engine:
@@ -345,7 +378,7 @@ class Engine:
     # -- the logic, written once ----------------------------------------------------------------
 
     def _matches(self, match: Any, ctx: RequestContext) -> bool:
-        return matches(match, ctx.method, ctx.path, ctx.host, ctx.facts.scheme)
+        return matches(match, ctx.method, ctx.path, ctx.host if match.hosts else "", ctx.facts.scheme)
 
     def _applies(self, rule: Rule, ctx: RequestContext) -> bool:
         return self._matches(rule.match, ctx) and not (rule.exempt and path_matches(rule.exempt, ctx.path))
@@ -406,17 +439,18 @@ class Engine:
         ctx = RequestContext(facts, p, self._clock)
         if s.exempt and path_matches(s.exempt, ctx.path):
             return Verdict(True)
-        if self._safelisted(ctx):
-            return Verdict(True)
-        if self._blocklisted(ctx):
-            self._emit("block", ctx, None, None, status=403)
-            return self._deny(ctx, "block", 403, math.inf, None, [])
+        if self._has_lists:
+            if self._safelisted(ctx):
+                return Verdict(True)
+            if self._blocklisted(ctx):
+                self._emit("block", ctx, None, None, status=403)
+                return self._deny(ctx, "block", 403, math.inf, None, [])
 
-        # bans that match this request, and the throttle rules
-        bans: list[tuple[Ban, str]] = []
+        # bans that match this request (checked at cost 0 first), then the throttle rules
         items: list[Item] = []
         modes: list[str] = []
-        owners: list[tuple[Any, str, int]] = []  # (rule or ban, key, window index) per item
+        bans: list[tuple[Ban, str]] = []
+        ban_items: list[tuple[Ban, str]] = []
         for b in p.bans:
             if not self._matches(b.match, ctx):
                 continue
@@ -427,95 +461,93 @@ class Engine:
             if not b.shadow:
                 items.append((f"b:{b.name}:{k}", b.ban, 0))
                 modes.append(s.on_store_error)
-                owners.append((b, k, 0))
+                ban_items.append((b, k))
+        n_bans = len(items)
+        owners: list[tuple[Rule, str, str]] = []  # (rule, key, header name) per throttle item
         shadow_items: list[Item] = []
-        shadow_owners: list[tuple[Rule, str, int]] = []
+        shadow_owners: list[tuple[Rule, str]] = []
         charges: list[tuple[Rule, str, tuple[Window, ...]]] = []
-        no_budget: list[tuple[Rule, str]] = []
-        applied: list[tuple[Rule, str, tuple[Window, ...]]] = []
-        for r in p.rules:
-            if not self._applies(r, ctx):
+        no_budget: tuple[Rule, str] | None = None
+        for plan in self._plans:
+            r = plan.rule
+            if not plan.match_all and not self._applies(r, ctx):
                 continue
-            k = ctx.key_or_fallback(r.key, r.fallback)
+            k = ctx.ip_key() if plan.ip_key else ctx.key_or_fallback(r.key, r.fallback)
             if k is None:
                 continue
-            wins = self._windows(r, ctx)
+            if r.tiers is None:
+                wins, names = r.windows, plan.names
+            else:
+                wins = self._windows(r, ctx)
+                names = tuple(f"{r.name}-{_secs(w)}s" for w in wins)
             if not wins:
-                if not r.shadow:
-                    no_budget.append((r, k))
+                if not r.shadow and no_budget is None:
+                    no_budget = (r, k)
                 continue
-            cost = self._cost(r, ctx)
-            skey = f"r:{r.name}:{k}"
+            cost = r.cost.value if r.cost.source == "constant" else self._cost(r, ctx)
+            skey = plan.prefix + k
             if r.shadow:
-                for i, w in enumerate(wins):
+                for w in wins:
                     shadow_items.append((skey, w, cost))
-                    shadow_owners.append((r, k, i))
+                    shadow_owners.append((r, k))
                 continue
-            applied.append((r, k, wins))
-            for i, w in enumerate(wins):
+            for w, name in zip(wins, names, strict=True):
                 items.append((skey, w, cost))
                 modes.append(r.on_store_error)
-                owners.append((r, k, i))
-            if r.cost.after_response:
+                owners.append((r, k, name))
+            if r.cost.source == "response_header":
                 charges.append((r, k, wins))
 
         pending = _Pending([], bans, False, ctx) if bans or charges else None
-        if no_budget:
-            r, k = no_budget[0]
+        if no_budget is not None:
+            r, k = no_budget
             self._emit("throttle", ctx, r.name, k, retry_after=math.inf, status=p.response.status)
             v = self._deny(ctx, "throttle", p.response.status, math.inf, r.name, [], limit=0, remaining=0)
             v.pending = pending
             return v
-        res = _Result([])
+        outs: list[Outcome] = []
         if items:
             res = yield _Call("hit", items, modes)
+            outs = res.outs
             if res.error is not None:
                 self._emit("store_error", ctx, None, None, detail=repr(res.error))
         if shadow_items:
-            sres = yield _Call("hit", shadow_items, [r.on_store_error for r, _, _ in shadow_owners])
-            if sres.error is None:
-                denied_shadow: dict[str, tuple[str, float]] = {}
-                for (r, k, _), o in zip(shadow_owners, sres.outs, strict=True):
-                    if not o[0]:
-                        retry = math.inf if o[3] == NEVER else o[3] / US
-                        prev = denied_shadow.get(r.name)
-                        if prev is None or retry > prev[1]:
-                            denied_shadow[r.name] = (k, retry)
-                for name, (k, retry) in denied_shadow.items():
-                    self._emit("shadow", ctx, name, k, retry_after=retry, status=p.response.status)
+            yield from self._shadow(ctx, shadow_items, shadow_owners)
 
         # a ban that holds refuses the request (nothing was consumed: all or nothing)
-        for (owner, k, _), o in zip(owners, res.outs, strict=True):
-            if isinstance(owner, Ban) and not o[0]:
+        for (b, k), o in zip(ban_items, outs, strict=False):
+            if not o[0]:
                 if o[4] == "store_error":
                     return self._unavailable(ctx)
                 retry = o[3] / US
-                self._emit("banned", ctx, owner.name, k, retry_after=retry, status=403)
+                self._emit("banned", ctx, b.name, k, retry_after=retry, status=403)
                 assert pending is not None  # a ban matched
                 pending.banned = True
-                v = self._deny(ctx, "ban", 403, retry, owner.name, [])
+                v = self._deny(ctx, "ban", 403, retry, b.name, [])
                 v.pending = pending
                 return v
 
         states: list[PolicyState] = []
-        admitted = all(o[0] for o in res.outs)
+        admitted = True
+        for o in outs:
+            if not o[0]:
+                admitted = False
+                break
         deciding: tuple[Rule, str, PolicyState] | None = None
         store_denied = False
-        for (owner, k, _i), o, item in zip(owners, res.outs, items, strict=True):
-            if isinstance(owner, Ban):
-                continue
+        for (r, k, name), o, item in zip(owners, outs[n_bans:], items[n_bans:], strict=True):
             w = item[1]
+            ok = o[0]
             remaining = o[1]
-            if not admitted and o[0] and item[2]:
+            if not admitted and ok and item[2]:
                 remaining = min(w.limit, remaining + item[2])  # it was not consumed after all
-            retry = 0.0 if o[0] else (math.inf if o[3] == NEVER else o[3] / US)
-            name = owner.name if len(owner.windows) == 1 and (owner.tiers is None) else f"{owner.name}-{_secs(w)}s"
-            st = PolicyState(name, w.limit, w.period / US, remaining, o[2] / US, o[0], retry)
+            retry = 0.0 if ok else (math.inf if o[3] == NEVER else o[3] / US)
+            st = PolicyState(name, w.limit, w.period / US, remaining, o[2] / US, ok, retry)
             states.append(st)
-            if not o[0]:
+            if not ok:
                 store_denied = store_denied or o[4] == "store_error"
                 if deciding is None or retry > deciding[2].retry_after:
-                    deciding = (owner, k, st)
+                    deciding = (r, k, st)
         headers = rate_limit_headers(s.headers, states, now=self._clock(), legacy_reset=s.legacy_reset)
         if admitted:
             if pending is not None:
@@ -542,6 +574,22 @@ class Engine:
         v.decisions = states
         v.pending = pending
         return v
+
+    def _shadow(self, ctx: RequestContext, items: list[Item], owners: list[tuple[Rule, str]]) -> _Flow:
+        """Shadow rules: their own all-or-nothing call; a would-be denial is an event, never a 429."""
+        res = yield _Call("hit", items, [r.on_store_error for r, _ in owners])
+        if res.error is not None:
+            return None
+        denied: dict[str, tuple[str, float]] = {}
+        for (r, k), o in zip(owners, res.outs, strict=True):
+            if not o[0]:
+                retry = math.inf if o[3] == NEVER else o[3] / US
+                prev = denied.get(r.name)
+                if prev is None or retry > prev[1]:
+                    denied[r.name] = (k, retry)
+        for name, (k, retry) in denied.items():
+            self._emit("shadow", ctx, name, k, retry_after=retry, status=self.policy.response.status)
+        return None
 
     def _after_flow(self, pending: _Pending, verdict: Verdict, status: int, headers: Mapping[str, str]) -> _Flow:
         s = self.policy.settings

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 __all__ = ["PolicyState", "rate_limit_headers", "retry_after_seconds"]
 
@@ -47,6 +48,11 @@ def _sec(x: float) -> int:
     return max(0, math.ceil(x))
 
 
+@lru_cache(maxsize=1024)
+def _policy_field(policies: tuple[tuple[str, int, float], ...]) -> str:
+    return ", ".join([f'"{name}";q={limit};w={_sec(window)}' for name, limit, window in policies])
+
+
 def most_restrictive(states: Sequence[PolicyState]) -> PolicyState:
     denied = [s for s in states if not s.allowed]
     if denied:
@@ -62,9 +68,13 @@ def rate_limit_headers(
         return []
     out: list[tuple[str, str]] = []
     if mode in ("draft", "both"):
-        out.append(("RateLimit-Policy", ", ".join(f'"{s.name}";q={s.limit};w={_sec(s.window)}' for s in states)))
+        ceil = math.ceil
+        out.append(("RateLimit-Policy", _policy_field(tuple((s.name, s.limit, s.window) for s in states))))
         out.append(
-            ("RateLimit", ", ".join(f'"{s.name}";r={max(0, s.remaining)};t={_sec(s.reset_after)}' for s in states))
+            (
+                "RateLimit",
+                ", ".join([f'"{s.name}";r={max(s.remaining, 0)};t={max(ceil(s.reset_after), 0)}' for s in states]),
+            )
         )
     if mode in ("legacy", "both"):
         s = most_restrictive(states)

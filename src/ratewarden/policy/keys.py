@@ -172,11 +172,12 @@ class RequestContext:
         "_body",
         "_claims",
         "_cookies",
+        "_host",
         "_ip",
+        "_ipkey",
         "_query",
         "clock",
         "facts",
-        "host",
         "method",
         "path",
         "policy",
@@ -190,12 +191,19 @@ class RequestContext:
         self.clock = clock
         self.method = (facts.method or "GET").upper()[:32]
         self.path = normalize_path(facts.path or "/")
-        self.host = host_of(facts.host or "")
+        self._host: str | None = None
+        self._ipkey: str | None = None
         self._ip: Any = self._UNSET
         self._cookies: dict[str, str] | None = None
         self._query: dict[str, list[str]] | None = None
         self._body: Any = self._UNSET
         self._claims: Any = self._UNSET
+
+    @property
+    def host(self) -> str:
+        if self._host is None:
+            self._host = host_of(self.facts.host or "")
+        return self._host
 
     # -- sources -------------------------------------------------------------------------------
 
@@ -328,6 +336,14 @@ class RequestContext:
             c = self.claims
             return None if c is None else _scalar(c.get(name))
         return None
+
+    def ip_key(self) -> str:
+        """``"ip=<address or prefix>"``: the key of ``key = "ip"`` (the fast path)."""
+        k = self._ipkey
+        if k is None:
+            s = self.policy.settings
+            k = self._ipkey = "ip=" + ip_key(self.ip, s.ipv4_prefix, s.ipv6_prefix)
+        return k
 
     def key(self, spec: KeySpec) -> str | None:
         """``"kind=value"`` (parts joined by ``+``), or None when any part is missing."""
