@@ -155,3 +155,17 @@ def test_concurrent_requests_from_one_session_never_over_admit(algorithm: str) -
     for t in threads:
         t.join()
     assert results.count(True) == 5
+
+
+@pytest.mark.parametrize("rate", ["3/second", "7/minute", "6/7 seconds", "10/3ms", "5/10 minutes"])
+@pytest.mark.parametrize("algorithm", ["gcra", "token-bucket"])
+def test_token_family_admits_a_full_burst_whatever_the_rounding(algorithm: str, rate: str) -> None:
+    """P not a multiple of the limit: the burst is still exactly the limit (gcra denied the
+    3rd of "3/second" before its emission interval was rounded consistently)."""
+    limiter = Limiter("memory://", clock=FakeClock(), algorithm=algorithm)
+    limit = int(rate.split("/", maxsplit=1)[0])
+    got = [limiter.hit("k", rate).allowed for _ in range(limit + 1)]
+    assert got == [True] * limit + [False]
+    assert limiter.peek("k", rate, cost=0).remaining == 0
+    fresh = limiter.peek("other", rate, cost=limit)
+    assert fresh.allowed and fresh.remaining == 0
