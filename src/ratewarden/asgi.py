@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
+from typing import Any
 
+from ratewarden.engine import Engine, RequestFacts, Verdict
 from ratewarden.errors import ConfigError
-
-if TYPE_CHECKING:
-    from ratewarden.engine import Engine, RequestFacts, Verdict
 
 __all__ = ["RateLimitMiddleware", "RouteLimit", "build_engine", "identity_of", "join_headers", "rule_name"]
 
@@ -58,8 +56,6 @@ def build_engine(policy: Any, engine: Engine | None, options: Mapping[str, Any])
         if options:
             raise ConfigError(f"pass either engine= or engine options ({', '.join(sorted(options))}), not both")
         return engine
-    from ratewarden.engine import Engine
-
     return Engine(policy, **options)
 
 
@@ -128,15 +124,42 @@ def _latin1(pairs: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     return [(n.lower().encode("latin-1", "replace"), v.encode("latin-1", "replace")) for n, v in pairs]
 
 
-def _decode_pairs(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+def _decode_pairs(raw: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
+    out = {n.decode("latin-1").lower(): v.decode("latin-1") for n, v in raw}
+    if len(out) == len(raw):  # the usual case: no repeated header
+        return out
     return join_headers((bytes(n).decode("latin-1"), bytes(v).decode("latin-1")) for n, v in raw)
+
+
+class _ResponseHeaders(Mapping[str, str]):
+    """The response's headers for ``after()``, decoded only if the engine looks at them."""
+
+    __slots__ = ("_decoded", "_raw")
+
+    def __init__(self, raw: Sequence[tuple[bytes, bytes]]) -> None:
+        self._raw = raw
+        self._decoded: dict[str, str] | None = None
+
+    def _map(self) -> dict[str, str]:
+        if self._decoded is None:
+            self._decoded = _decode_pairs(self._raw)
+        return self._decoded
+
+    def __getitem__(self, key: str) -> str:
+        return self._map()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._map())
+
+    def __len__(self) -> int:
+        return len(self._map())
 
 
 def scope_path(scope: Scope) -> str:
     """The decoded path (``root_path`` not included); undecodable bytes become U+FFFD."""
     path = scope.get("path")
     if isinstance(path, str):
-        return safe_text(path)
+        return path if path.isascii() else safe_text(path)
     raw = scope.get("raw_path") or b"/"
     from urllib.parse import unquote_to_bytes
 
@@ -183,8 +206,6 @@ class RateLimitMiddleware:
         return None
 
     def facts(self, scope: Scope) -> RequestFacts:
-        from ratewarden.engine import RequestFacts
-
         headers = _decode_pairs(scope.get("headers") or ())
         client = scope.get("client")
         user, attrs = identity_of(self._user(scope), self.user_attrs)
@@ -241,7 +262,7 @@ class RateLimitMiddleware:
         finally:
             if started:
                 status = int(started[0]["status"])
-                headers = _decode_pairs(started[0]["headers"])
+                headers: Mapping[str, str] = _ResponseHeaders(started[0]["headers"])
             else:  # the app raised before responding: the server answers 500
                 status, headers = 500, {}
             await self._after(facts, verdict, status, headers)
@@ -415,8 +436,6 @@ class RouteLimit:
             lines.append("shadow = true")
         if self.key_fn is not None:
             lines.append('fallback = "ip"')
-        from ratewarden.engine import Engine
-
         self.engine: Engine = Engine.for_rule("\n".join(lines), base=base, **options)
 
     def prepare(self, facts: RequestFacts, request: Any) -> RequestFacts:

@@ -27,9 +27,10 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response as StarletteResponse
 
 from ratewarden.asgi import USER_ATTRS, RateLimitMiddleware, RouteLimit, identity_of, join_headers, scope_path
+from ratewarden.engine import RequestFacts
 
 if TYPE_CHECKING:
-    from ratewarden.engine import Engine, RequestFacts, Verdict
+    from ratewarden.engine import Engine, Verdict
 
 __all__ = ["RateLimit", "RateLimitExceeded", "RateLimitMiddleware", "install", "request_facts"]
 
@@ -59,8 +60,6 @@ def install(app: FastAPI) -> None:
 
 
 def request_facts(request: Request, user_attrs: Iterable[str] = USER_ATTRS) -> RequestFacts:
-    from ratewarden.engine import RequestFacts
-
     scope = request.scope
     user: object = scope.get("user")
     if user is None:

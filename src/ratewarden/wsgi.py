@@ -21,9 +21,10 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from ratewarden.asgi import USER_ATTRS, build_engine, identity_of, join_headers
+from ratewarden.engine import RequestFacts
 
 if TYPE_CHECKING:
-    from ratewarden.engine import Engine, RequestFacts, Verdict
+    from ratewarden.engine import Engine, Verdict
 
 __all__ = ["RateLimitMiddleware", "denial_status_line", "environ_facts", "read_body"]
 
@@ -59,8 +60,6 @@ def environ_facts(
     environ: Mapping[str, Any], user: object = None, user_attrs: Iterable[str] = USER_ATTRS, path: str | None = None
 ) -> RequestFacts:
     """RequestFacts from a WSGI environ (also Django's ``request.META``)."""
-    from ratewarden.engine import RequestFacts
-
     headers = environ_headers(environ)
     identity, attrs = identity_of(user, user_attrs)
     if path is None:

@@ -1,0 +1,74 @@
+"""Trivial apps for bench/http_bench.py: Starlette and Flask, bare, with ratewarden, or with the
+peer (SlowAPI, Flask-Limiter) configured with the same three limits and headers on."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+POLICY = str(Path(__file__).with_name("policy.toml"))
+PEER_LIMITS = ["1000000000/hour", "1000000000/minute", "1000000000/day"]
+
+
+def make_starlette() -> Any:
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    variant = os.environ["RW_BENCH_VARIANT"]
+
+    async def hello(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("hello")
+
+    if variant == "bare":
+        return Starlette(routes=[Route("/", hello)])
+    if variant == "ratewarden":
+        from ratewarden.asgi import RateLimitMiddleware
+
+        return Starlette(routes=[Route("/", hello)], middleware=[Middleware(RateLimitMiddleware, policy=POLICY)])
+    if variant == "slowapi":
+        from slowapi import Limiter, _rate_limit_exceeded_handler
+        from slowapi.errors import RateLimitExceeded
+        from slowapi.middleware import SlowAPIMiddleware
+        from slowapi.util import get_remote_address
+
+        limiter = Limiter(
+            key_func=get_remote_address, default_limits=PEER_LIMITS, headers_enabled=True, storage_uri="memory://"
+        )
+        app = Starlette(routes=[Route("/", hello)], middleware=[Middleware(SlowAPIMiddleware)])
+        app.state.limiter = limiter
+        app.add_exception_handler(RateLimitExceeded, _rate_limit_exceeded_handler)  # type: ignore[arg-type]
+        return app
+    raise SystemExit(f"unknown variant {variant!r}")
+
+
+def make_flask() -> Any:
+    from flask import Flask
+
+    variant = os.environ["RW_BENCH_VARIANT"]
+    app = Flask("bench")
+
+    @app.get("/")
+    def hello() -> str:
+        return "hello"
+
+    if variant == "ratewarden":
+        from ratewarden.flask import RateWarden
+
+        RateWarden(app, policy=POLICY)
+    elif variant == "ratewarden-wsgi":
+        from ratewarden.wsgi import RateLimitMiddleware
+
+        app.wsgi_app = RateLimitMiddleware(app.wsgi_app, policy=POLICY)  # type: ignore[method-assign]
+    elif variant == "flask-limiter":
+        from flask_limiter import Limiter
+        from flask_limiter.util import get_remote_address
+
+        app.config["RATELIMIT_HEADERS_ENABLED"] = True
+        Limiter(get_remote_address, app=app, default_limits=PEER_LIMITS, storage_uri="memory://")
+    elif variant != "bare":
+        raise SystemExit(f"unknown variant {variant!r}")
+    return app

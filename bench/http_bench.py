@@ -1,0 +1,191 @@
+"""HTTP throughput of trivial Starlette and Flask apps: bare, with ratewarden, and with the peers.
+
+One run measures every configuration on loopback with ``wrk`` (Debian package ``wrk``; a small
+httpx load generator is used when wrk is missing), interleaved over ``--rounds`` rounds, and
+prints the median requests/s of each, the ratio to the bare app, and ratewarden against the peer
+(SlowAPI on Starlette, Flask-Limiter on Flask). ratewarden and the peers run the same three
+limits on the memory store with rate-limit headers on; nothing is ever denied.
+
+Servers: Starlette under uvicorn (1 process), Flask under gunicorn (1 process, gthread, 4 threads).
+
+Setup (once; the venv is git-ignored by the ``.gitignore`` inside it)::
+
+    apt-get install -y wrk
+    python3.11 -m venv bench/.venv-http && echo '*' > bench/.venv-http/.gitignore
+    bench/.venv-http/bin/pip install "slowapi==0.1.10" "Flask-Limiter==4.1.1" "limits==5.8.0" \\
+        starlette uvicorn flask gunicorn
+    bench/.venv-http/bin/pip install --no-deps -e .
+
+Run::
+
+    bench/.venv-http/bin/python bench/http_bench.py [--duration 5] [--rounds 3] [--connections 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+APPS = HERE / "http"
+BIN = Path(sys.executable).parent
+
+CONFIGS: list[tuple[str, str, str]] = [  # (framework, variant, label)
+    ("starlette", "bare", "Starlette bare"),
+    ("starlette", "ratewarden", "Starlette + ratewarden"),
+    ("starlette", "slowapi", "Starlette + SlowAPI"),
+    ("flask", "bare", "Flask bare"),
+    ("flask", "ratewarden", "Flask + ratewarden (extension)"),
+    ("flask", "ratewarden-wsgi", "Flask + ratewarden (WSGI mw)"),
+    ("flask", "flask-limiter", "Flask + Flask-Limiter"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(framework: str, variant: str, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "RW_BENCH_VARIANT": variant, "PYTHONPATH": str(APPS)}
+    if framework == "starlette":
+        cmd = [str(BIN / "uvicorn"), "apps:make_starlette", "--factory", "--app-dir", str(APPS)]
+        cmd += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]
+    else:
+        cmd = [str(BIN / "gunicorn"), "--chdir", str(APPS), "-w", "1", "-k", "gthread", "--threads", "4"]
+        cmd += ["-b", f"127.0.0.1:{port}", "--log-level", "warning", "apps:make_flask()"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(
+                f"{framework}/{variant} did not start: {proc.stderr.read().decode() if proc.stderr else ''}"
+            )
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                reply = s.recv(4096)
+            if reply.startswith(b"HTTP/1.1 200"):
+                return proc
+            raise SystemExit(f"{framework}/{variant}: unexpected reply {reply[:200]!r}")
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit(f"{framework}/{variant} did not answer within 20 s")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def wrk(port: int, duration: float, connections: int) -> tuple[float, int]:
+    """Requests/s and the count of non-2xx responses (wrk's own report)."""
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", f"http://127.0.0.1:{port}/"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=duration + 30,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return rps, int(bad.group(1)) if bad else 0
+
+
+def pyload(port: int, duration: float, connections: int) -> tuple[float, int]:
+    """A fallback load generator: ``connections`` keep-alive httpx clients in threads."""
+    import threading
+
+    import httpx
+
+    counts = [0] * connections
+    bad = [0] * connections
+    end = time.monotonic() + duration
+
+    def worker(i: int) -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as c:
+            while time.monotonic() < end:
+                r = c.get("/")
+                counts[i] += 1
+                bad[i] += r.status_code >= 300
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(connections)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.monotonic() - t0), sum(bad)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=float, default=5.0, help="seconds of load per configuration and round")
+    ap.add_argument("--warmup", type=float, default=1.0)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--only", default="", help="comma-separated frameworks (starlette,flask)")
+    args = ap.parse_args(argv)
+    load = wrk if shutil.which("wrk") else pyload
+    configs = [c for c in CONFIGS if not args.only or c[0] in args.only.split(",")]
+    results: dict[str, list[float]] = {label: [] for _, _, label in configs}
+    errors: dict[str, int] = dict.fromkeys(results, 0)
+    print(
+        f"load generator: {load.__name__}, {args.connections} connections, {args.duration:g} s x {args.rounds} rounds"
+    )
+    for rnd in range(args.rounds):
+        for framework, variant, label in configs:
+            port = free_port()
+            proc = start(framework, variant, port)
+            try:
+                load(port, args.warmup, args.connections)
+                rps, bad = load(port, args.duration, args.connections)
+            finally:
+                stop(proc)
+            results[label].append(rps)
+            errors[label] += bad
+            print(f"  round {rnd + 1}: {label:34s} {rps:10.0f} req/s" + (f"  ({bad} non-2xx!)" if bad else ""))
+    med = {label: statistics.median(v) for label, v in results.items()}
+    print()
+    print(f"{'configuration':34s} {'req/s (median)':>15s} {'vs bare':>9s}")
+    for framework in ("starlette", "flask"):
+        bare = med.get(f"{framework.capitalize()} bare")
+        for fw, _, label in configs:
+            if fw != framework:
+                continue
+            ratio = f"{med[label] / bare:8.3f}x" if bare else ""
+            print(f"{label:34s} {med[label]:15.0f} {ratio:>9s}")
+    print()
+    pairs = [
+        ("Starlette + ratewarden", "Starlette + SlowAPI", "Starlette bare"),
+        ("Flask + ratewarden (extension)", "Flask + Flask-Limiter", "Flask bare"),
+        ("Flask + ratewarden (WSGI mw)", "Flask + Flask-Limiter", "Flask bare"),
+    ]
+    ok = True
+    for rw, peer, bare in pairs:
+        if rw in med and peer in med and bare in med:
+            cost = 1 - med[rw] / med[bare]
+            verdict = "OK" if cost <= 0.10 else "ABOVE the 10 % target"
+            ok = ok and cost <= 0.10
+            print(f"{rw}: {med[rw] / med[peer]:.2f}x {peer}; costs {cost * 100:.1f} % of bare req/s ({verdict})")
+    if any(errors.values()):
+        print(f"non-2xx responses: {errors}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
