@@ -1,0 +1,693 @@
+"""bench/run.py - ratewarden next to limits, pyrate-limiter and throttled-py, one command, one run.
+
+Set up once (a venv of its own, so the peers' pins never touch the project's .venv):
+
+    python3 -m venv bench/.venv && bench/.venv/bin/pip install -e '.[redis]' -r bench/requirements.txt
+
+Run (from the repository root; Redis on 127.0.0.1:6379 is optional, its database 15 is FLUSHed):
+
+    bench/.venv/bin/python bench/run.py            # full run, ~20-30 min on 2 shared cores
+    bench/.venv/bin/python bench/run.py --quick    # smoke run, a few minutes
+
+What it does, all inside one run (this machine drifts by 30-40 % between runs, so only ratios
+measured in the same run mean anything):
+
+1. runs the reference harness bench/peerbench.py with bench/ratewarden_plugin.py (sections mem,
+   race, retry, rss, expiry; redis and async when ratewarden.storage.redis is importable and a
+   Redis answers). Its full tables are kept at the end of the results file.
+2. measures what peerbench lacks: two windows on one key against one window, SQLite decisions/s
+   (one process, and four processes on one file, with an exactness check), and sliding-log's cost
+   as its log grows.
+3. prints a summary of markdown tables with ratios against the fastest peer of the same run and
+   a "targets" column (met/missed), and writes everything to bench/results.md (gitignored).
+
+The summary's targets: one key and 100k keys at most 1/3 of the fastest peer's ns/decision; two
+windows at most 1.5x one window; at most 200 bytes per live gcra key (RSS growth over 1,000,000
+keys in a fresh subprocess); SQLite at least 10,000 decisions/s in one process; every algorithm's
+retry_after honest (0.8 x retry_after denied, retry_after + 30 ms admitted); no over-admission.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import math
+import multiprocessing as mp
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import peerbench as pb  # noqa: E402  (bench/ is not a package)
+
+from ratewarden import Limiter  # noqa: E402
+
+PLUGIN = os.path.join(HERE, "ratewarden_plugin.py")
+PEERS = ("limits", "pyrate-limiter", "throttled-py")
+RW = "ratewarden"
+ALGOS = ("gcra", "fixed-window", "sliding-window", "sliding-log", "token-bucket")
+WINDOW_ALGOS = {"fixed-window", "sliding-window", "sliding-log"}
+ONE_THIRD = 1 / 3
+
+
+def has_module(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ImportError:
+        return False
+
+
+def redis_store_ready() -> bool:
+    """True once ratewarden.storage.redis provides open_redis (a half-written package does not count)."""
+    import importlib
+
+    if not has_module("redis"):
+        return False
+    try:
+        mod = importlib.import_module("ratewarden.storage.redis")
+    except Exception:
+        return False
+    return callable(getattr(mod, "open_redis", None))
+
+
+def met(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "**missed**")
+
+
+def log(msg: str) -> None:
+    print(f"[run] {msg}", file=sys.stderr, flush=True)
+
+
+def fmt(x: float | None, nd: int = 0) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:,.{nd}f}"
+
+
+# --------------------------------------------------------------------------- step 1: peerbench
+
+
+def run_peerbench(args: argparse.Namespace, sections: list[str], url: str | None, workdir: str) -> tuple[dict, str]:
+    js, md = os.path.join(workdir, "peerbench.json"), os.path.join(workdir, "peerbench.md")
+    cmd = [sys.executable, os.path.join(HERE, "peerbench.py"), "--plugin", PLUGIN, "--sections", ",".join(sections)]
+    cmd += ["--json", js, "--out", md, "--redis-url", url or "none"]
+    if args.quick:
+        cmd.append("--quick")
+    env = dict(os.environ)
+    if args.skip_mem:
+        env["RATEWARDEN_BENCH_SKIP_MEM"] = ",".join(args.skip_mem)
+    log(
+        "peerbench: "
+        + " ".join(cmd[1:])
+        + (f"  (RATEWARDEN_BENCH_SKIP_MEM={env['RATEWARDEN_BENCH_SKIP_MEM']})" if args.skip_mem else "")
+    )
+    p = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, check=False)
+    if p.returncode or not os.path.exists(js):
+        raise SystemExit(f"peerbench failed (rc={p.returncode})")
+    with open(js) as f, open(md) as g:
+        return json.load(f), g.read()
+
+
+# --------------------------------------------------------------------------- step 2: own measurements
+
+
+def interleaved(variants: dict[str, Any], keys: list[str], reps: int) -> dict[str, list[float]]:
+    """ns/decision samples per variant; each variant is a factory of hit(key); reps interleaved."""
+    out: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(reps):
+        for name, make in variants.items():
+            hit = make()
+            gc.collect()
+            out[name].append(pb.time_loop(hit, keys) / len(keys))
+    return out
+
+
+def two_windows(cfg: pb.Config) -> list[dict[str, Any]]:
+    """gcra (and the other cheap algorithms): one window vs "L/60 s;L2/3600 s" on the same keys."""
+    big = pb.HIGH_LIMIT
+    one, two = f"{big}/60 s", f"{big}/60 s;{big * 10}/3600 s"
+    workloads = {
+        "one key": ["k"] * cfg.mem_n,
+        f"{cfg.mem_keys // 1000}k keys": [f"user:{i % cfg.mem_keys}" for i in range(cfg.mem_n)],
+    }
+    rows = []
+    for algo in ("gcra", "fixed-window", "sliding-window", "token-bucket"):
+
+        def make(spec: str, algo: str = algo) -> Any:
+            def factory() -> Any:
+                lim = Limiter("memory://", max_keys=4_000_000)
+                return lambda k: lim.hit(k, spec, algorithm=algo)
+
+            return factory
+
+        for wl, keys in workloads.items():
+            s = interleaved({"one": make(one), "two": make(two)}, keys, cfg.reps)
+            a, b = pb.med(s["one"]), pb.med(s["two"])
+            rows.append({"algo": algo, "workload": wl, "one": a, "two": b, "ratio": b / a})
+            log(f"two windows {algo} {wl}: {a:,.0f} -> {b:,.0f} ns ({b / a:.2f}x)")
+    return rows
+
+
+def sliding_log_growth(quick: bool) -> list[dict[str, Any]]:
+    """sliding-log keeps one entry per admission time: cost per hit as the log of one key grows."""
+    rows = []
+    for n in (1_000, 5_000) if quick else (1_000, 5_000, 20_000):
+        res = {}
+        for algo in ("gcra", "sliding-log"):
+            lim = Limiter("memory://")
+            gc.collect()
+            res[algo] = (
+                pb.time_loop(
+                    lambda k, lim=lim, algo=algo: lim.hit(k, f"{pb.HIGH_LIMIT}/60 s", algorithm=algo), ["k"] * n
+                )
+                / n
+            )
+        rows.append({"n": n, **res})
+        log(f"sliding-log growth n={n}: {res}")
+    return rows
+
+
+def _sqlite_child(url: str, key: str, n: int, spec: str, algo: str, barrier: Any, q: Any) -> None:
+    lim = Limiter(url)
+    lim.hit("__warm__", spec, algorithm=algo)
+    barrier.wait()
+    t0 = time.time()
+    admitted = sum(1 for _ in range(n) if lim.hit(key, spec, algorithm=algo).allowed)
+    q.put((admitted, t0, time.time(), lim.store_errors))
+    lim.close()
+
+
+def _sqlite_procs(url: str, key: str, procs: int, per: int, spec: str, algo: str) -> tuple[int, float, int]:
+    ctx = mp.get_context("spawn")
+    barrier, q = ctx.Barrier(procs), ctx.Queue()
+    ps = [ctx.Process(target=_sqlite_child, args=(url, key, per, spec, algo, barrier, q)) for _ in range(procs)]
+    for p in ps:
+        p.start()
+    res = [q.get(timeout=600) for _ in ps]
+    for p in ps:
+        p.join()
+    return sum(r[0] for r in res), max(r[2] for r in res) - min(r[1] for r in res), sum(r[3] for r in res)
+
+
+def sqlite_bench(quick: bool) -> dict[str, Any]:
+    if not has_module("ratewarden.storage.sqlite"):
+        return {"error": "ratewarden.storage.sqlite is not importable"}
+    n = 2_000 if quick else 20_000
+    reps = 3
+    tmp = tempfile.mkdtemp(prefix="rw-bench-sqlite-")
+    out: dict[str, Any] = {"n": n, "single": {}, "errors": 0}
+    try:
+        big = f"{pb.HIGH_LIMIT}/60 s"
+        for algo in ALGOS:
+            samples = []
+            for r in range(reps):
+                url = f"sqlite:///{tmp}/single-{algo}-{r}.db"
+                lim = Limiter(url)
+                lim.hit("__warm__", big, algorithm=algo)
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    lim.hit("k", big, algorithm=algo)
+                samples.append(n / (time.perf_counter() - t0))
+                out["errors"] += lim.store_errors
+                lim.close()
+            out["single"][algo] = pb.med(samples)
+            log(f"sqlite single process {algo}: {out['single'][algo]:,.0f}/s")
+        # 4 processes on one file: throughput (limit never reached) ...
+        url = f"sqlite:///{tmp}/procs.db"
+        total, dt, errs = _sqlite_procs(url, "k", 4, n // 4, big, "gcra")
+        out["procs4"] = {"per_s": (n // 4 * 4) / dt, "denied": n // 4 * 4 - total}
+        out["errors"] += errs
+        log(f"sqlite 4 processes: {out['procs4']}")
+        # ... and exactness: limit 100/60 s, 4 x 250 attempts on one fresh key per algorithm
+        out["exact"] = {}
+        for algo in ALGOS:
+            url = f"sqlite:///{tmp}/exact-{algo}.db"
+            admitted, dt, errs = _sqlite_procs(url, f"race:{algo}", 4, 250, "100/60 s", algo)
+            bound = 100 if algo in WINDOW_ALGOS else 100 + math.ceil(dt * 100 / 60)
+            out["exact"][algo] = {"admitted": admitted, "bound": bound, "errors": errs}
+            out["errors"] += errs
+            log(f"sqlite exactness {algo}: {out['exact'][algo]}")
+    except Exception as e:
+        out["error"] = f"{type(e).__name__}: {e}"[:200]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+# --------------------------------------------------------------------------- step 3: summary
+
+
+def by_case(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {r["case"]: r for r in rows}
+
+
+def fastest_peer(rows: list[dict[str, Any]], field: str) -> tuple[str, float] | None:
+    best = None
+    for r in rows:
+        usable = r["case"].split("/")[0] in PEERS and r.get(field) is not None and "error" not in r
+        if usable and (best is None or r[field] < best[1]):
+            best = (r["case"], r[field])
+    return best
+
+
+def summary_mem(res: dict[str, Any], cfg: pb.Config) -> list[str]:
+    rows = res.get("mem") or []
+    cases = by_case(rows)
+    keys_label = f"{cfg.mem_keys // 1000}k keys"
+    out = []
+    for field, label, target in (
+        ("one_key", "one key", True),
+        ("spread", keys_label, True),
+        ("deny_path", "deny path (L=100)", False),
+    ):
+        fp = fastest_peer(rows, field)
+        for algo in ALGOS:
+            r = cases.get(f"{RW}/{algo}")
+            if r is None or field not in r:
+                out.append((label, f"{RW}/{algo}", (r or {}).get("error", "not measured (see below)"), "", "", ""))
+                continue
+            ratio = r[field] / fp[1] if fp else None
+            tgt = met(ratio <= ONE_THIRD) if (target and ratio is not None) else "report"
+            out.append(
+                (
+                    label,
+                    f"{RW}/{algo}" + (" *" if algo == "gcra" else ""),
+                    fmt(r[field]),
+                    f"{fp[0]} {fmt(fp[1])}" if fp else "-",
+                    fmt(ratio, 2),
+                    tgt,
+                )
+            )
+    return [
+        f"### Decision cost, in memory, single thread (ns/decision, median of {cfg.reps}; {cfg.mem_n:,} hits)",
+        "",
+        "ratio = ratewarden / the fastest peer in the same column of the same run (lower is better). "
+        "Target for one key and for many keys: ratio <= 0.33 (at most 1/3 of the fastest peer). "
+        "The deny path has no target.",
+        "",
+        pb.table(["workload", "ratewarden", "ns/decision", "fastest peer (ns)", "ratio", "targets"], out),
+        "",
+    ]
+
+
+def summary_two(rows: list[dict[str, Any]], cfg: pb.Config) -> list[str]:
+    t = [
+        (
+            r["algo"] + (" *" if r["algo"] == "gcra" else ""),
+            r["workload"],
+            fmt(r["one"]),
+            fmt(r["two"]),
+            fmt(r["ratio"], 2),
+            met(r["ratio"] <= 1.5),
+        )
+        for r in rows
+    ]
+    return [
+        f"### Two windows on one key vs one window (ns/decision, median of {cfg.reps}, interleaved)",
+        "",
+        f'`limiter.hit(key, "{pb.HIGH_LIMIT}/60 s;{pb.HIGH_LIMIT * 10}/3600 s")` vs `"{pb.HIGH_LIMIT}/60 s"`; '
+        "target: ratio <= 1.5.",
+        "",
+        pb.table(["algorithm", "workload", "one window", "two windows", "ratio", "targets"], t),
+        "",
+    ]
+
+
+def summary_memory(res: dict[str, Any], cfg: pb.Config) -> list[str]:
+    out = []
+    rss = res.get("rss") or []
+    fp = fastest_peer([r for r in rss if "default" not in r["case"] and "MAX_SIZE" not in r["case"]], "bytes_per_key")
+    for r in rss:
+        if not r["case"].startswith(RW + "/"):
+            continue
+        if "error" in r:
+            out.append((r["case"], r["error"], "", "", "", ""))
+            continue
+        gcra_full = r["case"] == f"{RW}/gcra"
+        ok = r["bytes_per_key"] <= 200 if gcra_full else None
+        out.append(
+            (
+                r["case"],
+                f"{r['delta'] / 2**20:,.0f} MiB",
+                fmt(r["bytes_per_key"]),
+                ", ".join(f"{k}={v:,}" for k, v in r["size"].items()),
+                f"{fmt(r['bytes_per_key'] / fp[1], 2)} ({fp[0]} {fmt(fp[1])})" if fp else "-",
+                met(ok) if gcra_full else "report",
+            )
+        )
+    lines = [
+        f"### Memory per live key (RSS growth, {cfg.rss_keys:,} distinct keys hit once, fresh subprocess)",
+        "",
+        "Target: gcra at most 200 bytes per live key over 1,000,000 keys"
+        + (" (this --quick run used fewer keys: indicative only)" if cfg.rss_keys < 1_000_000 else "")
+        + ". ratio = bytes/key / the leanest peer's.",
+        "",
+        pb.table(["ratewarden", "RSS growth", "bytes/key", "retained", "ratio to leanest peer", "targets"], out),
+        "",
+    ]
+    ex = [r for r in res.get("expiry") or [] if r["case"].startswith(RW + "/")]
+    if ex:
+        t = []
+        for r in ex:
+            if "error" in r:
+                t.append((r["case"], r["error"], "", "", "", ""))
+                continue
+            before = sum(r["after_hits"]["size"].values())
+            after = sum(r["after_cleanup"]["size"].values())
+            mib = (r["after_cleanup"]["rss"] - r["rss_base"]) / 2**20
+            t.append(
+                (
+                    r["case"],
+                    f"{before:,}",
+                    f"{sum(r['after_sleep']['size'].values()):,}",
+                    f"{after:,}",
+                    f"{mib:,.1f} MiB",
+                    met(after == 0),
+                )
+            )
+        lines += [
+            f"### Expired keys reclaimed ({cfg.expiry_keys:,} keys, 1 s window, sleep 3 s, `limiter.store.sweep()`)",
+            "",
+            "Target: no expired state left after the sweep.",
+            "",
+            pb.table(
+                [
+                    "ratewarden",
+                    "states after hits",
+                    "after 3 s sleep",
+                    "after sweep",
+                    "RSS growth after sweep",
+                    "targets",
+                ],
+                t,
+            ),
+            "",
+        ]
+    return lines
+
+
+def summary_sqlite(sq: dict[str, Any]) -> list[str]:
+    head = ["### SQLite store (`sqlite:///<tmp>/x.db`)", ""]
+    if "single" not in sq or not sq["single"]:
+        return [*head, f"Not measured: {sq.get('error')}", ""]
+    t = [(f"one process, one key, {sq['n']:,} hits", a, fmt(v), met(v >= 10_000)) for a, v in sq["single"].items()]
+    if "procs4" in sq:
+        p = sq["procs4"]
+        t.append(
+            (
+                f"4 processes on one file, one key, {sq['n']:,} hits in all",
+                "gcra",
+                fmt(p["per_s"]),
+                "report" + (f" ({p['denied']} denied: WRONG)" if p["denied"] else ""),
+            )
+        )
+    lines = [
+        *head,
+        "Target: at least 10,000 decisions/s in one process.",
+        "",
+        pb.table(["what", "algorithm", "decisions/s", "targets"], t),
+        "",
+    ]
+    if "exact" in sq:
+        t = [
+            (
+                a,
+                x["admitted"],
+                x["bound"],
+                met(x["admitted"] <= x["bound"] and (a not in WINDOW_ALGOS or x["admitted"] == x["bound"])),
+            )
+            for a, x in sq["exact"].items()
+        ]
+        lines += [
+            "Exactness, 4 processes x 250 attempts on one fresh key, limit 100/60 s (window algorithms: "
+            "exactly 100; refill: 100 + refill during the race):",
+            "",
+            pb.table(["algorithm", "admitted", "bound", "targets"], t),
+            "",
+        ]
+    if sq.get("errors"):
+        lines += [f"**{sq['errors']} store errors** were counted (decisions were fallbacks).", ""]
+    if sq.get("error"):
+        lines += [f"ERROR: {sq['error']}", ""]
+    return lines
+
+
+def summary_honesty(res: dict[str, Any]) -> list[str]:
+    t = []
+    for r in res.get("retry") or []:
+        if not r["case"].startswith(RW):
+            continue
+        for backend in ("mem", "redis"):
+            x = r.get(backend)
+            if x is None:
+                continue
+            if "error" in x:
+                t.append((r["case"], backend, x["error"], "", "", "**FAIL**"))
+                continue
+            n = x["trials"]
+            good = bool(x["ra"]) and x["early_admitted"] == 0 and x["late_admitted"] == n and not x["anomaly"]
+            t.append(
+                (
+                    r["case"],
+                    backend,
+                    f"{min(x['ra']):.3f}-{max(x['ra']):.3f} s" if x["ra"] else "-",
+                    f"{x['early_admitted']}/{n}",
+                    f"{x['late_admitted']}/{n}",
+                    ("PASS" if good else "**FAIL**") + (" " + "; ".join(x["anomaly"]) if x["anomaly"] else ""),
+                )
+            )
+    return [
+        "### Retry-after honesty (peerbench retry section: limit 5 per 2 s)",
+        "",
+        "PASS = the probe at 0.8 x retry_after was denied in every trial and the one at retry_after + 30 ms "
+        "admitted in every trial.",
+        "",
+        pb.table(
+            [
+                "case",
+                "store",
+                "retry_after",
+                "early probe admitted (want 0)",
+                "late probe admitted (want all)",
+                "targets",
+            ],
+            t,
+        ),
+        "",
+    ]
+
+
+def summary_race(res: dict[str, Any]) -> list[str]:
+    t = []
+    for r in res.get("race") or []:
+        if not r["case"].startswith(RW):
+            continue
+        cells, good = [], True
+        for m in ("mem_threads", "redis_threads", "redis_procs", "redis_async"):
+            x = r.get(m)
+            if x is None:
+                cells.append("-")
+            elif "error" in x:
+                cells.append("ERROR " + x["error"])
+                good = False
+            else:
+                under = r["kind"] == "window" and x["min"] < pb.Config().race_limit
+                good &= x["over_max"] <= 0 and not x["errors"] and not under
+                cells.append(f"{x['min']}-{x['max']} (over {x['over_max']:+d})" + (" UNDER-ADMITS" if under else ""))
+        for m in ("mem_threads_spurious", "redis_threads_spurious"):
+            x = r.get(m)
+            if x is None:
+                cells.append("-")
+            elif "error" in x:
+                cells.append("ERROR " + x["error"])
+                good = False
+            else:
+                good &= x["denied"] == 0
+                cells.append(f"{x['denied']:,} / {x['of']:,}")
+        t.append((r["case"], r["kind"], *cells, "PASS" if good else "**FAIL**"))
+    return [
+        "### Exactness under concurrency (peerbench race section)",
+        "",
+        "Admitted of 1,000 attempts, limit 100/60 s, min-max over trials; 'over' > 0 is over-admission. "
+        "Spurious: denials with a limit that is never reached (want 0).",
+        "",
+        pb.table(
+            [
+                "case",
+                "kind",
+                "memory 8 threads",
+                "Redis 8 threads",
+                "Redis 4 processes",
+                "Redis async",
+                "spurious (memory)",
+                "spurious (Redis)",
+                "targets",
+            ],
+            t,
+        ),
+        "",
+    ]
+
+
+def summary_redis(res: dict[str, Any]) -> list[str]:
+    lines = []
+    rows = res.get("redis")
+    if rows:
+        fp = fastest_peer(rows, "us")
+        t = [
+            (
+                r["case"],
+                r.get("error") or fmt(r.get("us"), 1),
+                fmt(r.get("round_trips"), 2),
+                fmt(r.get("server_cmds"), 2),
+                f"{fmt(r['us'] / fp[1], 2)} ({fp[0]} {fmt(fp[1], 1)})" if fp and "us" in r else "-",
+                "report",
+            )
+            for r in rows
+            if r["case"].startswith(RW)
+        ]
+        lines += [
+            "### Sync Redis (us/decision, one key)",
+            "",
+            pb.table(["case", "us/decision", "round trips", "server cmds", "ratio to fastest peer", "targets"], t),
+            "",
+        ]
+    rows = res.get("async")
+    if rows:
+        peers = [r for r in rows if r["case"].split("/")[0] in PEERS and "per_s" in r]
+        best = max(peers, key=lambda r: r["per_s"]) if peers else None
+        t = [
+            (
+                r["case"],
+                r.get("error") or fmt(r.get("per_s")),
+                f"{fmt(r['per_s'] / best['per_s'], 2)} ({best['case']} {fmt(best['per_s'])})"
+                if best and "per_s" in r
+                else "-",
+                "report",
+            )
+            for r in rows
+            if r["case"].startswith(RW)
+        ]
+        lines += [
+            "### Async Redis (decisions/s, 50 tasks on one key; ratio > 1 is better)",
+            "",
+            pb.table(["case", "decisions/s", "ratio to fastest peer", "targets"], t),
+            "",
+        ]
+    return lines
+
+
+def summary_growth(rows: list[dict[str, Any]]) -> list[str]:
+    t = [(f"{r['n']:,}", fmt(r["gcra"]), fmt(r["sliding-log"]), fmt(r["sliding-log"] / r["gcra"], 1)) for r in rows]
+    return [
+        "### sliding-log: cost per hit as one key's log grows (limit never reached)",
+        "",
+        "ns/decision averaged over the first n hits of a fresh key (one sample each). sliding-log keeps one entry "
+        "per admission time, so a high limit makes each hit scan and copy a long tuple.",
+        "",
+        pb.table(["hits n", "gcra", "sliding-log", "sliding-log / gcra"], t),
+        "",
+    ]
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
+    ap.add_argument("--quick", action="store_true", help="peerbench --quick sizes and small own measurements")
+    ap.add_argument(
+        "--redis-url",
+        default="redis://127.0.0.1:6379/15",
+        help="Redis for the redis/async sections (its database is FLUSHed!); 'none' skips them",
+    )
+    ap.add_argument("--out", default=os.path.join(HERE, "results.md"), help="results file (default bench/results.md)")
+    ap.add_argument("--sections", default=None, help="override peerbench's sections (comma-separated)")
+    ap.add_argument(
+        "--skip-mem",
+        action="append",
+        default=None,
+        help="ratewarden algorithm(s) left out of peerbench's mem section (default: sliding-log in a "
+        "full run, whose one-key workload grows quadratically; 'none' keeps all)",
+    )
+    args = ap.parse_args()
+    cfg = pb.QUICK if args.quick else pb.Config()
+    if args.skip_mem is None:
+        args.skip_mem = [] if args.quick else ["sliding-log"]
+    args.skip_mem = [a for s in args.skip_mem for a in s.split(",") if a and a != "none"]
+
+    url: str | None = None if args.redis_url.lower() == "none" else args.redis_url
+    redis_note = ""
+    if url and not redis_store_ready():
+        redis_note = "ratewarden.storage.redis has no open_redis yet: redis and async sections skipped."
+        url = None
+    if url:
+        try:
+            pb.redis_client(url).ping()
+        except Exception as e:
+            redis_note = f"Redis at {url} does not answer ({type(e).__name__}): redis and async sections skipped."
+            url = None
+    sections = ["mem", "race", "retry", "rss", "expiry"] + (["redis", "async"] if url else [])
+    if args.sections:
+        sections = args.sections.split(",")
+
+    started = datetime.datetime.now(datetime.UTC)
+    load0 = os.getloadavg()
+    t0 = time.time()
+    workdir = tempfile.mkdtemp(prefix="rw-bench-")
+    try:
+        res, peer_md = run_peerbench(args, sections, url, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    log("own measurements: two windows ...")
+    two = two_windows(cfg)
+    log("own measurements: sliding-log growth ...")
+    growth = sliding_log_growth(args.quick)
+    log("own measurements: SQLite ...")
+    sq = sqlite_bench(args.quick)
+    load1 = os.getloadavg()
+    elapsed = time.time() - t0
+
+    cmd = "bench/.venv/bin/python bench/run.py" + (" --quick" if args.quick else "")
+    head = [
+        "# ratewarden vs peers: summary",
+        "",
+        f"- run: `{cmd}` ({'QUICK run: small sizes, indicative only' if args.quick else 'full run'}), started "
+        f"{started:%Y-%m-%d %H:%M} UTC, took {elapsed / 60:.0f} min",
+        f"- machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+        f"load average (1/5/15 min) at start {load0[0]:.2f}/{load0[1]:.2f}/{load0[2]:.2f}, at end "
+        f"{load1[0]:.2f}/{load1[1]:.2f}/{load1[2]:.2f} (a shared machine: other work runs meanwhile)",
+        f"- peerbench sections: {', '.join(sections)}" + (f". {redis_note}" if redis_note else ""),
+        "- peers: " + ", ".join(f"{k} {v}" for k, v in res["versions"].items() if k in (*PEERS, "ratewarden", "redis")),
+        "- only ratios within this run mean anything: the same case moves 30-40 % between runs on this machine.",
+    ]
+    if args.skip_mem:
+        head.append(f"- left out of peerbench's mem section: {', '.join(args.skip_mem)} (see the sliding-log table)")
+    body = summary_mem(res, cfg) + summary_two(two, cfg) + summary_growth(growth) + summary_memory(res, cfg)
+    body += summary_sqlite(sq) + summary_honesty(res) + summary_race(res) + summary_redis(res)
+    text = "\n".join([*head, "", *body])
+    print(text)
+    with open(args.out, "w") as f:
+        f.write(
+            text
+            + "\n\n---\n\n# Full peerbench tables of the same run\n\n"
+            + peer_md.replace("# peerbench results", "", 1)
+        )
+    log(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
