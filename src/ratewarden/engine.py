@@ -216,6 +216,8 @@ class Engine:
         """
         if base is None:
             return cls(rule_toml if "\n" in rule_toml else rule_toml + "\n", **options)
+        if "[ratewarden]" not in rule_toml:  # the base's default algorithm applies to the route's rules
+            rule_toml = f'[ratewarden]\nalgorithm = "{base.policy.settings.algorithm}"\n' + rule_toml
         rules = loads_policy(rule_toml, source="<route>", env=options.pop("env", None)).rules
         policy = replace(base.policy, rules=rules, bans=(), blocklist=Blocklist(), source="<route>")
         options.setdefault("storage", base.store)
@@ -282,6 +284,49 @@ class Engine:
         except Exception as exc:
             log.exception("ratewarden: internal error in aafter(); ignored")
             self._emit("error", verdict.pending.ctx, None, None, detail=repr(exc))
+
+    def peek(self, facts: RequestFacts) -> Verdict:
+        """The verdict :meth:`check` would give now, consuming nothing and emitting no event
+        (a status view: ``verdict.decisions`` holds every window that applies, with its
+        remaining units and reset time)."""
+        try:
+            result: Verdict = self._drive(self._check_flow(facts, "peek"))
+            return result
+        except Exception as exc:
+            return self._internal_error(facts, exc)
+
+    async def apeek(self, facts: RequestFacts) -> Verdict:
+        try:
+            result: Verdict = await self._adrive(self._check_flow(facts, "peek"))
+            return result
+        except Exception as exc:
+            return self._internal_error(facts, exc)
+
+    def reset(self, rule: str, key: str) -> None:
+        """Admin/tests: forget every window of ``rule`` for ``key``, the key as events show it
+        (``"ip=198.51.100.7"``, ``"session=abc"``, ``"user=alice"``). A ban name lifts the ban."""
+        self._drive(self._reset_flow(rule, key))
+
+    async def areset(self, rule: str, key: str) -> None:
+        await self._adrive(self._reset_flow(rule, key))
+
+    def _reset_flow(self, name: str, key: str) -> _Flow:
+        p = self.policy
+        items: list[Item] = []
+        for r in p.rules:
+            if r.name == name:
+                wins = list(r.windows)
+                if r.tiers is not None:
+                    for tw in r.tiers.windows.values():
+                        wins.extend(w for w in tw if w.id not in {x.id for x in wins})
+                items.extend((f"r:{name}:{key}", w, 0) for w in wins)
+        for b in p.bans:
+            if b.name == name:
+                items += [(f"b:{name}:{key}", b.ban, 0), (f"bc:{name}:{key}", b.counter, 0)]
+        if not items:
+            raise KeyError(f"no rule or ban named {name!r}")
+        yield _Call("reset", items, [p.settings.on_store_error] * len(items))
+        return None
 
     def close(self) -> None:
         self.limiter.close()
@@ -433,12 +478,13 @@ class Engine:
                 return True
         return False
 
-    def _check_flow(self, facts: RequestFacts) -> _Flow:
+    def _check_flow(self, facts: RequestFacts, op: str = "hit") -> _Flow:
         p = self.policy
         s = p.settings
         ctx = RequestContext(facts, p, self._clock)
         if s.exempt and path_matches(s.exempt, ctx.path):
             return Verdict(True)
+        quiet = op == "peek"
         if self._has_lists:
             if self._safelisted(ctx):
                 return Verdict(True)
@@ -484,7 +530,10 @@ class Engine:
                 if not r.shadow and no_budget is None:
                     no_budget = (r, k)
                 continue
-            cost = r.cost.value if r.cost.source == "constant" else self._cost(r, ctx)
+            if quiet:
+                cost = 0  # a status view: remaining as it is now; allowed if one unit could pass
+            else:
+                cost = r.cost.value if r.cost.source == "constant" else self._cost(r, ctx)
             skey = plan.prefix + k
             if r.shadow:
                 for w in wins:
@@ -501,17 +550,18 @@ class Engine:
         pending = _Pending([], bans, False, ctx) if bans or charges else None
         if no_budget is not None:
             r, k = no_budget
-            self._emit("throttle", ctx, r.name, k, retry_after=math.inf, status=p.response.status)
+            if not quiet:
+                self._emit("throttle", ctx, r.name, k, retry_after=math.inf, status=p.response.status)
             v = self._deny(ctx, "throttle", p.response.status, math.inf, r.name, [], limit=0, remaining=0)
             v.pending = pending
             return v
         outs: list[Outcome] = []
         if items:
-            res = yield _Call("hit", items, modes)
+            res = yield _Call(op, items, modes)
             outs = res.outs
-            if res.error is not None:
+            if res.error is not None and not quiet:
                 self._emit("store_error", ctx, None, None, detail=repr(res.error))
-        if shadow_items:
+        if shadow_items and not quiet:
             yield from self._shadow(ctx, shadow_items, shadow_owners)
 
         # a ban that holds refuses the request (nothing was consumed: all or nothing)
@@ -520,7 +570,8 @@ class Engine:
                 if o[4] == "store_error":
                     return self._unavailable(ctx)
                 retry = o[3] / US
-                self._emit("banned", ctx, b.name, k, retry_after=retry, status=403)
+                if not quiet:
+                    self._emit("banned", ctx, b.name, k, retry_after=retry, status=403)
                 assert pending is not None  # a ban matched
                 pending.banned = True
                 v = self._deny(ctx, "ban", 403, retry, b.name, [])
@@ -559,7 +610,8 @@ class Engine:
             return v
         assert deciding is not None
         r, k, st = deciding
-        self._emit("throttle", ctx, r.name, k, retry_after=st.retry_after, status=p.response.status)
+        if not quiet:
+            self._emit("throttle", ctx, r.name, k, retry_after=st.retry_after, status=p.response.status)
         v = self._deny(
             ctx,
             "throttle",

@@ -356,3 +356,32 @@ def test_engine_accepts_a_path_text_or_policy(tmp_path: object, clock: FakeClock
         e.close()
     with pytest.raises(TypeError):
         Engine(42)
+
+
+def test_peek_is_a_status_view_and_reset_forgets(make: MakeEngine, events: list[Event]) -> None:
+    e = make(
+        '[[rule]]\nname = "session"\nkey = "session"\nlimits = ["5/10 minutes", "20/hour"]\nalgorithm = "sliding-log"\n'
+        '[[ban]]\nname = "b"\nmatch = { status = [401] }\nmax = 1\nwithin = 60\nban_for = 600\n'
+    )
+    f = req(headers={"cookie": "session=s1"})
+    for _ in range(3):
+        e.check(f)
+    for _ in range(3):
+        v = e.peek(f)
+        assert v.allowed and [(d.name, d.remaining) for d in v.decisions] == [
+            ("session-600s", 2),
+            ("session-3600s", 17),
+        ]
+    e.check(f)
+    e.check(f)
+    v = e.peek(f)
+    assert not v.allowed and v.status == 429 and header(v, "Retry-After") == "600"
+    assert events == [], "peek emits nothing"
+    e.reset("session", "session=s1")
+    assert [(d.name, d.remaining) for d in e.peek(f).decisions] == [("session-600s", 5), ("session-3600s", 20)]
+    e.after(f, e.check(f), 401, {})
+    assert e.check(f).status == 403
+    e.reset("b", "ip=198.51.100.7")
+    assert e.check(f).allowed
+    with pytest.raises(KeyError):
+        e.reset("nope", "ip=1.2.3.4")
