@@ -38,7 +38,7 @@ def server() -> Iterator[str]:
                 break
             except httpx.TransportError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    out, err = proc.communicate(timeout=5)
+                    _out, err = proc.communicate(timeout=5)
                     raise RuntimeError(f"uvicorn did not start: {err.decode(errors='replace')}") from None
                 time.sleep(0.05)
         yield base
