@@ -18,6 +18,7 @@ is *absent* (the rule's fallback key applies), never a fresh bucket an attacker 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import json
@@ -109,13 +110,41 @@ def ip_key(ip: IPAddress | None, v4_prefix: int, v6_prefix: int) -> str:
     return str(ipaddress.IPv4Network((int(ip) >> (32 - v4_prefix) << (32 - v4_prefix), v4_prefix)))
 
 
+#: tokens whose signature verified: token -> (config, claims); bounded, oldest dropped first.
+#: ``exp``/``nbf`` are checked on every use against the caller's clock, never cached.
+_VERIFIED: dict[str, tuple[JWTConfig, dict[str, Any]]] = {}
+_VERIFIED_MAX = 1024
+
+
 def verify_jwt(token: str, cfg: JWTConfig, now: float) -> dict[str, Any] | None:
     """The claims of a token that verifies (signature, ``exp``/``nbf`` against ``now``,
     audience, issuer), else None. Never raises."""
-    import jwt
-
     if not token or len(token) > cfg.max_length:
         return None
+    hit = _VERIFIED.get(token)
+    if hit is not None and hit[0] is cfg:
+        claims = hit[1]
+    else:
+        verified = _verify_signature(token, cfg)
+        if verified is None:
+            return None
+        claims = verified
+        if len(_VERIFIED) >= _VERIFIED_MAX:
+            with contextlib.suppress(KeyError, StopIteration, RuntimeError):  # a racing thread
+                del _VERIFIED[next(iter(_VERIFIED))]
+        _VERIFIED[token] = (cfg, claims)
+    exp = claims.get("exp")
+    if exp is not None and (not isinstance(exp, int | float) or isinstance(exp, bool) or now >= exp + cfg.leeway):
+        return None
+    nbf = claims.get("nbf")
+    if nbf is not None and (not isinstance(nbf, int | float) or isinstance(nbf, bool) or now + cfg.leeway < nbf):
+        return None
+    return claims
+
+
+def _verify_signature(token: str, cfg: JWTConfig) -> dict[str, Any] | None:
+    import jwt
+
     try:
         if cfg.jwks:
             kid = jwt.get_unverified_header(token).get("kid")
@@ -137,15 +166,7 @@ def verify_jwt(token: str, cfg: JWTConfig, now: float) -> dict[str, Any] | None:
         )
     except Exception:  # any malformed or forged token is anonymous
         return None
-    if not isinstance(claims, dict):
-        return None
-    exp = claims.get("exp")
-    if exp is not None and (not isinstance(exp, int | float) or isinstance(exp, bool) or now >= exp + cfg.leeway):
-        return None
-    nbf = claims.get("nbf")
-    if nbf is not None and (not isinstance(nbf, int | float) or isinstance(nbf, bool) or now + cfg.leeway < nbf):
-        return None
-    return claims
+    return claims if isinstance(claims, dict) else None
 
 
 def _encodable(v: str) -> bool:
