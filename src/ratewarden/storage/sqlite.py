@@ -309,7 +309,7 @@ class SQLiteStore:
         try:
             db = self._connect(f"file:{quote(self.path)}?mode=rwc")
         except sqlite3.Error as exc:
-            raise ConfigError(f"cannot open {where}: {_explain(exc)}") from exc
+            raise ConfigError(f"cannot open {where}: {_explain(exc)}{self._hint()}") from exc
         try:
             self._check_schema(db, where)
             mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -327,13 +327,21 @@ class SQLiteStore:
             self._check_schema(db, where, created=True)
         except sqlite3.Error as exc:
             db.close()
-            raise ConfigError(f"cannot use {where}: {_explain(exc)}") from exc
+            raise ConfigError(f"cannot use {where}: {_explain(exc)}{self._hint()}") from exc
         except BaseException:
             db.close()
             raise
         c = _Conn(db)
         self._conns.add(c)
         self._local.conn = c
+
+    def _hint(self) -> str:
+        parent = os.path.dirname(self.path)
+        if not os.access(parent, os.W_OK):
+            return f"; the directory {parent} is not writable (SQLite creates its -wal and -shm files there)"
+        if os.path.exists(self.path) and not os.access(self.path, os.W_OK):
+            return "; the file is not writable"
+        return ""
 
     @staticmethod
     def _check_schema(db: sqlite3.Connection, where: str, created: bool = False) -> None:
