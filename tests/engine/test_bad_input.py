@@ -178,7 +178,7 @@ ban_for = 60
 _FUZZ = loads_policy(FUZZ_POLICY)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(facts=facts_strategy, status=st.sampled_from([200, 401, 500]))
 def test_arbitrary_facts_never_raise(facts: RequestFacts, status: int) -> None:
     kinds: list[str] = []

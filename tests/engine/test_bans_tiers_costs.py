@@ -246,3 +246,22 @@ async def test_engine_on_real_redis_db11(make: MakeEngine, clock: FakeClock) -> 
             r.delete(*keys)
         r.close()
     assert e.check(req()).allowed
+
+
+async def test_counters_survive_a_restart_on_sqlite(tmp_path: object, clock: FakeClock) -> None:
+    from ratewarden.engine import Engine
+
+    url = f"sqlite:///{tmp_path}/rw.db"
+    pol = '[[rule]]\nname = "save_chat"\nkey = "session"\nlimits = ["2/10 seconds"]\nalgorithm = "sliding-log"\n'
+    f = req("/chat", headers={"cookie": "session=tok"})
+    first = Engine(pol, storage=url, clock=clock)
+    assert first.check(f).allowed and (await first.acheck(f)).allowed
+    first.close()
+    second = Engine(pol, storage=url, clock=clock)  # the backend restarted
+    try:
+        v = second.check(f)
+        assert (v.status, header(v, "Retry-After")) == (429, "10")
+        clock.advance(10)
+        assert second.check(f).allowed
+    finally:
+        second.close()
