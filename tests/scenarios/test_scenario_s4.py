@@ -81,7 +81,12 @@ def test_budgets_by_role_and_readers_have_none(client: TestClient) -> None:
 
 
 def test_stricter_auth_limit_through_the_fastapi_dependency(client: TestClient) -> None:
-    statuses = [client.post("/auth/login").status_code for _ in range(6)]
+    first = client.post("/auth/login")
+    # the dependency's headers next to the middleware's (one RateLimit-Policy field per engine)
+    policies = first.headers.get_list("ratelimit-policy")
+    assert '"auth";q=5;w=60' in policies
+    assert any(p.startswith('"short-1s"') for p in policies)
+    statuses = [first.status_code] + [client.post("/auth/login").status_code for _ in range(5)]
     assert statuses == [200] * 5 + [429]
     denied = client.post("/auth/login")
     assert denied.headers["retry-after"] == "12"
