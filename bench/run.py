@@ -82,6 +82,22 @@ def redis_store_ready() -> bool:
     return callable(getattr(mod, "open_redis", None))
 
 
+def git_state() -> str:
+    """Commit of the measured source, and whether src/ had uncommitted changes (others work in this tree)."""
+    root = os.path.dirname(HERE)
+    try:
+        head = subprocess.run(
+            ["git", "-C", root, "rev-parse", "--short", "HEAD"], check=False, capture_output=True, text=True
+        ).stdout
+        dirty = subprocess.run(
+            ["git", "-C", root, "status", "--porcelain", "--", "src"], check=False, capture_output=True, text=True
+        )
+    except OSError:
+        return "unknown (no git)"
+    n = len(dirty.stdout.splitlines())
+    return f"commit {head.strip()}" + (f" plus {n} uncommitted file(s) under src/ at the start" if n else "")
+
+
 def met(ok: bool | None) -> str:
     return "n/a" if ok is None else ("met" if ok else "**missed**")
 
@@ -787,6 +803,7 @@ def main() -> None:
         sections = args.sections.split(",")
 
     started = datetime.datetime.now(datetime.UTC)
+    rev = git_state()
     load0 = os.getloadavg()
     t0 = time.time()
     workdir = tempfile.mkdtemp(prefix="rw-bench-")
@@ -816,6 +833,7 @@ def main() -> None:
         f"- machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
         f"load average (1/5/15 min) at start {load0[0]:.2f}/{load0[1]:.2f}/{load0[2]:.2f}, at end "
         f"{load1[0]:.2f}/{load1[1]:.2f}/{load1[2]:.2f} (a shared machine: other work runs meanwhile)",
+        f"- ratewarden source: {rev}",
         f"- peerbench sections: {', '.join(sections)}" + (f". {redis_note}" if redis_note else ""),
         "- peers: " + ", ".join(f"{k} {v}" for k, v in res["versions"].items() if k in (*PEERS, "ratewarden", "redis")),
         "- only ratios within this run mean anything: the same case moves 30-40 % between runs on this machine.",
