@@ -302,6 +302,51 @@ class Engine:
         except Exception as exc:
             return self._internal_error(facts, exc)
 
+    def check_key(self, rule: str, key: str, cost: int = 1, *, attrs: Mapping[str, Any] | None = None) -> Verdict:
+        """Decide one named rule for a key the caller chose (the decision service's
+        ``{"rule": ..., "key": ..., "cost": ...}``), with the rule's limits, tiers (from ``attrs``),
+        headers and body; the match, key source, bans and lists are skipped. ``KeyError`` for an
+        unknown rule name; never raises otherwise."""
+        plan = self._plan(rule)
+        try:
+            result: Verdict = self._drive(self._key_flow(plan, key, cost, attrs or {}))
+            return result
+        except Exception as exc:
+            return self._internal_error(RequestFacts("", "", None), exc)
+
+    async def acheck_key(
+        self, rule: str, key: str, cost: int = 1, *, attrs: Mapping[str, Any] | None = None
+    ) -> Verdict:
+        plan = self._plan(rule)
+        try:
+            result: Verdict = await self._adrive(self._key_flow(plan, key, cost, attrs or {}))
+            return result
+        except Exception as exc:
+            return self._internal_error(RequestFacts("", "", None), exc)
+
+    def _plan(self, rule: str) -> _Plan:
+        for plan in self._plans:
+            if plan.rule.name == rule:
+                return plan
+        raise KeyError(f"no rule named {rule!r}")
+
+    def _key_flow(self, plan: _Plan, key: str, cost: int, attrs: Mapping[str, Any]) -> _Flow:
+        r = plan.rule
+        ctx = RequestContext(RequestFacts("", "", None, user=key, user_attrs=attrs), self.policy, self._clock)
+        if r.tiers is None:
+            wins, names = r.windows, plan.names
+        else:
+            wins = self._windows(r, ctx)
+            names = tuple(f"{r.name}-{_secs(w)}s" for w in wins)
+        if not wins:
+            return self._deny(ctx, "throttle", self.policy.response.status, math.inf, r.name, [], limit=0, remaining=0)
+        cost = max(0, int(cost))
+        items = [(plan.prefix + key, w, cost) for w in wins]
+        res = yield _Call("hit", items, [r.on_store_error] * len(items))
+        if res.error is not None:
+            self._emit("store_error", ctx, r.name, key, detail=repr(res.error))
+        return self._verdict(ctx, [(r, key, n) for n in names], res.outs, items, shadow=r.shadow)
+
     def reset(self, rule: str, key: str) -> None:
         """Admin/tests: forget every window of ``rule`` for ``key``, the key as events show it
         (``"ip=198.51.100.7"``, ``"session=abc"``, ``"user=alice"``). A ban name lifts the ban."""
@@ -578,6 +623,23 @@ class Engine:
                 v.pending = pending
                 return v
 
+        return self._verdict(ctx, owners, outs[n_bans:], items[n_bans:], quiet=quiet, pending=pending, charges=charges)
+
+    def _verdict(
+        self,
+        ctx: RequestContext,
+        owners: Sequence[tuple[Rule, str, str]],
+        outs: Sequence[Outcome],
+        items: Sequence[Item],
+        *,
+        quiet: bool = False,
+        shadow: bool = False,
+        pending: _Pending | None = None,
+        charges: list[tuple[Rule, str, tuple[Window, ...]]] | None = None,
+    ) -> Verdict:
+        """The verdict for the throttle windows' outcomes (``owners``/``outs``/``items`` aligned)."""
+        p = self.policy
+        s = p.settings
         states: list[PolicyState] = []
         admitted = True
         for o in outs:
@@ -586,7 +648,7 @@ class Engine:
                 break
         deciding: tuple[Rule, str, PolicyState] | None = None
         store_denied = False
-        for (r, k, name), o, item in zip(owners, outs[n_bans:], items[n_bans:], strict=True):
+        for (r, k, name), o, item in zip(owners, outs, items, strict=True):
             w = item[1]
             ok = o[0]
             remaining = o[1]
@@ -600,8 +662,11 @@ class Engine:
                 if deciding is None or retry > deciding[2].retry_after:
                     deciding = (r, k, st)
         headers = rate_limit_headers(s.headers, states, now=self._clock(), legacy_reset=s.legacy_reset)
-        if admitted:
-            if pending is not None:
+        if shadow and not admitted and deciding is not None:
+            r, k, st = deciding
+            self._emit("shadow", ctx, r.name, k, retry_after=st.retry_after, status=p.response.status)
+        if admitted or shadow:
+            if pending is not None and charges:
                 pending.charges = charges
             return Verdict(True, 200, headers, None, decisions=states, pending=pending)
         if store_denied:

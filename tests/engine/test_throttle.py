@@ -385,3 +385,20 @@ def test_peek_is_a_status_view_and_reset_forgets(make: MakeEngine, events: list[
     assert e.check(f).allowed
     with pytest.raises(KeyError):
         e.reset("nope", "ip=1.2.3.4")
+
+
+async def test_check_key_for_the_decision_service(make: MakeEngine, clock: FakeClock, events: list[Event]) -> None:
+    e = make(
+        '[[rule]]\nname = "login"\nkey = "body:email"\nlimits = ["2/minute"]\nalgorithm = "fixed-window"\n'
+        'tiers = { attr = "plan", pro = 2 }\n'
+        '[[rule]]\nname = "trial"\nlimits = ["1/minute"]\nshadow = true\n'
+    )
+    assert [e.check_key("login", "alice").allowed for _ in range(3)] == [True, True, False]
+    v = await e.acheck_key("login", "alice")
+    assert (v.status, header(v, "Retry-After"), header(v, "RateLimit")) == (429, "60", '"login-60s";r=0;t=60')
+    assert sum(e.check_key("login", "bob", attrs={"plan": "pro"}).allowed for _ in range(9)) == 4
+    assert e.check_key("login", "carol", cost=3).status == 429
+    assert [e.check_key("trial", "x").allowed for _ in range(3)] == [True, True, True]
+    assert [ev.kind for ev in events].count("shadow") == 2
+    with pytest.raises(KeyError):
+        e.check_key("nope", "x")
