@@ -194,14 +194,14 @@ def sliding_log_growth(quick: bool, url: str | None) -> dict[str, Any]:
             res = {}
             for algo in ("gcra", "sliding-log"):
                 r.flushdb()
-                lim = Limiter(url)
+                lim = Limiter(url, timeout=2.0)
                 lim.hit("warm", spec, algorithm=algo)
                 res[algo] = pb.time_loop(functools.partial(lim.hit, rates=spec, algorithm=algo), ["k"] * n) / n
                 res[algo + "_errors"] = lim.store_errors
                 lim.close()
             out["redis"].append({"n": n, **res})
             log(f"sliding-log growth (Redis) n={n}: {res}")
-        lim = Limiter(url)
+        lim = Limiter(url, timeout=2.0)
         h = pb.Handle(hit=functools.partial(lim.hit, rates="100/60 s", algorithm="sliding-log"), ok=lambda d: d.allowed)
         got = []
         for _ in range(2):
