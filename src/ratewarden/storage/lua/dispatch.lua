@@ -1,13 +1,10 @@
--- dispatch: port of core/evaluate.py run(): the all-or-nothing operation over every item.
--- KEYS[i]: the state key of item i (all in one slot in a cluster).
--- ARGV: op, lease, now (empty = Redis TIME; a number only from a store created with the
--- test hook), ttl slack in ms (0 in production), then 8 fields per item:
--- code, cost, limit, period, p1, p2, p3, p4.
+-- dispatch: port of core/evaluate.py run(): the all-or-nothing operation over every item
+-- (W, C parsed by the prelude; all KEYS in one slot in a cluster). "now" is Redis TIME; a
+-- number in ARGV[3] comes only from a store created with the test hook. Scripts are
+-- effects-replicated (the default since Redis 5, the only mode in 7), so TIME then writes is fine.
 -- Reply: 4 integers per item: allowed (1/0), remaining, reset_us, retry_us.
--- Every key written gets PX = ceil(reset_us / 1000) (+ slack): no longer than its window needs.
-if redis.replicate_commands then
-  redis.replicate_commands()
-end
+-- Every key written gets PX = ceil(reset_us / 1000) (+ slack, 0 in production): no longer
+-- than its window needs.
 local op, lease = ARGV[1], ARGV[2]
 local now
 if ARGV[3] ~= '' then
@@ -17,24 +14,12 @@ else
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 local slack = tonumber(ARGV[4])
-local n = #KEYS
-local W, S, C, N, R = {}, {}, {}, {}, {}
+local n = NI
+local S, N, R = {}, {}, {}
 for i = 1, n do
-  local b = 4 + (i - 1) * 8
-  local w = {
-    code = tonumber(ARGV[b + 1]),
-    limit = tonumber(ARGV[b + 3]),
-    period = tonumber(ARGV[b + 4]),
-    p1 = tonumber(ARGV[b + 5]),
-    p2 = tonumber(ARGV[b + 6]),
-    p3 = tonumber(ARGV[b + 7]),
-    p4 = tonumber(ARGV[b + 8]),
-  }
-  W[i] = w
-  C[i] = tonumber(ARGV[b + 2])
   local raw = redis.call('GET', KEYS[i])
   if raw then
-    S[i] = A[w.code].dec(raw)
+    S[i] = A[W[i].code].dec(raw)
   end
 end
 

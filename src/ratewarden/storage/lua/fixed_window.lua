@@ -1,8 +1,8 @@
 -- fixed-window (code 1): port of core/algorithms/fixed_window.py.
 -- State "start count": the aligned window start and the units counted in it.
 A[1] = {
-  dec = nums,
-  enc = enc_nums,
+  dec = nums2,
+  enc = enc2,
   decide = function(w, st, now, cost)
     local p, limit = w.period, w.limit
     local start = now - now % p

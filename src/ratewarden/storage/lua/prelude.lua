@@ -13,6 +13,9 @@
 --   decide(w, state, now, cost) -> allowed, remaining, reset_us, retry_us, new_state
 --   charge(w, state, now, cost) -> new_state
 -- and optionally acquire / release (concurrency). w holds limit, period, p1..p4.
+--
+-- The composer wraps each algorithm file in "if USED[code] then ... end", so a call
+-- only builds the functions of the algorithms it uses (the chunk runs on every call).
 local floor = math.floor
 local NEVER = -1
 local A = {}
@@ -23,6 +26,18 @@ end
 
 local function fmt(n)
   return string.format('%.0f', n)
+end
+
+local match = string.match
+
+local function nums2(raw)
+  local a, b = match(raw, '^(%S+) (%S+)$')
+  return { tonumber(a), tonumber(b) }
+end
+
+local function nums3(raw)
+  local a, b, c = match(raw, '^(%S+) (%S+) (%S+)$')
+  return { tonumber(a), tonumber(b), tonumber(c) }
 end
 
 local function nums(raw)
@@ -41,9 +56,38 @@ local function enc_nums(t)
   return table.concat(out, ' ')
 end
 
+local function enc2(t)
+  return string.format('%.0f %.0f', t[1], t[2])
+end
+
+local function enc3(t)
+  return string.format('%.0f %.0f %.0f', t[1], t[2], t[3])
+end
+
 local function one_or(cost)
   if cost == 0 then
     return 1
   end
   return cost
+end
+
+-- The call. KEYS[i]: the state key of item i. ARGV: op, lease, now (empty: Redis TIME),
+-- ttl slack in ms, then two fields per item: its window "code limit period p1 p2 p3 p4"
+-- (cached by the client per window) and its cost.
+local NI = #KEYS
+local W, C, USED = {}, {}, {}
+for i = 1, NI do
+  local c, l, p, p1, p2, p3, p4 = match(ARGV[3 + 2 * i], '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$')
+  c = tonumber(c)
+  W[i] = {
+    code = c,
+    limit = tonumber(l),
+    period = tonumber(p),
+    p1 = tonumber(p1),
+    p2 = tonumber(p2),
+    p3 = tonumber(p3),
+    p4 = tonumber(p4),
+  }
+  C[i] = tonumber(ARGV[4 + 2 * i])
+  USED[c] = true
 end

@@ -17,8 +17,8 @@ local function q_bounds(w, now)
 end
 
 A[7] = {
-  dec = nums,
-  enc = enc_nums,
+  dec = nums2,
+  enc = enc2,
   decide = function(w, st, now, cost)
     local start, stop = q_bounds(w, now)
     local used = 0

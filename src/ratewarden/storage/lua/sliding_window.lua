@@ -12,8 +12,8 @@ local function sw_counts(st, start, p)
 end
 
 A[2] = {
-  dec = nums,
-  enc = enc_nums,
+  dec = nums3,
+  enc = enc3,
   decide = function(w, st, now, cost)
     local p, limit = w.period, w.limit
     local start = now - now % p

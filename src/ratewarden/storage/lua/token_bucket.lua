@@ -19,8 +19,8 @@ local function tb_level(w, st, now)
 end
 
 A[5] = {
-  dec = nums,
-  enc = enc_nums,
+  dec = nums2,
+  enc = enc2,
   decide = function(w, st, now, cost)
     local p, limit, full = w.period, w.limit, w.p2
     local level = tb_level(w, st, now)

@@ -58,21 +58,29 @@ FILES = (
 _OPS = frozenset({"hit", "peek", "charge", "acquire", "release"})
 #: Lua numbers are doubles: integers are exact below this bound.
 EXACT = 2**53
-_FIELDS = 8  # ARGV fields per item
+_FIELDS = 2  # ARGV fields per item: the window's spec string and the cost
 
 
 def load_script() -> str:
-    """Compose the package's Lua files into one script."""
+    """Compose the package's Lua files into one script: the prelude, each algorithm file inside
+    ``if USED[code] then ... end`` (a call builds only the functions it uses), the dispatcher."""
     base = resources.files("ratewarden.storage").joinpath("lua")
-    return "\n".join(base.joinpath(name).read_text(encoding="utf-8") for name in FILES)
+    codes = {name.replace("-", "_") + ".lua": code for name, code in CODES.items()}
+    parts = []
+    for name in FILES:
+        text = base.joinpath(name).read_text(encoding="utf-8")
+        if name in codes:
+            text = f"if USED[{codes[name]}] then\n{text}end\n"
+        parts.append(text)
+    return "\n".join(parts)
 
 
 SCRIPT = load_script()
 SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
 
 
-def _params(w: Window) -> tuple[int, int, int, int, int]:
-    """(code, p1, p2, p3, p4) of a non-quota window, after checking Lua can compute it exactly."""
+def _spec(w: Window) -> str:
+    """``"code limit period p1 p2 p3 p4"`` of a non-quota window, once Lua can compute it exactly."""
     code = CODES.get(w.name)
     if code is None:  # pragma: no cover - every core algorithm has a script
         raise ConfigError(f"the Redis store has no script for algorithm {w.name!r}")
@@ -92,7 +100,7 @@ def _params(w: Window) -> tuple[int, int, int, int, int]:
             f"(Lua numbers are doubles: limit x period must stay below 2^53 microseconds); "
             "use a smaller limit, a shorter period, fixed-window or quota"
         )
-    return code, p1, p2, p3, 0
+    return f"{code} {w.limit} {w.period} {p1} {p2} {p3} 0"
 
 
 def _tag_key(key: str, max_len: int) -> str:
@@ -117,7 +125,7 @@ class Codec:
     time, used for nothing but the quota's calendar bounds (see ``quota.lua``).
     """
 
-    __slots__ = ("_params", "_quota", "clock", "max_key_length", "now_us", "prefix")
+    __slots__ = ("_quota", "_specs", "clock", "max_key_length", "now_us", "prefix")
 
     def __init__(
         self,
@@ -134,8 +142,8 @@ class Codec:
         self.max_key_length = max_key_length
         self.clock = clock or time.time
         self.now_us = now_us
-        self._params: dict[tuple[str, int, int, int], tuple[int, int, int, int, int]] = {}
-        self._quota: dict[str, tuple[int, int, int, int]] = {}
+        self._specs: dict[tuple[str, int, int, int], str] = {}
+        self._quota: dict[str, tuple[int, int, str]] = {}
 
     # -- keys ---------------------------------------------------------------------------------
 
@@ -152,21 +160,23 @@ class Codec:
 
     # -- arguments ----------------------------------------------------------------------------
 
-    def _window_args(self, w: Window, client_now: int) -> tuple[int, int, int, int, int]:
+    def spec(self, w: Window, client_now: int) -> str:
+        """The window's spec string (cached; a quota's holds the calendar bounds around now)."""
         if isinstance(w, Quota):
-            return (CODES["quota"], *self._quota_bounds(w, client_now))
+            return self._quota_spec(w, client_now)
         k = (w.id, w.limit, w.period, getattr(w, "burst", 0))
-        p = self._params.get(k)
-        if p is None:
-            if len(self._params) > 10_000:
-                self._params.clear()
-            p = self._params[k] = _params(w)
-        return p
+        s = self._specs.get(k)
+        if s is None:
+            if len(self._specs) > 10_000:
+                self._specs.clear()
+            s = self._specs[k] = _spec(w)
+        return s
 
-    def _quota_bounds(self, w: Quota, now: int) -> tuple[int, int, int, int]:
-        b = self._quota.get(w.id)
-        if b is not None and b[1] <= now < b[2]:
-            return b
+    def _quota_spec(self, w: Quota, now: int) -> str:
+        k = f"{w.id}:{w.limit}"
+        q = self._quota.get(k)
+        if q is not None and q[0] <= now < q[1]:
+            return q[2]
         cal = w.calendar
         start, end = cal.bounds(now)
         prev = cal.bounds(start - 1)[0]
@@ -174,8 +184,9 @@ class Codec:
         cal.bounds(now)  # leave the calendar's own cache on the current period
         if len(self._quota) > 10_000:
             self._quota.clear()
-        b = self._quota[w.id] = (prev, start, end, nxt)
-        return b
+        spec = f"{CODES['quota']} {w.limit} {w.period} {prev} {start} {end} {nxt}"
+        self._quota[k] = (start, end, spec)
+        return spec
 
     def pack(self, op: Op, items: Sequence[Item], arg: str = "") -> tuple[list[str], list[Any]]:
         """``(KEYS, ARGV)`` of one script call over ``items``."""
@@ -187,13 +198,25 @@ class Codec:
         client_now = test_now if test_now is not None else int(self.clock() * 1_000_000)
         keys: list[str] = []
         args: list[Any] = [op, arg, "" if test_now is None else test_now, 0 if test_now is None else 3_600_000]
+        prefix, max_len = self.prefix, self.max_key_length
         for key, w, cost in items:
             if op == "charge" and isinstance(w, Concurrency):
                 w.charge(None, client_now, cost)  # raises what the core raises (no charge of a lease)
-            keys.append(self.state_key(key, w))
-            code, p1, p2, p3, p4 = self._window_args(w, client_now)
-            args += (code, cost, w.limit, w.period, p1, p2, p3, p4)
+            tag = key if 0 < len(key) <= max_len and key[0] != "}" else _tag_key(key, max_len)
+            keys.append(f"{prefix}{{{tag}}}:{w.id}")
+            args.append(self.spec(w, client_now))
+            args.append(cost)
         return keys, args
+
+    def pack1(self, key: str, w: Window, cost: int) -> tuple[list[str], list[Any]]:
+        """:meth:`pack` of one ``hit`` (the hot path, kept short)."""
+        if self.now_us is not None or isinstance(w, Quota):
+            return self.pack("hit", ((key, w, cost),))
+        s = self._specs.get((w.id, w.limit, w.period, getattr(w, "burst", 0)))
+        if s is None:
+            s = self.spec(w, 0)
+        tag = key if 0 < len(key) <= self.max_key_length and key[0] != "}" else _tag_key(key, self.max_key_length)
+        return [f"{self.prefix}{{{tag}}}:{w.id}"], ["hit", "", "", 0, s, cost]
 
     @staticmethod
     def parse(reply: Any, n: int) -> list[Outcome]:

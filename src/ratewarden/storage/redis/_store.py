@@ -44,7 +44,7 @@ __all__ = ["ClientFactory", "RedisStore"]
 
 _ERRORS = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
 _HEAD = 4  # ARGV fields before the items
-_FIELDS = 8  # ARGV fields per item
+_FIELDS = 2  # ARGV fields per item
 
 #: (sync: bool, options) -> a redis-py client (sync or asyncio)
 ClientFactory = Callable[[bool, dict[str, Any]], Any]
@@ -247,8 +247,12 @@ class RedisStore:
             raise self._error(exc) from exc
 
     def hit1(self, key: str, window: Window, cost: int) -> Outcome:
-        keys, args = self.codec.pack("hit", ((key, window, cost),))
-        return Codec.parse(self._eval(keys, args), 1)[0]
+        keys, args = self.codec.pack1(key, window, cost)
+        r = self._eval(keys, args)
+        try:
+            return (r[0] == 1, r[1], r[2], r[3], None)
+        except (TypeError, IndexError):
+            return Codec.parse(r, 1)[0]  # raises with the reply in the message
 
     def apply(self, op: Op, items: Sequence[Item], arg: str = "") -> list[Outcome]:
         """All-or-nothing in one script. Cluster items in several slots: peek every slot first,
@@ -305,7 +309,7 @@ class RedisStore:
             raise self._error(exc) from exc
 
     async def ahit1(self, key: str, window: Window, cost: int) -> Outcome:
-        keys, args = self.codec.pack("hit", ((key, window, cost),))
+        keys, args = self.codec.pack1(key, window, cost)
         return Codec.parse((await self._aeval_calls([([0], keys, args)]))[0], 1)[0]
 
     async def aapply(self, op: Op, items: Sequence[Item], arg: str = "") -> list[Outcome]:
