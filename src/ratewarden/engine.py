@@ -291,6 +291,7 @@ class Engine:
         remaining units and reset time)."""
         try:
             result: Verdict = self._drive(self._check_flow(facts, "peek"))
+            result.pending = None  # nothing to feed back
             return result
         except Exception as exc:
             return self._internal_error(facts, exc)
@@ -298,6 +299,7 @@ class Engine:
     async def apeek(self, facts: RequestFacts) -> Verdict:
         try:
             result: Verdict = await self._adrive(self._check_flow(facts, "peek"))
+            result.pending = None
             return result
         except Exception as exc:
             return self._internal_error(facts, exc)
@@ -534,7 +536,8 @@ class Engine:
             if self._safelisted(ctx):
                 return Verdict(True)
             if self._blocklisted(ctx):
-                self._emit("block", ctx, None, None, status=403)
+                if not quiet:
+                    self._emit("block", ctx, None, None, status=403)
                 return self._deny(ctx, "block", 403, math.inf, None, [])
 
         # bans that match this request (checked at cost 0 first), then the throttle rules
