@@ -31,7 +31,15 @@ from typing import Any
 from ratewarden.engine import Engine, RequestFacts, Verdict
 from ratewarden.errors import ConfigError
 
-__all__ = ["RateLimitMiddleware", "RouteLimit", "build_engine", "identity_of", "join_headers", "rule_name"]
+__all__ = [
+    "LazyHeaders",
+    "RateLimitMiddleware",
+    "RouteLimit",
+    "build_engine",
+    "identity_of",
+    "join_headers",
+    "rule_name",
+]
 
 log = logging.getLogger("ratewarden")
 
@@ -131,18 +139,19 @@ def _decode_pairs(raw: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
     return join_headers((bytes(n).decode("latin-1"), bytes(v).decode("latin-1")) for n, v in raw)
 
 
-class _ResponseHeaders(Mapping[str, str]):
-    """The response's headers for ``after()``, decoded only if the engine looks at them."""
+class LazyHeaders(Mapping[str, str]):
+    """Response headers for ``after()``, built (lower-cased, joined) only if the engine reads them:
+    most requests have no cost charged after the response, and then nothing is decoded."""
 
-    __slots__ = ("_decoded", "_raw")
+    __slots__ = ("_decoded", "_make")
 
-    def __init__(self, raw: Sequence[tuple[bytes, bytes]]) -> None:
-        self._raw = raw
+    def __init__(self, make: Callable[[], dict[str, str]]) -> None:
+        self._make = make
         self._decoded: dict[str, str] | None = None
 
     def _map(self) -> dict[str, str]:
         if self._decoded is None:
-            self._decoded = _decode_pairs(self._raw)
+            self._decoded = self._make()
         return self._decoded
 
     def __getitem__(self, key: str) -> str:
@@ -262,7 +271,8 @@ class RateLimitMiddleware:
         finally:
             if started:
                 status = int(started[0]["status"])
-                headers: Mapping[str, str] = _ResponseHeaders(started[0]["headers"])
+                raw = started[0]["headers"]
+                headers: Mapping[str, str] = LazyHeaders(lambda: _decode_pairs(raw))
             else:  # the app raised before responding: the server answers 500
                 status, headers = 500, {}
             await self._after(facts, verdict, status, headers)

@@ -25,7 +25,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse
 
-from ratewarden.asgi import USER_ATTRS, RouteLimit, build_engine, identity_of, join_headers, safe_text
+from ratewarden.asgi import USER_ATTRS, LazyHeaders, RouteLimit, build_engine, identity_of, join_headers, safe_text
 from ratewarden.wsgi import environ_facts
 
 if TYPE_CHECKING:
@@ -134,7 +134,7 @@ def _check(engine: Engine, request: HttpRequest, facts: RequestFacts) -> tuple[V
 
 def _finish(engine: Engine, facts: RequestFacts, verdict: Verdict, response: HttpResponse) -> HttpResponse:
     _add_headers(response, verdict.headers)
-    engine.after(facts, verdict, response.status_code, join_headers(response.items()))
+    engine.after(facts, verdict, response.status_code, LazyHeaders(lambda: join_headers(response.items())))
     return response
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Flask, Response, g, request
 
-from ratewarden.asgi import USER_ATTRS, RouteLimit, build_engine, join_headers
+from ratewarden.asgi import USER_ATTRS, LazyHeaders, RouteLimit, build_engine, join_headers
 from ratewarden.wsgi import environ_facts, read_body
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["RateWarden"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-_G_STATE = "_ratewarden"
+_STATE = "ratewarden.state"  # kept in the WSGI environ: a plain dict, cheaper than flask.g
 
 
 def _denial(verdict: Verdict) -> Response:
@@ -90,10 +90,10 @@ class RateWarden:
         return g.get(self.user_attr)
 
     def _state(self) -> _State:
-        state: _State | None = g.get(_G_STATE)
+        environ = request.environ
+        state: _State | None = environ.get(_STATE)
         if state is None:
-            state = _State(environ_facts(request.environ, self._user(), self.user_attrs))
-            setattr(g, _G_STATE, state)
+            state = environ[_STATE] = _State(environ_facts(environ, self._user(), self.user_attrs))
         return state
 
     @staticmethod
@@ -130,14 +130,14 @@ class RateWarden:
         return self._check(self.engine, self._state().facts)
 
     def _after_request(self, response: Response) -> Response:
-        state: _State | None = g.get(_G_STATE)
+        state: _State | None = request.environ.get(_STATE)
         if state is None:
             return response
         if not state.denied:
             for _engine, _facts, verdict in state.checked:
                 for name, value in verdict.headers:
                     response.headers.add(name, value)
-        headers = join_headers(response.headers.items())
+        headers = LazyHeaders(lambda: join_headers(response.headers.items()))
         for engine, facts, verdict in state.checked:  # denials too: Allow2Ban counts every request
             engine.after(facts, verdict, response.status_code, headers)
         state.checked.clear()

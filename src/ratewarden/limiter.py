@@ -33,6 +33,7 @@ from ratewarden.storage.memory import MemoryStore
 __all__ = ["AsyncLimiter", "Limiter", "RateSpec"]
 
 log = logging.getLogger("ratewarden")
+_new = tuple.__new__
 
 RateSpec = str | Rate | Sequence[str | Rate]
 _FAIL_MODES = ("allow", "deny", "local")
@@ -104,6 +105,9 @@ class _LimiterBase:
             self.storage_url = f"{getattr(storage, 'kind', 'custom')}://"
             self._store = storage
         self._plans: dict[tuple[Any, str | None], tuple[Window, ...]] = {}
+        # The hot path's cache: rates (default algorithm, no parameters) -> a window or a tuple of them.
+        self._fast: dict[str | Rate, Window | tuple[Window, ...]] = {}
+        self._hitn = getattr(self._store, "hitn", None)
         self._local: MemoryStore | None = None
         self._failing = False
         #: failures of the store seen so far (every one, not once per outage)
@@ -119,7 +123,7 @@ class _LimiterBase:
         """The windows a rate spec and algorithm give (cached when there are no parameters)."""
         if not params:
             try:
-                return self._plans[rates, algorithm]  # type: ignore[index]
+                return self._plans[rates, algorithm]
             except (KeyError, TypeError):
                 pass
         algo = algorithm or self.algorithm
@@ -131,7 +135,10 @@ class _LimiterBase:
             with contextlib.suppress(TypeError):
                 if len(self._plans) > 10_000:
                     self._plans.clear()
-                self._plans[rates, algorithm] = wins  # type: ignore[index]
+                    self._fast.clear()
+                self._plans[rates, algorithm] = wins
+                if algorithm is None:
+                    self._fast[rates] = wins[0] if len(wins) == 1 else wins  # type: ignore[index]
         return wins
 
     # -- turning outcomes into decisions ------------------------------------------------------
@@ -140,14 +147,13 @@ class _LimiterBase:
         i = deciding_index(outs)
         d = to_decision(windows[i], outs[i], key, lease)
         if type(outs) is _Fallback:
-            d.reason = outs.reason
+            return d._replace(reason=outs.reason)
         return d
 
     def _each(self, key: str, windows: Sequence[Window], outs: list[Outcome]) -> list[Decision]:
         ds = [to_decision(w, o, key) for w, o in zip(windows, outs, strict=True)]
         if type(outs) is _Fallback:
-            for d in ds:
-                d.reason = outs.reason
+            return [d._replace(reason=outs.reason) for d in ds]
         return ds
 
     # -- failure ------------------------------------------------------------------------------
@@ -201,6 +207,60 @@ class Limiter(_LimiterBase):
 
     def hit(self, key: str, rates: RateSpec, cost: int = 1, *, algorithm: str | None = None, **params: Any) -> Decision:
         """Consume ``cost`` in every window, or in none; the deciding window's Decision."""
+        # The hot path: one compiled window, plain arguments. Everything else takes _run.
+        if algorithm is None and not params and type(key) is str and type(cost) is int and cost >= 0:
+            w: Any = self._fast.get(rates)  # type: ignore[arg-type]
+            if type(w) is not tuple and w is not None:
+                try:
+                    allowed, remaining, reset_us, retry_us, _ = self._store.hit1(key, w, cost)
+                except StoreError as exc:
+                    return self._decide(key, (w,), self._failed(exc, "hit", key, (w,), cost, ""))
+                if self._failing:
+                    self._recovered()
+                if retry_us >= 0:
+                    return _new(
+                        Decision,
+                        (
+                            allowed,
+                            w.limit,
+                            remaining if remaining > 0 else 0,
+                            reset_us / 1e6,
+                            retry_us / 1e6,
+                            w.rate,
+                            w.name,
+                            key,
+                            None,
+                            None,
+                        ),
+                    )
+            elif w is not None and self._hitn is not None:
+                ws = w
+                try:
+                    outs = self._hitn(key, ws, cost)
+                except StoreError as exc:
+                    return self._decide(key, ws, self._failed(exc, "hit", key, ws, cost, ""))
+                if self._failing:
+                    self._recovered()
+                i = deciding_index(outs)
+                allowed, remaining, reset_us, retry_us, _ = outs[i]
+                if retry_us >= 0:
+                    w = ws[i]
+                    return _new(
+                        Decision,
+                        (
+                            allowed,
+                            w.limit,
+                            remaining if remaining > 0 else 0,
+                            reset_us / 1e6,
+                            retry_us / 1e6,
+                            w.rate,
+                            w.name,
+                            key,
+                            None,
+                            None,
+                        ),
+                    )
+                return self._decide(key, ws, outs)
         windows = self.windows(rates, algorithm, **params)
         return self._decide(key, windows, self._run("hit", _check_key(key), windows, _check_cost(cost)))
 

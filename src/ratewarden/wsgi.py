@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMappin
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
-from ratewarden.asgi import USER_ATTRS, build_engine, identity_of, join_headers
+from ratewarden.asgi import USER_ATTRS, LazyHeaders, build_engine, identity_of, join_headers
 from ratewarden.engine import RequestFacts
 
 if TYPE_CHECKING:
@@ -225,7 +225,7 @@ class RateLimitMiddleware:
 
         def on_close() -> None:
             status, headers = sent[0] if sent else (500, [])
-            self._after(facts, verdict, status, join_headers(headers))
+            self._after(facts, verdict, status, LazyHeaders(lambda: join_headers(headers)))
 
         return _Closing(result, on_close)
 

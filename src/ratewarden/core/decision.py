@@ -11,22 +11,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ratewarden.core.algorithms.base import NEVER, Outcome, Window
 from ratewarden.core.rates import US, Rate
 
 __all__ = ["Decision", "deciding_index", "to_decision"]
 
+_new = tuple.__new__  # builds a Decision without the NamedTuple's Python-level __new__
 
-@dataclass(slots=True)
-class Decision:
+
+class Decision(NamedTuple):
     """The answer for one request (or, from ``status``, for one window).
 
     ``retry_after`` is 0 when allowed, the exact seconds until the same request would pass when
     denied, and ``math.inf`` when its cost is larger than the window can ever hold
     (``reason == "cost_exceeds_limit"``). ``reset_after`` is the seconds until the window is
     back to its full limit. ``rate`` and ``algorithm`` name the deciding window.
+    ``reason`` is ``None``, ``"cost_exceeds_limit"``, or ``"store_unavailable"`` when the store
+    failed and ``on_store_error`` decided. ``bool(decision)`` is ``decision.allowed``.
+
+    Immutable (a named tuple: cheap to build on the hot path); use ``_replace`` to derive one.
     """
 
     allowed: bool
@@ -52,6 +57,16 @@ class Decision:
             return 0
         return max(1, math.ceil(self.retry_after))
 
+    def __repr__(self) -> str:
+        return (
+            f"Decision(allowed={self.allowed}, limit={self.limit}, remaining={self.remaining}, "
+            f"reset_after={self.reset_after:g}, retry_after={self.retry_after:g}, rate='{self.rate}', "
+            f"algorithm={self.algorithm!r}, key={self.key!r}"
+            + (f", reason={self.reason!r}" if self.reason else "")
+            + (f", lease={self.lease!r}" if self.lease else "")
+            + ")"
+        )
+
     def to_dict(self) -> dict[str, object]:
         return {
             "allowed": self.allowed,
@@ -68,18 +83,22 @@ class Decision:
 
 def deciding_index(outcomes: Sequence[Outcome]) -> int:
     """Index of the outcome that decides (see the module docstring)."""
-    if len(outcomes) == 1:
-        return 0
-    best = -1
-    best_retry = -2
-    for i, o in enumerate(outcomes):
-        if not o[0]:
-            retry = math.inf if o[3] == NEVER else o[3]
-            if retry > best_retry:
-                best, best_retry = i, retry  # type: ignore[assignment]
-    if best >= 0:
-        return best
-    return min(range(len(outcomes)), key=lambda i: (outcomes[i][1], -outcomes[i][2]))
+    if len(outcomes) == 2:  # the common multi-window case, unrolled (this runs on every hit)
+        a, b = outcomes
+        if a[0]:
+            return 1 if not b[0] or b[1] < a[1] or (b[1] == a[1] and b[2] > a[2]) else 0
+        return 1 if not b[0] and a[3] != NEVER and (b[3] == NEVER or b[3] > a[3]) else 0
+    best = 0
+    b = outcomes[0]
+    i = 0
+    for o in outcomes:
+        if b[0]:
+            if not o[0] or o[1] < b[1] or (o[1] == b[1] and o[2] > b[2]):
+                best, b = i, o
+        elif not o[0] and b[3] != NEVER and (o[3] == NEVER or o[3] > b[3]):
+            best, b = i, o
+        i += 1
+    return best
 
 
 def to_decision(window: Window, o: Outcome, key: str, lease: str | None = None) -> Decision:

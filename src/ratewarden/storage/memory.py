@@ -57,8 +57,11 @@ class _Table:
             lst.append(key)
 
 
+_time_ns = time.time_ns
+
+
 def _now_us() -> int:
-    return time.time_ns() // 1000
+    return _time_ns() // 1000
 
 
 class MemoryStore:
@@ -70,6 +73,7 @@ class MemoryStore:
         if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
             raise ConfigError(f"max_keys must be a positive integer, not {max_keys!r}")
         self.max_keys = max_keys
+        self._clock = clock
         if clock is None:
             self.now: Callable[[], int] = _now_us
         else:
@@ -83,8 +87,10 @@ class MemoryStore:
 
     def hit1(self, key: str, window: Window, cost: int) -> Outcome:
         """One window, ``hit``: the fast path of :meth:`apply`."""
+        clock = self._clock
         with self._lock:
-            now = self.now()
+            # Time is read under the lock, so decisions see it in the order they are made.
+            now = _time_ns() // 1000 if clock is None else int(clock() * 1_000_000 + 0.5)
             table = self._tables.get(window.id)
             if table is None:
                 table = self._tables[window.id] = _Table(window)
@@ -97,6 +103,43 @@ class MemoryStore:
                 else:
                     data[key] = out[4]
             return out
+
+    def hitn(self, key: str, windows: Sequence[Window], cost: int) -> list[Outcome]:
+        """Several windows of one key, ``hit`` (all or nothing): the fast path of :meth:`apply`."""
+        clock = self._clock
+        with self._lock:
+            now = _time_ns() // 1000 if clock is None else int(clock() * 1_000_000 + 0.5)
+            tables = self._tables
+            datas = []
+            outs = []
+            ok = True
+            fresh = False
+            for w in windows:
+                table = tables.get(w.id)
+                if table is None:
+                    table = tables[w.id] = _Table(w)
+                data = table.data
+                state = data.get(key)
+                if state is None:
+                    fresh = True
+                out = w.decide(state, now, cost)
+                if not out[0]:
+                    ok = False
+                outs.append(out)
+                datas.append(data)
+            if ok and cost:
+                if fresh:  # a new key in some window: the bookkeeping path
+                    for w, data, out in zip(windows, datas, outs, strict=True):
+                        if key in data:
+                            data[key] = out[4]
+                        else:
+                            self._insert(tables[w.id], key, out[4], now + out[2], now)
+                else:
+                    i = 0
+                    for out in outs:
+                        datas[i][key] = out[4]
+                        i += 1
+            return outs
 
     # -- every operation ----------------------------------------------------------------------
 

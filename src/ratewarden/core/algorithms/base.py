@@ -37,6 +37,13 @@ def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def _late(out: Outcome, lag: int) -> Outcome:
+    """An outcome decided at a later time than ``now`` (the clock stepped back by ``lag``):
+    the waits are measured from the real ``now``, so they grow by ``lag``."""
+    allowed, remaining, reset, retry, new = out
+    return allowed, remaining, reset + lag if reset else 0, retry + lag if retry > 0 else retry, new
+
+
 class Window:
     """One algorithm applied to one rate. Subclasses implement :meth:`decide`."""
 

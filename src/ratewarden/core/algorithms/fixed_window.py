@@ -3,13 +3,17 @@
 State: ``(window_start, count)``. A request exactly at a window edge (``now == (k+1)*P``)
 belongs to the new window. Cheapest algorithm; a client can pass up to 2x the limit across
 an edge (the last instant of one window and the first of the next).
+
+A clock that steps back (an NTP step, a failover to a server whose clock is behind) never
+reopens a window that was left: a request stamped before the state's window is counted in
+that window, and its waits are measured from the real ``now``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ratewarden.core.algorithms.base import NEVER, Outcome, Window
+from ratewarden.core.algorithms.base import NEVER, Outcome, Window, _late
 
 __all__ = ["FixedWindow"]
 
@@ -22,6 +26,8 @@ class FixedWindow(Window):
         period = self.period
         limit = self.limit
         start = now - now % period
+        if state is not None and state[0] > start:
+            return _late(self.decide(state, state[0], cost), state[0] - now)
         count = state[1] if state is not None and state[0] == start else 0
         left = start + period - now
         if cost > limit:
@@ -33,5 +39,7 @@ class FixedWindow(Window):
 
     def charge(self, state: Any, now: int, cost: int) -> Any:
         start = now - now % self.period
+        if state is not None and state[0] > start:
+            start = state[0]
         count = state[1] if state is not None and state[0] == start else 0
         return (start, count + cost)

@@ -5,13 +5,16 @@ next (``reset = "00:00"`` in ``tz`` by default); ``"100/month"`` a monthly budge
 request's ``retry_after`` is the time to the next reset. Costs charged after the fact (see
 :meth:`ratewarden.Limiter.charge`) may take ``used`` above the limit; the quota then stays
 exhausted until the reset.
+
+A clock that steps back across a reset never reopens the period that was left: the request is
+counted in the state's period, with its waits measured from the real ``now``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ratewarden.core.algorithms.base import NEVER, Outcome, Window
+from ratewarden.core.algorithms.base import NEVER, Outcome, Window, _late
 from ratewarden.core.calendar import Calendar
 from ratewarden.core.rates import US, Rate
 from ratewarden.errors import ConfigError
@@ -39,6 +42,8 @@ class Quota(Window):
 
     def decide(self, state: Any, now: int, cost: int) -> Outcome:
         start, end = self.calendar.bounds(now)
+        if state is not None and state[0] > start:
+            return _late(self.decide(state, state[0], cost), state[0] - now)
         used = state[1] if state is not None and state[0] == start else 0
         limit = self.limit
         left = end - now
@@ -51,5 +56,7 @@ class Quota(Window):
 
     def charge(self, state: Any, now: int, cost: int) -> Any:
         start, _ = self.calendar.bounds(now)
+        if state is not None and state[0] > start:
+            start = state[0]
         used = state[1] if state is not None and state[0] == start else 0
         return (start, used + cost)

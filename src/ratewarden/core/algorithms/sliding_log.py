@@ -4,6 +4,9 @@ State: a tuple of ``(timestamp, cost)`` pairs, oldest first; simultaneous hits a
 the state holds one pair per distinct admission time (O(limit) at worst). An entry stamped
 ``t`` stops counting at ``t + P`` exactly. ``retry_after`` is the time at which enough of the
 oldest entries have left the window for the request to fit.
+
+Entries stay in time order even if the clock steps back: a request stamped before the newest
+entry is merged into it (counted for longer, never shorter).
 """
 
 from __future__ import annotations
@@ -35,12 +38,12 @@ class SlidingLog(Window):
         need = cost or 1
         if used + need <= limit:
             if cost:
-                if entries and entries[-1][0] == now:
-                    entries = (*entries[:-1], (now, entries[-1][1] + cost))
+                if entries and entries[-1][0] >= now:
+                    entries = (*entries[:-1], (entries[-1][0], entries[-1][1] + cost))
                 else:
                     entries = (*entries, (now, cost))
                 used += cost
-                reset = p
+                reset = entries[-1][0] + p - now
             return True, limit - used, reset, 0, entries
         excess = used + need - limit
         freed = 0
@@ -53,6 +56,6 @@ class SlidingLog(Window):
     def charge(self, state: Any, now: int, cost: int) -> Any:
         floor = now - self.period
         entries = tuple(e for e in (state or ()) if e[0] > floor)
-        if entries and entries[-1][0] == now:
-            return (*entries[:-1], (now, entries[-1][1] + cost))
+        if entries and entries[-1][0] >= now:
+            return (*entries[:-1], (entries[-1][0], entries[-1][1] + cost))
         return (*entries, (now, cost))

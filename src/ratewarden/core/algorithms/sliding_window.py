@@ -8,13 +8,16 @@ by ``P``), so there is no rounding anywhere and the Lua port gives identical ans
 Error bound: it assumes the previous window's hits were spread evenly, so over any rolling
 window it admits at most the limit plus what the previous window admitted early (it can never
 exceed 2x the limit, and matches the limit exactly for uniform traffic).
+
+A clock that steps back into an older window is decided at the start of the state's window
+(so no window is counted twice), with its waits measured from the real ``now``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ratewarden.core.algorithms.base import NEVER, Outcome, Window
+from ratewarden.core.algorithms.base import NEVER, Outcome, Window, _late
 
 __all__ = ["SlidingWindow"]
 
@@ -34,6 +37,8 @@ class SlidingWindow(Window):
                 prev, cur = state[1], state[2]
             elif state[0] == start - p:
                 prev = state[2]
+            elif state[0] > start:
+                return _late(self.decide(state, state[0], cost), state[0] - now)
         elapsed = now - start
         weight = prev * (p - elapsed)  # the previous window's share, times P
         need = cost or 1
@@ -68,8 +73,8 @@ class SlidingWindow(Window):
         start = now - now % p
         prev = cur = 0
         if state is not None:
-            if state[0] == start:
-                prev, cur = state[1], state[2]
+            if state[0] >= start:
+                start, prev, cur = state
             elif state[0] == start - p:
                 prev = state[2]
         return (start, prev, cur + cost)

@@ -3,13 +3,15 @@
 State: ``(level, last)`` where ``level`` is the token count times ``P`` (so refill is the
 integer ``elapsed_us * limit`` and nothing is ever rounded) and ``last`` the time of the last
 update. Same family as GCRA, for users who think in tokens; exact to the microsecond.
+``last`` never moves back: a request stamped before it (the clock stepped back) is decided at
+``last``, so the refill between the two times is never credited twice.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ratewarden.core.algorithms.base import NEVER, Outcome, Window, ceil_div
+from ratewarden.core.algorithms.base import NEVER, Outcome, Window, _late, ceil_div
 from ratewarden.core.rates import Rate
 from ratewarden.errors import ConfigError
 
@@ -37,6 +39,10 @@ class TokenBucket(Window):
         return self.burst
 
     def decide(self, state: Any, now: int, cost: int) -> Outcome:
+        if state is not None and now < state[1]:
+            # The clock stepped back: decide at the last update (no refill is credited twice),
+            # with the waits measured from the real ``now``.
+            return _late(self.decide(state, state[1], cost), state[1] - now)
         p, limit, full = self.period, self.limit, self.full
         level = self._level(state, now)
         if cost > self.burst:
@@ -44,9 +50,7 @@ class TokenBucket(Window):
         need = (cost or 1) * p
         if level >= need:
             level -= cost * p
-            # ``last`` never moves back: a clock read late (another process, an NTP step) must not
-            # make the refill between the two times count twice.
-            new = (level, now if state is None or now > state[1] else state[1]) if cost else state
+            new = (level, now) if cost else state
             return True, level // p, ceil_div(full - level, limit), 0, new
         return False, level // p, ceil_div(full - level, limit), ceil_div(need - level, limit), state
 
