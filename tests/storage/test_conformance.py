@@ -23,6 +23,8 @@ from .backends import Backend, needs_fake_clock
 backend = backends.backend
 make_limiter = backends.make_limiter
 make_alimiter = backends.make_alimiter
+limiter = backends.limiter
+alimiter = backends.alimiter
 
 US = 1_000_000
 #: a rate each algorithm accepts (quota is per calendar day or month)
@@ -415,3 +417,11 @@ async def test_state_outlives_the_limiter_on_persistent_backends(rl: Face, backe
     d = await fresh.hit("k", "3/minute;10/hour", algorithm="sliding-log")
     assert (d.allowed, str(d.rate)) == (False, "3/minute")
     assert [x.remaining for x in await fresh.status("k", "3/minute;10/hour", algorithm="sliding-log")] == [0, 7]
+
+
+async def test_the_plain_fixtures_give_one_limiter_of_each_face(limiter: Limiter, alimiter: AsyncLimiter) -> None:
+    """``limiter``/``alimiter`` (for other suites): real limiters on the same backend."""
+    assert isinstance(limiter, Limiter) and isinstance(alimiter, AsyncLimiter)
+    assert type(limiter.store) is type(alimiter.store)
+    assert [limiter.hit("k", "1/minute").allowed, limiter.hit("k", "1/minute").allowed] == [True, False]
+    assert (await alimiter.hit("k2", "1/minute")).allowed
