@@ -104,10 +104,17 @@ def _spec(w: Window) -> str:
 
 
 def _tag_key(key: str, max_len: int) -> str:
-    """The hash-tagged part of a key: the key itself, or a stable digest when long or tag-breaking."""
-    if len(key) > max_len or not key or key[0] == "}":
-        return "#" + hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
-    return key
+    """The hash-tagged part of a key: the key itself, or a stable digest of it when it is long,
+    empty, would end the hash tag at once (``}...``), or is not valid UTF-8 (lone surrogates)."""
+    if 0 < len(key) <= max_len and key[0] != "}":
+        if key.isascii():
+            return key
+        try:
+            key.encode()
+            return key
+        except UnicodeEncodeError:
+            pass
+    return "#" + hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 def _glob_escape(s: str) -> str:
@@ -202,7 +209,7 @@ class Codec:
         for key, w, cost in items:
             if op == "charge" and isinstance(w, Concurrency):
                 w.charge(None, client_now, cost)  # raises what the core raises (no charge of a lease)
-            tag = key if 0 < len(key) <= max_len and key[0] != "}" else _tag_key(key, max_len)
+            tag = key if 0 < len(key) <= max_len and key[0] != "}" and key.isascii() else _tag_key(key, max_len)
             keys.append(f"{prefix}{{{tag}}}:{w.id}")
             args.append(self.spec(w, client_now))
             args.append(cost)
@@ -215,7 +222,8 @@ class Codec:
         s = self._specs.get((w.id, w.limit, w.period, getattr(w, "burst", 0)))
         if s is None:
             s = self.spec(w, 0)
-        tag = key if 0 < len(key) <= self.max_key_length and key[0] != "}" else _tag_key(key, self.max_key_length)
+        max_len = self.max_key_length
+        tag = key if 0 < len(key) <= max_len and key[0] != "}" and key.isascii() else _tag_key(key, max_len)
         return [f"{self.prefix}{{{tag}}}:{w.id}"], ["hit", "", "", 0, s, cost]
 
     @staticmethod
