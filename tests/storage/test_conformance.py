@@ -375,9 +375,6 @@ ODD_KEYS = ["", " ", "a\x00b", "a\x00c", "ключ", "🔑", "x\udc80", "x\udc81
 async def test_any_string_is_a_key_of_its_own(rl: Face, backend: Backend, request: pytest.FixtureRequest) -> None:
     """Keys come from requests: NULs, emoji, lone surrogates (undecodable bytes), huge ones. Each
     is limited exactly and separately, and none makes the store fail (a failure would fail open)."""
-    if backend.name == "redis":  # strict: once the store is fixed this XPASSes and fails; then remove it
-        reason = "redis store: a key with a lone surrogate raises UnicodeEncodeError from redis-py"
-        request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
     for key in ODD_KEYS:
         got = [(await rl.hit(key, "2/minute")) for _ in range(3)]
         assert [(d.allowed, d.reason) for d in got] == [(True, None), (True, None), (False, None)], repr(key[:20])
