@@ -402,3 +402,21 @@ async def test_check_key_for_the_decision_service(make: MakeEngine, clock: FakeC
     assert [ev.kind for ev in events].count("shadow") == 2
     with pytest.raises(KeyError):
         e.check_key("nope", "x")
+
+
+def test_for_rule_shares_the_base_store_settings_and_events(make: MakeEngine, events: list[Event]) -> None:
+    base = make(
+        '[ratewarden]\nheaders = "legacy"\nalgorithm = "fixed-window"\n'
+        '[blocklist]\nips = ["203.0.113.0/24"]\n'
+        '[[rule]]\nname = "all"\nlimits = ["100/minute"]\n'
+    )
+    route = Engine.for_rule('[[rule]]\nname = "route"\nlimits = ["1/minute"]\n', base=base)
+    assert route.store is base.store and route.policy.rules[0].algorithm == "fixed-window"
+    v = route.check(req("/r"))
+    assert v.allowed and v.headers[0][0] == "X-RateLimit-Limit"
+    assert route.check(req("/r")).status == 429
+    assert [ev.kind for ev in events] == ["throttle"], "the base engine's subscribers see route events"
+    assert route.check(req("/r", ip="203.0.113.5")).allowed, "the blocklist stays with the base engine"
+    alone = Engine.for_rule('[[rule]]\nname = "solo"\nlimits = ["1/minute"]')
+    assert alone.policy.rules[0].algorithm == "gcra"
+    alone.close()
