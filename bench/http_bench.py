@@ -132,6 +132,95 @@ def pyload(port: int, duration: float, connections: int) -> tuple[float, int]:
     return sum(counts) / (time.monotonic() - t0), sum(bad)
 
 
+def inprocess(requests: int, rounds: int) -> dict[str, float]:
+    """Microseconds per request of each configuration called directly (no server, no sockets):
+    the cost the adapter and the engine add to one request, without the network noise."""
+    import asyncio
+    import io
+
+    sys.path.insert(0, str(APPS))
+    import apps  # type: ignore[import-not-found]
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/",
+        "raw_path": b"/",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk"), (b"accept", b"*/*")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": "/",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_HOST": "127.0.0.1:8000",
+        "HTTP_USER_AGENT": "wrk",
+        "HTTP_ACCEPT": "*/*",
+        "wsgi.url_scheme": "http",
+        "wsgi.version": (1, 0),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+    }
+    built: dict[str, object] = {}
+    for framework, variant, label in CONFIGS:
+        os.environ["RW_BENCH_VARIANT"] = variant
+        built[label] = apps.make_starlette() if framework == "starlette" else apps.make_flask()
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: object) -> None:
+        return None
+
+    async def run_asgi(app: object, n: int) -> None:
+        for _ in range(n):
+            await app(dict(scope), receive, send)  # type: ignore[operator]
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: object = None) -> object:
+        return None
+
+    def run_wsgi(app: object, n: int) -> None:
+        for _ in range(n):
+            env = dict(environ)
+            env["wsgi.input"] = io.BytesIO(b"")
+            result = app(env, start_response)  # type: ignore[operator]
+            for _chunk in result:
+                pass
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+
+    best: dict[str, float] = {}
+    loop = asyncio.new_event_loop()
+    try:
+        for _ in range(rounds):
+            for framework, _variant, label in CONFIGS:
+                app = built[label]
+                t0 = time.perf_counter()
+                if framework == "starlette":
+                    loop.run_until_complete(run_asgi(app, requests))
+                else:
+                    run_wsgi(app, requests)
+                us = (time.perf_counter() - t0) / requests * 1e6
+                best[label] = min(best.get(label, us), us)
+    finally:
+        loop.close()
+    return best
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=5.0, help="seconds of load per configuration and round")
@@ -139,9 +228,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--only", default="", help="comma-separated frameworks (starlette,flask)")
+    ap.add_argument("--inprocess", type=int, default=5000, help="requests per in-process measurement (0: skip)")
     args = ap.parse_args(argv)
+    if args.inprocess:
+        us = inprocess(args.inprocess, 5)
+        print(f"in process (no server), best of 5 x {args.inprocess} requests:")
+        print(f"{'configuration':34s} {'us/request':>11s} {'added us':>9s}")
+        for framework in ("Starlette", "Flask"):
+            bare_us = us[f"{framework} bare"]
+            for label, v in us.items():
+                if label.startswith(framework):
+                    print(f"{label:34s} {v:11.1f} {v - bare_us:9.1f}")
+        print()
     load = wrk if shutil.which("wrk") else pyload
     configs = [c for c in CONFIGS if not args.only or c[0] in args.only.split(",")]
+    if args.rounds < 1 or not configs:
+        return 0
     results: dict[str, list[float]] = {label: [] for _, _, label in configs}
     errors: dict[str, int] = dict.fromkeys(results, 0)
     print(
