@@ -73,7 +73,10 @@ def simulate(
     widths = [max(len(r[c]) for r in rows) for c in range(len(head))]
     for n, r in enumerate(rows):
         print(
-            "  ".join(cell.rjust(w) if c < 2 else cell.ljust(w) for c, (cell, w) in enumerate(zip(r, widths))), file=out
+            "  ".join(
+                cell.rjust(w) if c < 2 else cell.ljust(w) for c, (cell, w) in enumerate(zip(r, widths, strict=True))
+            ),
+            file=out,
         )
         if n == 0:
             print("  ".join("-" * w for w in widths), file=out)
