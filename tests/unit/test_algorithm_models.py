@@ -299,3 +299,65 @@ def test_concurrency_release() -> None:
     held, state3 = w.release(state, now, "")  # "" is not a lease name
     assert not held and state3 == state
     assert w.release(state, now + 60 * 1_000_000, "b") == (False, None)  # expired: nothing held
+
+
+@pytest.mark.parametrize(
+    "name", ["fixed-window", "sliding-log", "sliding-window", "token-bucket", "token-bucket-burst"]
+)
+@settings(max_examples=200, deadline=None)
+@given(
+    limit=st.integers(1, 6),
+    period=st.sampled_from([2, 5, 10, 1000]),
+    burst=st.integers(1, 8),
+    ops=st.lists(st.tuples(st.floats(-2.2, 2.2), st.integers(0, 6)), min_size=1, max_size=30),
+)
+def test_a_clock_stepping_back_never_reopens_what_was_used(
+    name: str, limit: int, period: int, burst: int, ops: list[tuple[float, int]]
+) -> None:
+    """Times may go back (an NTP step, a failover to a server whose clock is behind). Each
+    admission is then charged to the latest time its state knows of (the last admission, and for
+    the windowed algorithms the start of the state's window), and the bounds still hold there: a window that was
+    left is never reopened, a refill is never credited twice. (gcra is not here: a request
+    stamped before an idle TAT can start a new schedule in the past; concurrency leases taken
+    late expire early. Both are bounded by the size of the step.)"""
+    w, model = build(name, limit, period, burst)
+    now = EPOCH + 10 * period
+    latest = 0  # the latest admission: what the state can know of time
+    state: Any = None
+    for frac, raw_cost in ops:
+        now = max(EPOCH, now + int(frac * period))
+        # Costs 1..capacity: a check (cost 0) or a cost above the capacity records no time.
+        cost = min(max(raw_cost, 1), w.capacity)
+        out = w.decide(state, now, cost)
+        assert out[3] != NEVER
+        if out[0]:
+            state = out[4]
+            if cost:
+                # what the state knows of time: the last admission, and the window it is in
+                latest = max(latest, now, state[0] if name in ("fixed-window", "sliding-window") else 0)
+                model.admit(latest, cost)
+                check_bound(name, w, model)
+        elif out[3] > 0:
+            assert w.decide(state, now + out[3], cost)[0]  # retry_after still measured from now
+
+
+def test_quota_clock_stepping_back_across_the_reset() -> None:
+    w = Quota(Rate(3, DAY))
+    midnight = EPOCH + 10 * DAY
+    state = None
+    for now in (midnight + 1, midnight + 2, midnight + 3):
+        out = w.decide(state, now, 1)
+        assert out[0]
+        state = out[4]
+    out = w.decide(state, midnight - 5, 1)  # 5 us before the reset, after the period began
+    assert not out[0] and out[3] == DAY + 5  # the day that was left stays closed
+    assert w.charge(state, midnight - 5, 1) == (midnight, 4)
+
+
+def test_fixed_window_clock_stepping_back_keeps_the_newest_window() -> None:
+    w = FixedWindow(Rate(2, 1000))
+    t = EPOCH + 5000
+    s1 = w.decide(None, t + 10, 2)[4]
+    out = w.decide(s1, t - 1, 1)  # the previous window, seen late
+    assert not out[0] and out[3] == 1000 + 1
+    assert w.charge(s1, t - 1, 1) == (t, 3)
