@@ -95,6 +95,8 @@ class Verdict:
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes | None = None
     content_type: str = "application/json"
+    #: seconds until the same request would pass: 0 when allowed (and for a blocklist denial,
+    #: which no wait cures); ``math.inf`` when it never can (a cost above the limit, a zero tier)
     retry_after: float = 0.0
     rule: str | None = None
     decisions: list[Any] = field(default_factory=list)
@@ -538,7 +540,9 @@ class Engine:
             if self._blocklisted(ctx):
                 if not quiet:
                     self._emit("block", ctx, None, None, status=403)
-                return self._deny(ctx, "block", 403, math.inf, None, [])
+                v = self._deny(ctx, "block", 403, math.inf, None, [])
+                v.retry_after = 0.0  # no wait will help: no Retry-After, body retry_after null
+                return v
 
         # bans that match this request (checked at cost 0 first), then the throttle rules
         items: list[Item] = []
