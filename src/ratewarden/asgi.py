@@ -39,6 +39,8 @@ __all__ = [
     "identity_of",
     "join_headers",
     "rule_name",
+    "scope_facts",
+    "scope_user",
 ]
 
 log = logging.getLogger("ratewarden")
@@ -96,7 +98,8 @@ def identity_of(user: object, attrs: Iterable[str] = USER_ATTRS) -> tuple[str | 
         return None, found
     if _attr(user, "is_authenticated") is False:
         return None, {}
-    extra = {name: v for name in attrs if (v := _attr(user, name)) is not None}
+    kinds = (*_SCALARS, list, tuple)
+    extra = {name: v for name in attrs if isinstance(v := _attr(user, name), kinds)}  # no managers, methods
     for name in _ID_NAMES:
         value = _attr(user, name)
         if value is not None and value != "" and not callable(value):
@@ -175,6 +178,37 @@ def scope_path(scope: Scope) -> str:
     return unquote_to_bytes(bytes(raw)).decode("utf-8", "replace")
 
 
+def scope_user(scope: Scope) -> object:
+    """The user an outer middleware put on the request: ``scope["user"]`` (Starlette's
+    AuthenticationMiddleware), else ``scope["state"]["user"]`` (``request.state.user``)."""
+    if "user" in scope:
+        return scope["user"]
+    state = scope.get("state")
+    if isinstance(state, Mapping):
+        return state.get("user")
+    return None
+
+
+def scope_facts(scope: Scope, user: object, user_attrs: Iterable[str] = USER_ATTRS) -> RequestFacts:
+    """RequestFacts of an ASGI ``http`` or ``websocket`` scope (used by the FastAPI dependency too)."""
+    headers = _decode_pairs(scope.get("headers") or ())
+    client = scope.get("client")
+    identity, attrs = identity_of(user, user_attrs)
+    query = scope.get("query_string") or b""
+    return RequestFacts(
+        method=str(scope.get("method") or "GET").upper(),
+        path=scope_path(scope),
+        client_ip=str(client[0]) if client else None,
+        headers=headers,
+        query_string=bytes(query).decode("latin-1"),
+        host=headers.get("host", ""),
+        scheme=str(scope.get("scheme") or ("ws" if scope["type"] == "websocket" else "http")),
+        user=identity,
+        user_attrs=attrs,
+        content_type=headers.get("content-type", ""),
+    )
+
+
 class RateLimitMiddleware:
     """``RateLimitMiddleware(app, policy="ratewarden.toml", **options)``.
 
@@ -205,32 +239,10 @@ class RateLimitMiddleware:
     # -- facts --------------------------------------------------------------------------------
 
     def _user(self, scope: Scope) -> object:
-        if self.user_getter is not None:
-            return self.user_getter(scope)
-        if "user" in scope:
-            return scope["user"]
-        state = scope.get("state")
-        if isinstance(state, Mapping):
-            return state.get("user")
-        return None
+        return scope_user(scope) if self.user_getter is None else self.user_getter(scope)
 
     def facts(self, scope: Scope) -> RequestFacts:
-        headers = _decode_pairs(scope.get("headers") or ())
-        client = scope.get("client")
-        user, attrs = identity_of(self._user(scope), self.user_attrs)
-        query = scope.get("query_string") or b""
-        return RequestFacts(
-            method=str(scope.get("method") or "GET").upper(),
-            path=scope_path(scope),
-            client_ip=str(client[0]) if client else None,
-            headers=headers,
-            query_string=bytes(query).decode("latin-1"),
-            host=headers.get("host", ""),
-            scheme=str(scope.get("scheme") or ("ws" if scope["type"] == "websocket" else "http")),
-            user=user,
-            user_attrs=attrs,
-            content_type=headers.get("content-type", ""),
-        )
+        return scope_facts(scope, self._user(scope), self.user_attrs)
 
     # -- entry point --------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from fastapi import FastAPI, Request, Response
 from starlette.exceptions import HTTPException
 from starlette.responses import Response as StarletteResponse
 
-from ratewarden.asgi import USER_ATTRS, RateLimitMiddleware, RouteLimit, identity_of, join_headers, scope_path
+from ratewarden.asgi import USER_ATTRS, RateLimitMiddleware, RouteLimit, join_headers, scope_facts, scope_user
 from ratewarden.engine import RequestFacts
 
 if TYPE_CHECKING:
@@ -60,25 +60,8 @@ def install(app: FastAPI) -> None:
 
 
 def request_facts(request: Request, user_attrs: Iterable[str] = USER_ATTRS) -> RequestFacts:
-    scope = request.scope
-    user: object = scope.get("user")
-    if user is None:
-        user = getattr(request.state, "user", None)
-    identity, attrs = identity_of(user, user_attrs)
-    headers = join_headers((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers") or ())
-    client = scope.get("client")
-    return RequestFacts(
-        method=request.method.upper(),
-        path=scope_path(scope),
-        client_ip=str(client[0]) if client else None,
-        headers=headers,
-        query_string=bytes(scope.get("query_string") or b"").decode("latin-1"),
-        host=headers.get("host", ""),
-        scheme=str(scope.get("scheme", "http")),
-        user=identity,
-        user_attrs=attrs,
-        content_type=headers.get("content-type", ""),
-    )
+    """The same facts the ASGI middleware builds (identity from ``scope["user"]`` or ``request.state.user``)."""
+    return scope_facts(request.scope, scope_user(request.scope), user_attrs)
 
 
 class RateLimit:
