@@ -149,7 +149,7 @@ ALGOS = [
 
 
 @pytest.mark.parametrize("name", ALGOS)
-@settings(max_examples=250, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     limit=st.integers(1, 8),
     period=st.sampled_from(PERIODS),
@@ -304,7 +304,7 @@ def test_concurrency_release() -> None:
 @pytest.mark.parametrize(
     "name", ["fixed-window", "sliding-log", "sliding-window", "token-bucket", "token-bucket-burst"]
 )
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     limit=st.integers(1, 6),
     period=st.sampled_from([2, 5, 10, 1000]),

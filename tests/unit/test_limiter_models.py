@@ -99,7 +99,7 @@ def check_denial(d: Any, models: list[Model], rates: tuple[Rate, ...], now: int,
 
 
 @pytest.mark.parametrize("algorithm", sorted(MODELS))
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(rates=RATES, offset=st.integers(0, 20 * S), steps=STEPS)
 def test_limiter_multiwindow_all_or_nothing(
     algorithm: str, rates: tuple[Rate, ...], offset: int, steps: list[tuple[Any, int]]
