@@ -144,8 +144,11 @@ def test_environment_overrides_beat_the_file_and_profile() -> None:
 
 
 def test_bad_environment_override_is_reported() -> None:
-    with pytest.raises(PolicyError, match="'headers' must be one of"):
+    with pytest.raises(PolicyError, match=r"'headers' must be one of .* RATEWARDEN_HEADERS") as info:
         loads_policy(PROFILED, env={"RATEWARDEN_HEADERS": "fancy"})
+    assert info.value.line == 0
+    with pytest.raises(PolicyError, match=r"storage must be a URL .*RATEWARDEN_STORAGE"):
+        loads_policy(PROFILED, env={"RATEWARDEN_STORAGE": "redis"})
 
 
 def test_env_references_and_defaults() -> None:

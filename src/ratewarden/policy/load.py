@@ -82,7 +82,18 @@ class _Loader(Sections):
         ):
             if self.env.get(var):
                 settings_raw = {**settings_raw, key: self.env[var]}
-        settings = self.settings(settings_raw)
+                self.lines.alias(("ratewarden", key), ("<environment>",))
+        try:
+            settings = self.settings(settings_raw)
+        except PolicyError as exc:
+            for var, key in (
+                ("RATEWARDEN_STORAGE", "storage"),
+                ("RATEWARDEN_HEADERS", "headers"),
+                ("RATEWARDEN_ON_STORE_ERROR", "on_store_error"),
+            ):
+                if self.env.get(var) and exc.reason.startswith((f"'{key}'", key)):
+                    raise PolicyError(self.source, 0, f"{exc.reason} (from the environment variable {var})") from None
+            raise
         rules_raw = raw.get("rule", [])
         if not isinstance(rules_raw, list):
             self.fail(("rule",), "'rule' must be an array of tables: write [[rule]]")
