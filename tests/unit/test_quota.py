@@ -179,3 +179,10 @@ def test_calendar_periods_tile_time(zone: str, reset: str, monthly: bool, now: i
         # only in a gap: 1 us earlier the local time is before the reset time on that day
         before = datetime.fromtimestamp((start - 1) / S, ZoneInfo(zone))
         assert (before.hour, before.minute) < want < (local.hour, local.minute) or local.day != before.day
+
+
+def test_one_reset_time_spelled_two_ways_is_one_quota() -> None:
+    limiter = Limiter("memory://", clock=FakeClock(), algorithm="quota")
+    assert limiter.hit("u", "2/day", reset="6:30").allowed
+    assert limiter.hit("u", "2/day", reset="06:30").remaining == 0
+    assert make_window("quota", Rate(2, 86_400 * S), reset="6:30").id == "quota:day:UTC:06:30"

@@ -38,7 +38,8 @@ class Quota(Window):
         else:
             raise ConfigError(f"a quota is per day or per month, not per {rate.seconds:g} seconds ({rate})")
         self.calendar = Calendar(unit, tz, reset)
-        self.id = f"quota:{unit}:{tz}:{reset}"
+        # The reset time as parsed ("6:30" and "06:30" are one quota, so one state).
+        self.id = f"quota:{unit}:{tz}:{self.calendar.reset.strftime('%H:%M')}"
 
     def decide(self, state: Any, now: int, cost: int) -> Outcome:
         start, end = self.calendar.bounds(now)
