@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["RedisServer", "cluster_url", "free_port", "private_redis", "start_cluster"]
+__all__ = ["REDIS_SERVER", "RedisServer", "cluster_url", "free_port", "ping", "private_redis", "start_cluster"]
 
 REDIS_SERVER = shutil.which("redis-server")
 REDIS_CLI = shutil.which("redis-cli")
@@ -48,7 +48,7 @@ def free_port(bus: bool = False) -> int:
     raise RuntimeError("no free port pair found")
 
 
-def _ping(port: int) -> bool:
+def ping(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
             s.sendall(b"PING\r\n")
@@ -74,7 +74,7 @@ class RedisServer:
         args += ["--dir", str(self.dir), *self.extra]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
-        while not _ping(self.port):
+        while not ping(self.port):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"redis-server on port {self.port} did not start")
             time.sleep(0.02)

@@ -105,10 +105,14 @@ def open_redis(url: str, **options: Any) -> RedisStore:
             if sync:
                 from redis.sentinel import Sentinel
 
-                return Sentinel(hosts, sentinel_kwargs=small).master_for(service, **options)  # type: ignore[no-untyped-call]
-            from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+                sentinel: Any = Sentinel(hosts, sentinel_kwargs=small)  # type: ignore[no-untyped-call]
+            else:
+                from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 
-            return AsyncSentinel(hosts, sentinel_kwargs=small).master_for(service, **options)  # type: ignore[no-untyped-call]
+                sentinel = AsyncSentinel(hosts, sentinel_kwargs=small)  # type: ignore[no-untyped-call]
+            client = sentinel.master_for(service, **options)
+            client.rw_also_close = list(sentinel.sentinels)  # RedisStore closes these with the client
+            return client
 
     else:
         raise ConfigError(f"not a Redis URL: {url!r}")

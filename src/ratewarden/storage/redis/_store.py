@@ -284,8 +284,9 @@ class RedisStore:
     def close(self) -> None:
         client, self._client = self._client, None
         if client is not None:
-            with contextlib.suppress(*_ERRORS):
-                client.close()
+            for c in (client, *getattr(client, "rw_also_close", ())):
+                with contextlib.suppress(*_ERRORS):
+                    c.close()
 
     # -- async face ---------------------------------------------------------------------------
 
@@ -340,8 +341,9 @@ class RedisStore:
         if b is not None:
             for t in list(b.tasks):
                 await asyncio.gather(t, return_exceptions=True)
-            with contextlib.suppress(*_ERRORS):
-                await b.client.aclose()
+            for c in (b.client, *getattr(b.client, "rw_also_close", ())):
+                with contextlib.suppress(*_ERRORS):
+                    await c.aclose()
         self.close()
 
     def __repr__(self) -> str:
