@@ -327,18 +327,23 @@ class AsyncLimiter(_LimiterBase):
     async def _run(self, op: Op, key: str, windows: Sequence[Window], cost: int, arg: str = "") -> list[Outcome]:
         store = self._store
         try:
-            items = [(key, w, cost) for w in windows]
             if hasattr(store, "aapply"):
-                outs = await store.aapply(op, items, arg)
-            elif store.kind == "memory":
-                outs = store.apply(op, items, arg)
+                if op == "hit" and len(windows) == 1:
+                    outs = [await store.ahit1(key, windows[0], cost)]
+                else:
+                    outs = await store.aapply(op, [(key, w, cost) for w in windows], arg)
+            elif store.kind == "memory":  # never blocks: no thread hop
+                if op == "hit":
+                    outs = [store.hit1(key, windows[0], cost)] if len(windows) == 1 else store.hitn(key, windows, cost)
+                else:
+                    outs = store.apply(op, [(key, w, cost) for w in windows], arg)
             else:
-                outs = await asyncio.to_thread(store.apply, op, items, arg)
+                outs = await asyncio.to_thread(store.apply, op, [(key, w, cost) for w in windows], arg)
         except StoreError as exc:
             return self._failed(exc, op, key, windows, cost, arg)
         if self._failing:
             self._recovered()
-        return outs  # type: ignore[no-any-return]
+        return outs
 
     async def hit(
         self, key: str, rates: RateSpec, cost: int = 1, *, algorithm: str | None = None, **params: Any
