@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from rw_engine_helpers import MakeEngine
 
 from ratewarden import FakeClock
 from ratewarden.engine import Engine
 from ratewarden.events import Event
-
-MakeEngine = Callable[..., Engine]
 
 
 @pytest.fixture

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from ratewarden.engine import RequestFacts
+from ratewarden.engine import Engine, RequestFacts
+
+#: the ``make`` fixture: ``make(policy, **engine_keywords) -> Engine`` (closed after the test)
+MakeEngine = Callable[..., Engine]
 
 
 def req(path: str = "/", ip: str | None = "198.51.100.7", method: str = "GET", **kw: Any) -> RequestFacts:

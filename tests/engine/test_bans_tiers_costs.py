@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from rw_engine_helpers import header, req
+from rw_engine_helpers import MakeEngine, header, req
 
-from conftest import MakeEngine
 from ratewarden import FakeClock
 from ratewarden.events import Event
 

@@ -7,9 +7,8 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from rw_engine_helpers import header, req
+from rw_engine_helpers import MakeEngine, header, req
 
-from conftest import MakeEngine
 from ratewarden import FakeClock
 from ratewarden.engine import Engine, RequestFacts
 from ratewarden.policy import loads_policy

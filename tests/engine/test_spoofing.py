@@ -13,9 +13,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from rw_engine_helpers import req
+from rw_engine_helpers import MakeEngine, req
 
-from conftest import MakeEngine
 from ratewarden import FakeClock
 from ratewarden.policy import loads_policy
 from ratewarden.policy.keys import client_address, parse_forwarded
