@@ -9,10 +9,11 @@ Invariants kept here:
   one consistent snapshot and take no write lock (WAL readers never block writers).
 * **Durable, shared, not blocking.** WAL journal, ``synchronous=NORMAL`` (a commit survives a
   process crash; a power cut may lose the last commits, never corrupt the file), a busy
-  timeout (``?timeout=5``, seconds), one connection per thread (``sqlite3`` connections must
+  timeout (``?timeout=5``, seconds: how long a decision retries, with sleeps of 0.1 to 2 ms, while
+  another process holds the write lock), one connection per thread (``sqlite3`` connections must
   not cross threads; :class:`ratewarden.AsyncLimiter` calls in from worker threads). The
   threads of one store take turns on a lock of their own before the file lock, so they never
-  sleep in SQLite's busy handler because of each other.
+  poll the file lock because of each other.
 * **One row per (key, window).** ``state`` holds the core's immutable value: an int as an
   SQLite integer, anything else (tuples, nested tuples, strings) as compact JSON decoded back to
   exactly the same value (lists become tuples again). No row means ``None``. ``expires`` is
@@ -38,7 +39,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from ratewarden.core.algorithms.base import Outcome, Window
@@ -52,6 +53,12 @@ __all__ = ["DEFAULT_TIMEOUT", "SCHEMA", "SQLiteStore", "decode_state", "encode_s
 SCHEMA = "ratewarden-sqlite-1"
 #: seconds a decision waits for another process's write lock before it fails with StoreError
 DEFAULT_TIMEOUT = 5.0
+#: while another process holds the write lock, retry after this many seconds, doubling up to
+#: ``_MAX_WAIT`` (SQLite's own busy handler sleeps up to 100 ms at a time, and a process that
+#: sleeps that long loses the lock to busier ones: decisions of a second or more under load)
+_FIRST_WAIT = 0.0001
+_MAX_WAIT = 0.002
+_SQLITE_BUSY = 5
 #: a sweep of expired rows runs every this many writes of a store ...
 SWEEP_EVERY = 64
 #: ... and deletes at most this many rows
@@ -74,6 +81,7 @@ _SWEEP = (
     "(SELECT key, window FROM ratewarden_state WHERE expires <= ? LIMIT ?)"
 )
 _INT64 = (-(2**63), 2**63 - 1)
+_T = TypeVar("_T")
 _json = json.JSONEncoder(separators=(",", ":")).encode
 #: connections inherited through fork(): never used nor closed by the child (SQLite forbids both)
 _ABANDONED: list[Any] = []
@@ -255,8 +263,10 @@ class SQLiteStore:
 
     # -- connections ----------------------------------------------------------------------------
 
-    def _connect(self, uri: str) -> sqlite3.Connection:
-        db = sqlite3.connect(uri, uri=True, timeout=self.timeout, isolation_level=None, check_same_thread=False)
+    def _connect(self, uri: str, busy_timeout: float = 0.0) -> sqlite3.Connection:
+        """A connection in autocommit mode. Decisions wait for the write lock in :meth:`_write`,
+        so SQLite's busy handler is off (``busy_timeout=0``) except while setting the file up."""
+        db = sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
         try:
             db.execute("PRAGMA synchronous = NORMAL")
         except BaseException:
@@ -307,24 +317,28 @@ class SQLiteStore:
         if os.path.isdir(self.path):
             raise ConfigError(f"cannot open {where}: it is a directory")
         try:
-            db = self._connect(f"file:{quote(self.path)}?mode=rwc")
+            db = self._connect(f"file:{quote(self.path)}?mode=rwc", busy_timeout=max(self.timeout, 1.0))
         except sqlite3.Error as exc:
             raise ConfigError(f"cannot open {where}: {_explain(exc)}{self._hint()}") from exc
         try:
-            self._check_schema(db, where)
-            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            ready = self._check_schema(db, where)
+            mode = db.execute("PRAGMA journal_mode").fetchone()[0]
             if str(mode).lower() != "wal":
-                raise ConfigError(f"cannot use {where}: SQLite refused the WAL journal (journal_mode is {mode})")
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                self._check_schema(db, where)
-                for sql in _CREATE:
-                    db.execute(sql)
-                db.execute("COMMIT")
-            finally:
-                if _in_transaction(db):
-                    db.execute("ROLLBACK")
-            self._check_schema(db, where, created=True)
+                mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise ConfigError(f"cannot use {where}: SQLite refused the WAL journal (journal_mode is {mode})")
+            if not ready:  # a new file (or one being set up by another process right now)
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._check_schema(db, where)
+                    for sql in _CREATE:
+                        db.execute(sql)
+                    db.execute("COMMIT")
+                finally:
+                    if _in_transaction(db):
+                        db.execute("ROLLBACK")
+                self._check_schema(db, where, created=True)
+            db.execute("PRAGMA busy_timeout = 0")
         except sqlite3.Error as exc:
             db.close()
             raise ConfigError(f"cannot use {where}: {_explain(exc)}{self._hint()}") from exc
@@ -344,8 +358,10 @@ class SQLiteStore:
         return ""
 
     @staticmethod
-    def _check_schema(db: sqlite3.Connection, where: str, created: bool = False) -> None:
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    def _check_schema(db: sqlite3.Connection, where: str, created: bool = False) -> bool:
+        """Raise ConfigError if the file holds something else; True when it is set up completely."""
+        names = {r[0]: r[1] for r in db.execute("SELECT name, type FROM sqlite_master")}
+        tables = {name for name, kind in names.items() if kind == "table"}
         if "ratewarden_meta" not in tables:
             others = sorted(t for t in tables if not t.startswith("sqlite_"))
             if created or others:
@@ -353,7 +369,7 @@ class SQLiteStore:
                     f"cannot use {where}: it holds tables of something else ({', '.join(others[:5])}) "
                     "and no ratewarden schema; give the limiter a database file of its own"
                 )
-            return  # an empty database: ours to set up
+            return False  # an empty database: ours to set up
         row = db.execute("SELECT value FROM ratewarden_meta WHERE name = 'schema'").fetchone()
         if row is None or row[0] != SCHEMA:
             found = "no schema version" if row is None else f"schema {row[0]!r}"
@@ -364,6 +380,7 @@ class SQLiteStore:
                 raise ConfigError(f"cannot use {where}: the table ratewarden_state has unexpected columns {cols}")
         elif created:
             raise ConfigError(f"cannot use {where}: the table ratewarden_state is missing")
+        return "ratewarden_state" in tables and "ratewarden_state_expires" in names
 
     # -- the decisions --------------------------------------------------------------------------
 
@@ -373,31 +390,21 @@ class SQLiteStore:
         wid = window.id
         db = self._conn()
         if not cost:  # a check writes nothing: no write lock
-            try:
-                return window.decide(self._read(db, (k, wid)), self.now(), 0)
-            except (sqlite3.Error, ValueError, TypeError) as exc:
-                raise self._failure(db, exc) from exc
-        if not self._write_lock.acquire(timeout=self._lock_wait):
-            raise StoreError(f"the SQLite store {self.path} stayed busy for more than {self.timeout} s")
-        try:
-            db.execute("BEGIN IMMEDIATE")
+            return window.decide(self._snapshot(db, [(k, wid)])[0], self.now(), 0)
+
+        def decide() -> Outcome:
             row = db.execute(_SELECT, (k, wid)).fetchone()
             now = self.now()
             out = window.decide(None if row is None else decode_state(row[0]), now, cost)
-            if out[0] and cost:
+            if out[0]:
                 if out[2] > 0:
                     db.execute(_UPSERT, (k, wid, encode_state(out[4]), now + out[2]))
                 elif row is not None:
                     db.execute(_DELETE, (k, wid))
                 self._wrote(db, now)
-            db.execute("COMMIT")
             return out
-        except (sqlite3.Error, ValueError, TypeError) as exc:
-            raise self._failure(db, exc) from exc
-        finally:
-            if _in_transaction(db):
-                self._rollback(db)
-            self._write_lock.release()
+
+        return self._write(db, decide)
 
     def apply(self, op: Op, items: Sequence[Item], arg: str = "") -> list[Outcome]:
         prefix = self.key_prefix
@@ -406,23 +413,9 @@ class SQLiteStore:
         costs = [item[2] for item in items]
         db = self._conn()
         if op == "peek":
-            try:
-                if len(keys) == 1:
-                    states = [self._read(db, keys[0])]
-                else:
-                    db.execute("BEGIN")  # one snapshot for every window
-                    states = [self._read(db, kw) for kw in keys]
-                    db.execute("COMMIT")
-                return run(op, windows, states, self.now(), costs, arg)[0]
-            except (sqlite3.Error, ValueError, TypeError) as exc:
-                raise self._failure(db, exc) from exc
-            finally:
-                if _in_transaction(db):
-                    self._rollback(db)
-        if not self._write_lock.acquire(timeout=self._lock_wait):
-            raise StoreError(f"the SQLite store {self.path} stayed busy for more than {self.timeout} s")
-        try:
-            db.execute("BEGIN IMMEDIATE")
+            return run(op, windows, self._snapshot(db, keys), self.now(), costs, arg)[0]
+
+        def decide() -> list[Outcome]:
             states = [self._read(db, kw) for kw in keys]
             now = self.now()
             outs, new = run(op, windows, states, now, costs, arg)
@@ -439,43 +432,28 @@ class SQLiteStore:
                     wrote = True
                 if wrote:
                     self._wrote(db, now)
-            db.execute("COMMIT")
             return outs
-        except (sqlite3.Error, ValueError, TypeError) as exc:
-            raise self._failure(db, exc) from exc
-        finally:
-            if _in_transaction(db):
-                self._rollback(db)
-            self._write_lock.release()
+
+        return self._write(db, decide)
 
     def reset(self, key: str, windows: Sequence[Window] | None = None) -> None:
         """Forget ``key``'s state in ``windows`` (every window when ``None``)."""
         k = self.key_prefix + (key if key.isascii() else _text(key))
         db = self._conn()
-        with self._write_lock:
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                if windows is None:
-                    db.execute(_DELETE_KEY, (k,))
-                else:
-                    for w in windows:
-                        db.execute(_DELETE, (k, w.id))
-                db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise self._failure(db, exc) from exc
-            finally:
-                if _in_transaction(db):
-                    self._rollback(db)
+
+        def forget() -> None:
+            if windows is None:
+                db.execute(_DELETE_KEY, (k,))
+            else:
+                for w in windows:
+                    db.execute(_DELETE, (k, w.id))
+
+        self._write(db, forget)
 
     def sweep(self, limit: int | None = None) -> int:
         """Delete expired rows now (at most ``limit``; all when ``None``); how many went."""
         db = self._conn()
-        with self._write_lock:
-            try:
-                cur = db.execute(_SWEEP, (self.now(), -1 if limit is None else limit))
-                return cur.rowcount
-            except sqlite3.Error as exc:
-                raise self._failure(db, exc) from exc
+        return self._write(db, lambda: db.execute(_SWEEP, (self.now(), -1 if limit is None else limit)).rowcount)
 
     def __len__(self) -> int:
         """The number of rows (window states) in the file, expired or not."""
@@ -497,6 +475,69 @@ class SQLiteStore:
         self._local = threading.local()
 
     # -- helpers --------------------------------------------------------------------------------
+
+    def _write(self, db: sqlite3.Connection, body: Callable[[], _T]) -> _T:
+        """``BEGIN IMMEDIATE``, ``body()``, ``COMMIT``: one atomic decision. While another process
+        holds the write lock, roll back and retry (short, growing sleeps) for up to ``timeout``."""
+        if not self._write_lock.acquire(timeout=self._lock_wait):
+            raise StoreError(f"the SQLite store {self.path} stayed busy for more than {self.timeout} s")
+        try:
+            deadline = 0.0
+            delay = _FIRST_WAIT
+            while True:
+                try:
+                    db.execute("BEGIN IMMEDIATE")
+                    result = body()
+                    db.execute("COMMIT")
+                    return result
+                except sqlite3.OperationalError as exc:
+                    if _in_transaction(db):
+                        self._rollback(db)
+                    deadline, delay = self._wait(db, exc, deadline, delay)
+                except (sqlite3.Error, ValueError, TypeError) as exc:
+                    raise self._failure(db, exc) from exc
+        finally:
+            if _in_transaction(db):
+                self._rollback(db)
+            self._write_lock.release()
+
+    def _snapshot(self, db: sqlite3.Connection, keys: list[tuple[str, str]]) -> list[Any]:
+        """The states of ``keys``, read from one snapshot without the write lock (WAL readers
+        never wait for writers; SQLITE_BUSY only while a crashed writer's log is recovered)."""
+        deadline = 0.0
+        delay = _FIRST_WAIT
+        while True:
+            try:
+                if len(keys) == 1:
+                    return [self._read(db, keys[0])]
+                db.execute("BEGIN")
+                try:
+                    return [self._read(db, kw) for kw in keys]
+                finally:
+                    db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                if _in_transaction(db):
+                    self._rollback(db)
+                deadline, delay = self._wait(db, exc, deadline, delay)
+            except (sqlite3.Error, ValueError, TypeError) as exc:
+                if _in_transaction(db):
+                    self._rollback(db)
+                raise self._failure(db, exc) from exc
+
+    def _wait(
+        self, db: sqlite3.Connection, exc: sqlite3.OperationalError, deadline: float, delay: float
+    ) -> tuple[float, float]:
+        """After SQLITE_BUSY: sleep a little and return the next (deadline, delay); any other
+        error, or the timeout passed, raises StoreError."""
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF != _SQLITE_BUSY:
+            raise self._failure(db, exc) from exc
+        now = time.monotonic()
+        if not deadline:
+            deadline = now + self.timeout
+        if now >= deadline:
+            raise self._failure(db, exc) from exc
+        time.sleep(min(delay, deadline - now))
+        return deadline, min(2 * delay, _MAX_WAIT)
 
     @staticmethod
     def _read(db: sqlite3.Connection, kw: tuple[str, str]) -> Any:
