@@ -92,8 +92,24 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def wrk(port: int, duration: float, connections: int) -> tuple[float, int]:
-    """Requests/s and the count of non-2xx responses (wrk's own report)."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its children (gunicorn's worker), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry.name) == pid or int(fields[1]) == pid:  # fields[1]: ppid
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
+def wrk(port: int, duration: float, connections: int) -> tuple[float, int, int]:
+    """Requests/s, requests done and the count of non-2xx responses (wrk's own report)."""
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", f"http://127.0.0.1:{port}/"],
         capture_output=True,
@@ -102,11 +118,12 @@ def wrk(port: int, duration: float, connections: int) -> tuple[float, int]:
         timeout=duration + 30,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    done = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    return rps, int(bad.group(1)) if bad else 0
+    return rps, done, int(bad.group(1)) if bad else 0
 
 
-def pyload(port: int, duration: float, connections: int) -> tuple[float, int]:
+def pyload(port: int, duration: float, connections: int) -> tuple[float, int, int]:
     """A fallback load generator: ``connections`` keep-alive httpx clients in threads."""
     import threading
 
@@ -129,12 +146,13 @@ def pyload(port: int, duration: float, connections: int) -> tuple[float, int]:
         t.start()
     for t in threads:
         t.join()
-    return sum(counts) / (time.monotonic() - t0), sum(bad)
+    return sum(counts) / (time.monotonic() - t0), sum(counts), sum(bad)
 
 
 def inprocess(requests: int, rounds: int) -> dict[str, float]:
-    """Microseconds per request of each configuration called directly (no server, no sockets):
-    the cost the adapter and the engine add to one request, without the network noise."""
+    """CPU microseconds per request of each configuration called directly (no server, no
+    sockets): the cost the adapter and the engine add to one request, without network noise and
+    (CPU time, best of rounds) mostly without the noise of other processes on the machine."""
     import asyncio
     import io
 
@@ -209,12 +227,12 @@ def inprocess(requests: int, rounds: int) -> dict[str, float]:
         for _ in range(rounds):
             for framework, _variant, label in CONFIGS:
                 app = built[label]
-                t0 = time.perf_counter()
+                t0 = time.process_time()  # CPU time of this process: robust to a busy machine
                 if framework == "starlette":
                     loop.run_until_complete(run_asgi(app, requests))
                 else:
                     run_wsgi(app, requests)
-                us = (time.perf_counter() - t0) / requests * 1e6
+                us = (time.process_time() - t0) / requests * 1e6
                 best[label] = min(best.get(label, us), us)
     finally:
         loop.close()
@@ -232,19 +250,20 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.inprocess:
         us = inprocess(args.inprocess, 5)
-        print(f"in process (no server), best of 5 x {args.inprocess} requests:")
-        print(f"{'configuration':34s} {'us/request':>11s} {'added us':>9s}")
+        print(f"in process (no server), CPU time, best of 5 x {args.inprocess} requests:")
+        print(f"{'configuration':34s} {'us/request':>11s} {'added us':>9s} {'vs bare':>8s}")
         for framework in ("Starlette", "Flask"):
             bare_us = us[f"{framework} bare"]
             for label, v in us.items():
                 if label.startswith(framework):
-                    print(f"{label:34s} {v:11.1f} {v - bare_us:9.1f}")
+                    print(f"{label:34s} {v:11.1f} {v - bare_us:9.1f} {bare_us / v:7.3f}x")
         print()
     load = wrk if shutil.which("wrk") else pyload
     configs = [c for c in CONFIGS if not args.only or c[0] in args.only.split(",")]
     if args.rounds < 1 or not configs:
         return 0
     results: dict[str, list[float]] = {label: [] for _, _, label in configs}
+    cpu_us: dict[str, list[float]] = {label: [] for _, _, label in configs}
     errors: dict[str, int] = dict.fromkeys(results, 0)
     print(
         f"load generator: {load.__name__}, {args.connections} connections, {args.duration:g} s x {args.rounds} rounds"
@@ -255,22 +274,31 @@ def main(argv: list[str] | None = None) -> int:
             proc = start(framework, variant, port)
             try:
                 load(port, args.warmup, args.connections)
-                rps, bad = load(port, args.duration, args.connections)
+                cpu0 = cpu_seconds(proc.pid)
+                rps, done, bad = load(port, args.duration, args.connections)
+                cpu = (cpu_seconds(proc.pid) - cpu0) / max(done, 1) * 1e6
             finally:
                 stop(proc)
             results[label].append(rps)
+            cpu_us[label].append(cpu)
             errors[label] += bad
-            print(f"  round {rnd + 1}: {label:34s} {rps:10.0f} req/s" + (f"  ({bad} non-2xx!)" if bad else ""))
+            print(
+                f"  round {rnd + 1}: {label:34s} {rps:8.0f} req/s {cpu:8.1f} server CPU us/req"
+                + (f"  ({bad} non-2xx!)" if bad else "")
+            )
     med = {label: statistics.median(v) for label, v in results.items()}
+    cmed = {label: statistics.median(v) for label, v in cpu_us.items()}
     print()
-    print(f"{'configuration':34s} {'req/s (median)':>15s} {'vs bare':>9s}")
+    print(f"{'configuration':34s} {'req/s':>8s} {'vs bare':>8s} {'CPU us/req':>11s} {'capacity vs bare':>17s}")
     for framework in ("starlette", "flask"):
         bare = med.get(f"{framework.capitalize()} bare")
+        bare_cpu = cmed.get(f"{framework.capitalize()} bare")
         for fw, _, label in configs:
             if fw != framework:
                 continue
-            ratio = f"{med[label] / bare:8.3f}x" if bare else ""
-            print(f"{label:34s} {med[label]:15.0f} {ratio:>9s}")
+            ratio = f"{med[label] / bare:7.3f}x" if bare else ""
+            cap = f"{bare_cpu / cmed[label]:16.3f}x" if bare_cpu else ""
+            print(f"{label:34s} {med[label]:8.0f} {ratio:>8s} {cmed[label]:11.1f} {cap:>17s}")
     print()
     pairs = [
         ("Starlette + ratewarden", "Starlette + SlowAPI", "Starlette bare"),
@@ -281,9 +309,13 @@ def main(argv: list[str] | None = None) -> int:
     for rw, peer, bare in pairs:
         if rw in med and peer in med and bare in med:
             cost = 1 - med[rw] / med[bare]
+            cpu_cost = 1 - cmed[bare] / cmed[rw]
             verdict = "OK" if cost <= 0.10 else "ABOVE the 10 % target"
             ok = ok and cost <= 0.10
-            print(f"{rw}: {med[rw] / med[peer]:.2f}x {peer}; costs {cost * 100:.1f} % of bare req/s ({verdict})")
+            print(
+                f"{rw}: {med[rw] / med[peer]:.2f}x the req/s of {peer} ({cmed[peer] / cmed[rw]:.2f}x by server CPU); "
+                f"costs {cost * 100:.1f} % of bare req/s, {cpu_cost * 100:.1f} % of bare capacity by CPU ({verdict})"
+            )
     if any(errors.values()):
         print(f"non-2xx responses: {errors}")
     return 0 if ok else 1
