@@ -148,13 +148,17 @@ class TokenBucketModel(Model):
 
     def tokens(self, t: int) -> Fraction:
         rate = Fraction(self.limit, self.period)
-        tokens = Fraction(self.burst)
-        last: int | None = None
-        for s, c in self.log:
-            if last is not None:
-                tokens = min(Fraction(self.burst), tokens + (s - last) * rate)
-            tokens -= c
-            last = s
+        key = len(self.log)
+        if getattr(self, "_replayed", (None,))[0] != key:  # replay the log once per admission
+            tokens = Fraction(self.burst)
+            last: int | None = None
+            for s, c in self.log:
+                if last is not None:
+                    tokens = min(Fraction(self.burst), tokens + (s - last) * rate)
+                tokens -= c
+                last = s
+            self._replayed = (key, tokens, last)
+        _, tokens, last = self._replayed
         if last is not None:
             tokens = min(Fraction(self.burst), tokens + (t - last) * rate)
         return tokens
@@ -176,13 +180,17 @@ class GCRAModel(TokenBucketModel):
 
     def credit(self, t: int) -> int:
         full = self.burst * self.t
-        credit = full
-        last: int | None = None
-        for s, c in self.log:
-            if last is not None:
-                credit = min(full, credit + (s - last))
-            credit -= c * self.t
-            last = s
+        key = len(self.log)
+        if getattr(self, "_credited", (None,))[0] != key:  # replay the log once per admission
+            credit = full
+            last: int | None = None
+            for s, c in self.log:
+                if last is not None:
+                    credit = min(full, credit + (s - last))
+                credit -= c * self.t
+                last = s
+            self._credited = (key, credit, last)
+        _, credit, last = self._credited
         if last is not None:
             credit = min(full, credit + (t - last))
         return credit
