@@ -543,7 +543,11 @@ ITEM_WINDOWS = [
 STEPS = st.lists(
     st.tuples(
         st.sampled_from(["hit", "peek", "charge", "acquire", "release", "wait"]),
-        st.lists(st.tuples(st.sampled_from("xyz"), st.integers(0, 5), st.integers(0, 3)), min_size=1, max_size=4),
+        st.lists(
+            st.tuples(st.sampled_from("xy"), st.sampled_from([0, 1, 2, 3, 4, 4, 4, 5]), st.integers(0, 3)),
+            min_size=1,
+            max_size=4,
+        ),
         st.integers(0, 15_000_000),
     ),
     max_size=25,
@@ -574,9 +578,9 @@ def test_apply_over_several_keys_and_windows_matches_memory(tmp_path: Path, step
                 if (key, w) not in seen:  # one state per (key, window) in a call
                     seen.add((key, w))
                     items.append((key, ITEM_WINDOWS[w], cost))
-            lease = f"lease-{n % 3}"
+            lease = "lease"  # one name: a release drops every lease taken, so states empty often
             assert sql.apply(op, items, lease) == ref.apply(op, items, lease), (n, op, items)
-        for key in "xyz":
+        for key in "xy":
             check = [(key, w, 0) for w in ITEM_WINDOWS]
             assert sql.apply("peek", check) == ref.apply("peek", check)
     finally:
