@@ -16,8 +16,9 @@ end
 local slack = tonumber(ARGV[4])
 local n = NI
 local S, N, R = {}, {}, {}
+local raws = redis.call('MGET', unpack(KEYS)) -- one read however many windows
 for i = 1, n do
-  local raw = redis.call('GET', KEYS[i])
+  local raw = raws[i]
   if raw then
     S[i] = A[W[i].code].dec(raw)
   end

@@ -38,7 +38,7 @@ from ratewarden.core.algorithms.base import Outcome, Window
 from ratewarden.core.evaluate import Op
 from ratewarden.errors import StoreError
 from ratewarden.storage.base import Item
-from ratewarden.storage.redis._lua import SCRIPT, SHA, Codec
+from ratewarden.storage.redis._lua import SCRIPT, SHA, Codec, resp_evalsha
 
 __all__ = ["ClientFactory", "RedisStore"]
 
@@ -78,10 +78,12 @@ class _Breaker:
 class _Batcher:
     """Automatic pipelining on one event loop: one round trip in flight, the rest queued."""
 
-    __slots__ = ("busy", "client", "loop", "queue", "tasks")
+    __slots__ = ("busy", "client", "loop", "pool", "queue", "tasks")
 
     def __init__(self, client: Any, loop: asyncio.AbstractEventLoop) -> None:
         self.client = client
+        #: standalone and Sentinel: raw RESP on a pooled connection; Cluster (no pool): redis-py
+        self.pool: Any = getattr(client, "connection_pool", None)
         self.loop = loop
         self.busy = False
         self.queue: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
@@ -104,10 +106,42 @@ class _Batcher:
                 self.busy = False
 
     async def _one(self, keys: list[str], args: list[Any]) -> Any:
+        if self.pool is None:
+            try:
+                return await self.client.execute_command("EVALSHA", SHA, len(keys), *keys, *args)
+            except NoScriptError:
+                return await self.client.execute_command("EVAL", SCRIPT, len(keys), *keys, *args)
+        return (await self._raw([(keys, args)]))[0]
+
+    async def _raw(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Send ``calls`` as one write on one pooled connection; one reply (or error) each."""
+        conn = await self.pool.get_connection()
         try:
-            return await self.client.execute_command("EVALSHA", SHA, len(keys), *keys, *args)
-        except NoScriptError:
-            return await self.client.execute_command("EVAL", SCRIPT, len(keys), *keys, *args)
+            await conn.send_packed_command([b"".join(resp_evalsha(k, a) for k, a in calls)], check_health=False)
+            results: list[Any] = []
+            for _ in calls:
+                try:
+                    results.append(await conn.read_response())
+                except ResponseError as exc:  # a whole reply was read: the connection is fine
+                    results.append(exc)
+            for i, r in enumerate(results):
+                if isinstance(r, NoScriptError):  # a flushed or restarted server: send the text once
+                    k, a = calls[i]
+                    await conn.send_packed_command(
+                        conn.pack_command("EVAL", SCRIPT, len(k), *k, *a), check_health=False
+                    )
+                    try:
+                        results[i] = await conn.read_response()
+                    except ResponseError as exc:
+                        results[i] = exc
+        except BaseException:
+            await conn.disconnect(nowait=True)  # unread replies may be pending: never reuse it
+            raise
+        finally:
+            await self.pool.release(conn)
+        if len(calls) == 1 and isinstance(results[0], BaseException):
+            raise results[0]
+        return results
 
     async def _drain(self) -> None:
         try:
@@ -134,6 +168,8 @@ class _Batcher:
                 return [await self._one(keys, args)]
             except Exception as exc:
                 return [exc]
+        if self.pool is not None:
+            return await self._raw([(k, a) for k, a, _ in batch])
         pipe = self.client.pipeline(transaction=False)
         for keys, args, _ in batch:
             pipe.execute_command("EVALSHA", SHA, len(keys), *keys, *args)
@@ -184,6 +220,7 @@ class RedisStore:
         self._breaker = _Breaker(breaker)
         self._lock = threading.Lock()
         self._client: Any = None
+        self._pool: Any = None  # the sync client's pool (None for a Cluster)
         self._batcher: _Batcher | None = None
 
     # -- planning (shared by both faces) ------------------------------------------------------
@@ -231,7 +268,9 @@ class RedisStore:
         if client is None:
             with self._lock:
                 if self._client is None:
-                    self._client = self._factory(True, self._options)
+                    client = self._factory(True, self._options)
+                    self._pool = None if self.cluster else getattr(client, "connection_pool", None)
+                    self._client = client
                 client = self._client
         return client
 
@@ -239,10 +278,27 @@ class RedisStore:
         self._breaker.check()
         try:
             client = self._client or self._sync()
+            pool = self._pool
+            if pool is None:
+                try:
+                    return client.execute_command("EVALSHA", SHA, len(keys), *keys, *args)
+                except NoScriptError:
+                    return client.execute_command("EVAL", SCRIPT, len(keys), *keys, *args)
+            # standalone and Sentinel: what execute_command does, minus the generic packer
+            conn = pool.get_connection()
             try:
-                return client.execute_command("EVALSHA", SHA, len(keys), *keys, *args)
-            except NoScriptError:
-                return client.execute_command("EVAL", SCRIPT, len(keys), *keys, *args)
+                conn.send_packed_command([resp_evalsha(keys, args)], check_health=False)
+                try:
+                    return conn.read_response()
+                except NoScriptError:
+                    conn.send_packed_command(conn.pack_command("EVAL", SCRIPT, len(keys), *keys, *args), False)
+                    return conn.read_response()
+            except BaseException as exc:
+                if not isinstance(exc, ResponseError):  # unread replies may be pending
+                    conn.disconnect()
+                raise
+            finally:
+                pool.release(conn)
         except _ERRORS as exc:
             raise self._error(exc) from exc
 
@@ -283,6 +339,7 @@ class RedisStore:
 
     def close(self) -> None:
         client, self._client = self._client, None
+        self._pool = None
         if client is not None:
             for c in (client, *getattr(client, "rw_also_close", ())):
                 with contextlib.suppress(*_ERRORS):
