@@ -158,12 +158,15 @@ def test_the_store_raises_store_error_for_every_redis_failure(silent_server: str
 def test_a_server_side_error_is_a_store_error_but_not_an_outage(private_redis: RedisServer) -> None:
     c = redis.Redis.from_url(private_redis.url)
     store = open_redis(private_redis.url, key_prefix="p:")
-    w = make_window("gcra", Rate(3, 60 * US))
+    w = make_window("concurrency", Rate(3, 60 * US))
     try:
-        c.hset(store.codec.state_key("bad", w), "x", "1")  # WRONGTYPE inside the script
-        with pytest.raises(StoreError, match="WRONGTYPE"):
+        c.set(store.codec.state_key("bad", w), "not a lease list")  # the script errs on it
+        with pytest.raises(StoreError, match="ResponseError"):
             store.hit1("bad", w, 1)
         assert store.hit1("good", w, 1)[0]  # the breaker did not open: Redis answered
+        lim = Limiter(store, on_store_error="deny")
+        d = lim.hit("bad", "3/minute", algorithm="concurrency")
+        assert not d.allowed and d.reason == "store_unavailable"
     finally:
         store.close()
         c.close()
