@@ -208,8 +208,15 @@ class Limiter(_LimiterBase):
     def hit(self, key: str, rates: RateSpec, cost: int = 1, *, algorithm: str | None = None, **params: Any) -> Decision:
         """Consume ``cost`` in every window, or in none; the deciding window's Decision."""
         # The hot path: one compiled window, plain arguments. Everything else takes _run.
-        if algorithm is None and not params and type(key) is str and type(cost) is int and cost >= 0:
-            w: Any = self._fast.get(rates)  # type: ignore[arg-type]
+        if (
+            algorithm is None
+            and not params
+            and type(key) is str
+            and type(cost) is int
+            and cost >= 0
+            and type(rates) is str
+        ):
+            w: Any = self._fast.get(rates)
             if type(w) is not tuple and w is not None:
                 try:
                     allowed, remaining, reset_us, retry_us, _ = self._store.hit1(key, w, cost)

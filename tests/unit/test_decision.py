@@ -46,11 +46,6 @@ def test_limiter_headers(step_us: int, n: int) -> None:
             assert d.retry_after_header == math.ceil(d.retry_after) >= 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="decision.py: retry_after_header is 0 for a cost_exceeds_limit denial (retry_after=inf); "
-    "the contract says never 0 on a denial (suggest: omit Retry-After, e.g. return None)",
-)
 def test_header_of_a_cost_that_can_never_pass() -> None:
     d = to_decision(W, (False, 5, 0, NEVER, None), "k")
     assert d.reason == "cost_exceeds_limit" and math.isinf(d.retry_after)

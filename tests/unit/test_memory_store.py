@@ -165,11 +165,6 @@ def test_reset_forgets_every_window_of_a_key() -> None:
     assert [d.remaining for d in limiter.status("k", "5/minute;10/hour")] == [5, 10]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="memory.py bug: in apply/hitn, inserting one window's new state can evict the same key's "
-    "other window state, which is then written back uncounted and unfiled (see the unit-tests report)",
-)
 def test_multi_window_hit_on_a_full_store_keeps_the_count_true() -> None:
     limiter = Limiter("memory://", clock=FakeClock(), max_keys=1)
     limiter.hit("k", "2/second")
@@ -177,11 +172,6 @@ def test_multi_window_hit_on_a_full_store_keeps_the_count_true() -> None:
     assert held(limiter.store) == len(limiter.store) <= 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="memory.py bug: a key emptied and refilled (concurrency release, reset) leaves its old "
-    "wheel entry until the old expiry, so wheel entries grow with request rate x TTL, not max_keys",
-)
 def test_wheel_entries_stay_bounded_by_max_keys() -> None:
     clock = FakeClock()
     limiter = Limiter("memory://", clock=clock, max_keys=10)

@@ -49,12 +49,13 @@ class Decision(NamedTuple):
         return self.allowed
 
     @property
-    def retry_after_header(self) -> int:
-        """``Retry-After`` in whole seconds: ``ceil(retry_after)``, never 0 on a denial."""
+    def retry_after_header(self) -> int | None:
+        """``Retry-After`` in whole seconds: ``ceil(retry_after)``, never 0 on a denial; 0 when
+        allowed; ``None`` when no wait will ever do (a cost above the limit): send no header."""
         if self.allowed:
             return 0
         if math.isinf(self.retry_after):
-            return 0
+            return None
         return max(1, math.ceil(self.retry_after))
 
     def __repr__(self) -> str:

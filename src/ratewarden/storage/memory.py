@@ -98,7 +98,7 @@ class MemoryStore:
             state = data.get(key)
             out = window.decide(state, now, cost)
             if out[0] and cost:
-                if state is None:
+                if state is None and key not in data:
                     self._insert(table, key, out[4], now + out[2], now)
                 else:
                     data[key] = out[4]
@@ -129,11 +129,7 @@ class MemoryStore:
                 datas.append(data)
             if ok and cost:
                 if fresh:  # a new key in some window: the bookkeeping path
-                    for w, data, out in zip(windows, datas, outs, strict=True):
-                        if key in data:
-                            data[key] = out[4]
-                        else:
-                            self._insert(tables[w.id], key, out[4], now + out[2], now)
+                    self._write(key, [tables[w.id] for w in windows], outs, now)
                 else:
                     i = 0
                     for out in outs:
@@ -156,16 +152,12 @@ class MemoryStore:
             windows = [item[1] for item in items]
             outs, new = run(op, windows, states, now, [item[2] for item in items], arg)
             if new is not None:
-                for t, (key, _, _), old, s, o in zip(tables, items, states, new, outs, strict=True):
-                    if s is old:
-                        continue
-                    if s is None or o[2] <= 0:
-                        if t.data.pop(key, None) is not None:
-                            self._count -= 1
-                    elif old is None:
-                        self._insert(t, key, s, now + o[2], now)
-                    else:
-                        t.data[key] = s
+                changed = [
+                    (t, item[0], st, o)
+                    for t, item, old, st, o in zip(tables, items, states, new, outs, strict=True)
+                    if st is not old
+                ]
+                self._write_states(changed, now)
             return outs
 
     def reset(self, key: str, windows: Sequence[Window] | None = None) -> None:
@@ -176,7 +168,8 @@ class MemoryStore:
                 else [t for w in windows if (t := self._tables.get(w.id)) is not None]
             )
             for t in tables:
-                if t.data.pop(key, None) is not None:
+                if key in t.data:
+                    del t.data[key]  # its wheel entry is dropped when it comes due
                     self._count -= 1
 
     def clear(self) -> None:
@@ -198,6 +191,25 @@ class MemoryStore:
 
     # -- bookkeeping --------------------------------------------------------------------------
 
+    def _write(self, key: str, tables: Sequence[_Table], outs: Sequence[Outcome], now: int) -> None:
+        """Write each admitted state of one key's windows (some of them new)."""
+        self._write_states([(t, key, o[4], o) for t, o in zip(tables, outs, strict=True)], now)
+
+    def _write_states(self, changes: Sequence[tuple[_Table, str, Any, Outcome]], now: int) -> None:
+        """Write states; new entries first, so room made for them never drops one just written.
+
+        A state that became empty (a released lease) is kept as ``None`` until its wheel entry
+        comes due, so a key keeps exactly one wheel entry however often it empties and refills.
+        """
+        for t, key, st, o in changes:
+            if key not in t.data and st is not None and o[2] > 0:
+                self._insert(t, key, st, now + o[2], now)
+        for t, key, st, o in changes:
+            if key in t.data:
+                t.data[key] = st if o[2] > 0 else None
+            elif st is not None and o[2] > 0:  # evicted by an insert above: make room again
+                self._insert(t, key, st, now + o[2], now)
+
     def _insert(self, table: _Table, key: str, state: Any, expires: int, now: int) -> None:
         if now >> _SHIFT > self._swept:
             self._sweep(now)
@@ -215,10 +227,10 @@ class MemoryStore:
             heap, buckets, data, window = t.heap, t.buckets, t.data, t.window
             while heap and heap[0] < due:
                 for key in buckets.pop(heapq.heappop(heap)):
-                    state = data.get(key)
-                    if state is None:
+                    if key not in data:  # reset, or evicted
                         continue
-                    reset = window.decide(state, now, 0)[2]
+                    state = data[key]
+                    reset = 0 if state is None else window.decide(state, now, 0)[2]
                     if reset <= 0:
                         del data[key]
                         dropped += 1
@@ -243,5 +255,6 @@ class MemoryStore:
             if not lst:
                 heapq.heappop(best.heap)
                 del best.buckets[b]
-            if best.data.pop(key, None) is not None:
+            if key in best.data:
+                del best.data[key]
                 self._count -= 1
