@@ -64,7 +64,10 @@ def load_peer_cases() -> dict[str, object]:
 class Monitor:
     """Counts commands on db ``db`` through MONITOR: client commands by name, and Lua ones."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, needle: str = "") -> None:
+        """``needle``: count only client commands whose line contains it (the subject's keys),
+        so background commands of other subjects (pyrate-limiter's leak threads) are not counted."""
+        self.needle = needle.encode()
         u = urlsplit(url)
         self.host, self.port = u.hostname or "127.0.0.1", u.port or 6379
         self.db = (u.path or "/0").strip("/") or "0"
@@ -108,7 +111,10 @@ class Monitor:
                 if db != self.db:
                     continue
                 cmd = line.split(b'] "', 1)[1].split(b'"', 1)[0].decode().lower()
-                (self.lua if src == "lua" else self.client)[cmd] += 1
+                if src == "lua":
+                    self.lua[cmd] += 1
+                elif self.needle in line:
+                    self.client[cmd] += 1
 
     def __exit__(self, *exc: object) -> None:
         time.sleep(0.3)
@@ -138,7 +144,6 @@ def main() -> None:
     args = ap.parse_args()
     url, n = args.url, args.n
     token = uuid.uuid4().hex[:8]
-    keys = [f"rwb{token}:{i % KEYS}" for i in range(n)]
     r = redis.Redis.from_url(url)
     peers = {} if args.no_peers else load_peer_cases()
 
@@ -164,7 +169,9 @@ def main() -> None:
     # -- sync timing, interleaved repetitions ---------------------------------------------------
     samples: dict[str, list[float]] = {name: [] for name in subjects}
     # every subject its own keys (peers store different types under similar names)
-    own = {name: [f"{k}:{i}" for k in keys] for i, name in enumerate(subjects)}
+    own = {name: [f"rwb{token}s{i}:{j % KEYS}" for j in range(n)] for i, name in enumerate(subjects)}
+    needles = {name: f"rwb{token}s{i}:" for i, name in enumerate(subjects)}
+    needles["bare redis-py EVALSHA (return 1)"] = trivial
     for name, (hit, _) in subjects.items():  # warm up: connect, load scripts
         for k in own[name][:200]:
             hit(k)  # type: ignore[operator]
@@ -178,7 +185,7 @@ def main() -> None:
     cmds: dict[str, str] = {}
     lua: dict[str, str] = {}
     for name, (hit, _) in subjects.items():
-        with Monitor(url) as m:
+        with Monitor(url, needles[name]) as m:
             for k in own[name][:500]:
                 hit(k)  # type: ignore[operator]
         cmds[name] = per_decision(m.client, 500)
@@ -216,6 +223,7 @@ def main() -> None:
     async def run_async(make, tasks: int, total: int, tag: str) -> tuple[float, Counter[str], Counter[str]]:  # type: ignore[no-untyped-def]
         hit, close = await make()
         token_ = f"{token}:{tag}"
+        needle = bare_sha[0] if tag == "0" else f"rwa{token_}:"
         per = total // tasks
         await asyncio.gather(*(hit(f"rwa{token_}:{i}") for i in range(tasks)))  # warm up
 
@@ -226,7 +234,7 @@ def main() -> None:
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(i) for i in range(tasks)))
         rate = per * tasks / (time.perf_counter() - t0)
-        with Monitor(url) as m:
+        with Monitor(url, needle) as m:
             await asyncio.gather(*(hit(f"rwa{token_}:{i}") for i in range(500)))
         await close()
         return rate, m.client, m.lua
@@ -256,6 +264,8 @@ def main() -> None:
             return h.hit, close
 
         return make
+
+    bare_sha = [trivial]
 
     async def bare_async():  # type: ignore[no-untyped-def]
         import redis.asyncio as aioredis

@@ -6,6 +6,7 @@ are split per slot (peek first, then charge: best-effort all-or-nothing); reset;
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -140,3 +141,29 @@ def test_reset_on_the_cluster(cluster: tuple[str, str, Any]) -> None:
         assert not lim.hit("u3", "1/minute").allowed
     finally:
         lim.close()
+
+
+@pytest.mark.slow
+def test_a_master_down_is_a_defined_failure(tmp_path: Any) -> None:
+    """A cluster of its own (the session's one stays healthy): kill one master; every decision
+    still returns (deny: denied with a retry_after; nothing raises), on keys of every slot."""
+    nodes = redis_cluster.start_cluster(tmp_path)
+    url = f"redis+cluster://127.0.0.1:{nodes[0].port}"
+    lim = Limiter(url, on_store_error="deny", timeout=0.2, breaker=0.1)
+    try:
+        keys = [f"user:{i}" for i in range(30)]
+        assert all(lim.hit(k, "5/minute").allowed for k in keys)
+        nodes[1].stop()
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:  # through the connection errors, then CLUSTERDOWN
+            ds = [lim.hit(k, "5/minute") for k in keys]
+            assert all(d.allowed or d.retry_after > 0 for d in ds)
+            time.sleep(0.2)
+        ds = [lim.hit(k, "5/minute") for k in keys]
+        assert not any(d.allowed for d in ds)  # the whole cluster reports down: fail closed
+        assert all(d.reason == "store_unavailable" for d in ds)
+        assert lim.store_errors > 0
+    finally:
+        lim.close()
+        for n in nodes:
+            n.stop()
