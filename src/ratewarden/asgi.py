@@ -268,16 +268,21 @@ class RateLimitMiddleware:
             await _send_denial(send, verdict)
             await self._after(facts, verdict, verdict.status, join_headers(verdict.headers))
             return
+        if verdict.pending is None and not verdict.headers:  # nothing to add, nothing to do after
+            await self.app(scope, receive, send)
+            return
         extra = _latin1(verdict.headers)
         started: list[Message] = []
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start" and not started:
-                message = dict(message)
                 message["headers"] = [*message.get("headers", ()), *extra]
                 started.append(message)
             await send(message)
 
+        if verdict.pending is None:  # after() would be a no-op (engine contract): skip it
+            await self.app(scope, receive, send_with_headers)
+            return
         try:
             await self.app(scope, receive, send_with_headers)
         finally:

@@ -24,6 +24,7 @@ class RecordingEngine:
     body_limit: int = 1024
     checked: list[RequestFacts] = field(default_factory=list)
     afters: list[tuple[RequestFacts, int, dict[str, str]]] = field(default_factory=list)
+    pending: object = True  # None: after() has nothing to do (the contract lets adapters skip it)
 
     def exempt(self, facts: RequestFacts) -> bool:
         return facts.path in self.exempt_paths
@@ -37,7 +38,7 @@ class RecordingEngine:
         remaining = max(self.allow - n, 0)
         headers = [("RateLimit-Policy", f'"test";q={self.allow};w=60'), ("RateLimit", f'"test";r={remaining};t=60')]
         if n <= self.allow:
-            return Verdict(allowed=True, headers=headers, rule="test")
+            return Verdict(allowed=True, headers=headers, rule="test", pending=self.pending)
         body = json.dumps({"error": "rate_limited", "retry_after": 7}).encode()
         return Verdict(
             allowed=False,
@@ -46,6 +47,7 @@ class RecordingEngine:
             body=body,
             retry_after=7.0,
             rule="test",
+            pending=self.pending,
         )
 
     async def acheck(self, facts: RequestFacts) -> Verdict:

@@ -308,3 +308,11 @@ def test_json_response_from_the_app_keeps_its_body() -> None:
         r = client.get("/js")
     assert r.json() == {"ok": True}
     assert "ratelimit-policy" in r.headers
+
+
+def test_nothing_pending_means_no_after_call_and_the_headers_still_added() -> None:
+    engine = RecordingEngine(pending=None)
+    with TestClient(make(engine)) as client:
+        r = client.get("/echo")
+    assert r.headers["ratelimit"] == '"test";r=999999;t=60'
+    assert engine.afters == []
