@@ -134,7 +134,8 @@ def _check(engine: Engine, request: HttpRequest, facts: RequestFacts) -> tuple[V
 
 def _finish(engine: Engine, facts: RequestFacts, verdict: Verdict, response: HttpResponse) -> HttpResponse:
     _add_headers(response, verdict.headers)
-    engine.after(facts, verdict, response.status_code, LazyHeaders(lambda: join_headers(response.items())))
+    if verdict.pending is not None:  # else after() is a no-op (engine contract)
+        engine.after(facts, verdict, response.status_code, LazyHeaders(lambda: join_headers(response.items())))
     return response
 
 

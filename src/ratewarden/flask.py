@@ -139,7 +139,8 @@ class RateWarden:
                     response.headers.add(name, value)
         headers = LazyHeaders(lambda: join_headers(response.headers.items()))
         for engine, facts, verdict in state.checked:  # denials too: Allow2Ban counts every request
-            engine.after(facts, verdict, response.status_code, headers)
+            if verdict.pending is not None:  # else after() is a no-op (engine contract)
+                engine.after(facts, verdict, response.status_code, headers)
         state.checked.clear()
         return response
 

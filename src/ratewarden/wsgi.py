@@ -207,6 +207,15 @@ class RateLimitMiddleware:
             start_response(denial_status_line(verdict.status), headers)
             self._after(facts, verdict, verdict.status, join_headers(verdict.headers))
             return [body]
+        if verdict.pending is None:  # after() would be a no-op (engine contract): no close hook
+            if not verdict.headers:
+                return self.app(environ, start_response)
+            extra = verdict.headers
+
+            def start_plain(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+                return start_response(status, [*headers, *extra], exc_info)
+
+            return self.app(environ, start_plain)
         sent: list[tuple[int, list[tuple[str, str]]]] = []
 
         def start_with_headers(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:

@@ -148,3 +148,12 @@ def test_after_sees_500_when_the_app_raises() -> None:
     with pytest.raises(RuntimeError, match="boom"):
         client.get("/")
     assert engine.afters[0][1] == 500
+
+
+def test_nothing_pending_skips_after_and_still_adds_headers() -> None:
+    engine = RecordingEngine(pending=None)
+    r = Client(RateLimitMiddleware(echo_app, engine=engine)).get("/")
+    assert r.headers["RateLimit"] == '"test";r=999999;t=60'
+    assert r.headers["X-App"] == "yes"
+    r.close()
+    assert engine.afters == []
