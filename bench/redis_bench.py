@@ -32,9 +32,9 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import redis  # noqa: E402
+import redis
 
-from ratewarden import AsyncLimiter, Limiter  # noqa: E402
+from ratewarden import AsyncLimiter, Limiter
 
 HIGH = 1_000_000  # per hour: nothing is denied during the run (and inside the 2^53 bound)
 WINDOW_S = 3600
@@ -151,11 +151,11 @@ def main() -> None:
     subjects: dict[str, tuple[object, object]] = {}
     trivial = r.script_load("return 1")
     subjects["bare redis-py EVALSHA (return 1)"] = (lambda k: r.evalsha(trivial, 0), lambda: None)
-    for algo in PEER_ALGOS:
+    for algo, pids in PEER_ALGOS.items():
         lim = Limiter(url, algorithm=algo, key_prefix=f"rwb{token}:", timeout=2.0)
         rate = RATE[algo]
         subjects[f"ratewarden {algo}"] = (lambda k, lim=lim, rate=rate: lim.hit(k, rate), lim)
-        for pid in PEER_ALGOS[algo]:
+        for pid in pids:
             case = peers.get(pid)
             if case is not None:
                 h = case.redis(HIGH, WINDOW_S, url)

@@ -149,8 +149,13 @@ class _Batcher:
                 batch, self.queue = self.queue, []
                 try:
                     results = await self._pipeline(batch)
-                except BaseException as exc:  # the whole round trip failed: every waiter learns why
+                except Exception as exc:  # the whole round trip failed: every waiter learns why
                     results = [exc] * len(batch)
+                except BaseException:  # cancelled (loop shutting down): cancel every waiter
+                    for _, _, fut in (*batch, *self.queue):
+                        fut.cancel()
+                    self.queue = []
+                    raise
                 for (_, _, fut), r in zip(batch, results, strict=True):
                     if fut.done():
                         continue
