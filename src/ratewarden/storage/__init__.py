@@ -36,6 +36,8 @@ def open_store(
         if "max_keys" in query:
             max_keys = _int_option(query["max_keys"], "max_keys", url)
         return MemoryStore(DEFAULT_MAX_KEYS if max_keys is None else max_keys, clock=clock)
+    if max_keys is not None:
+        raise ConfigError(f"max_keys applies to memory:// only, not to {url!r}")
     if scheme == "sqlite":
         from ratewarden.storage.sqlite import SQLiteStore
 

@@ -137,9 +137,49 @@ class MemoryStore:
                         i += 1
             return outs
 
+    def _hit_items(self, items: Sequence[Item]) -> list[Outcome]:
+        """``hit`` over windows of any keys (several policy rules at once): all or nothing.
+
+        The same loop as :meth:`hitn`, which is its one-key specialisation for the limiter's
+        multi-window hot path (no item tuples to build there).
+        """
+        with self._lock:
+            now = self.now()
+            tables = self._tables
+            datas = []
+            outs = []
+            ok = True
+            fresh = False
+            for key, w, cost in items:
+                table = tables.get(w.id)
+                if table is None:
+                    table = tables[w.id] = _Table(w)
+                data = table.data
+                state = data.get(key)
+                if state is None:
+                    fresh = True
+                out = w.decide(state, now, cost)
+                if not out[0]:
+                    ok = False
+                outs.append(out)
+                datas.append(data)
+            if ok:
+                if fresh:
+                    changes = [(tables[it[1].id], it[0], o[4], o) for it, o in zip(items, outs, strict=True) if it[2]]
+                    self._write_states(changes, now)
+                else:
+                    i = 0
+                    for key, _, cost in items:
+                        if cost:
+                            datas[i][key] = outs[i][4]
+                        i += 1
+            return outs
+
     # -- every operation ----------------------------------------------------------------------
 
     def apply(self, op: Op, items: Sequence[Item], arg: str = "") -> list[Outcome]:
+        if op == "hit":
+            return self._hit_items(items)
         with self._lock:
             now = self.now()
             tables = []
