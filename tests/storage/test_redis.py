@@ -330,7 +330,8 @@ def test_url_options_and_their_errors() -> None:
     assert "secret" not in store.url and "secret" not in repr(store)
     store.close()
     assert open_redis(URL, key_prefix="x:").codec.prefix == "x:"
-    for bad in ("redis://h/0?timeout=abc", "redis://h/0?timeout=0", "redis://h/0?breaker=-1", "redis+sentinel://h:1"):
+    bad_urls = ("redis://h/0?timeout=abc", "redis://h/0?timeout=0", "redis://h/0?breaker=-1", "redis+sentinel://h:1")
+    for bad in (*bad_urls, "redis://h:notaport/0", "redis://h/0?socket_timeout=x"):
         with pytest.raises(ConfigError):
             open_redis(bad)
     with pytest.raises(ConfigError, match="unknown Redis store option"):
@@ -369,3 +370,20 @@ def test_the_same_store_serves_sync_and_async(prefix: str) -> None:
         assert not sync.hit("k", "4/minute").allowed
     finally:
         sync.close()
+
+
+def test_unix_socket_url(tmp_path: Any) -> None:
+    sock = tmp_path / "r.sock"
+    server = redis_cluster.RedisServer(
+        redis_cluster.free_port(), tmp_path / "unix", "--unixsocket", str(sock), "--unixsocketperm", "700"
+    ).start()
+    try:
+        lim = Limiter(f"unix://{sock}?db=3")
+        assert [lim.hit("k", "2/minute").allowed for _ in range(3)] == [True, True, False]
+        assert lim.store_errors == 0
+        c = redis.Redis(unix_socket_path=str(sock), db=3)
+        assert c.dbsize() == 1
+        c.close()
+        lim.close()
+    finally:
+        server.stop()

@@ -62,9 +62,17 @@ def open_redis(url: str, **options: Any) -> RedisStore:
         raise ConfigError(f"unknown Redis store option {sorted(unknown)[0]!r} (takes {', '.join(sorted(_OURS))})")
     opts = {k: _option(k, v, url) for k, v in options.items()}
     clean = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(passthrough), ""))
+    if scheme == "unix":  # urlunsplit drops the "//" of an empty netloc
+        clean = f"unix://{parts.netloc}{parts.path}" + (f"?{urlencode(passthrough)}" if passthrough else "")
     factory: ClientFactory
     cluster = False
     if scheme in ("redis", "rediss", "unix"):
+        from redis.connection import parse_url
+
+        try:
+            parse_url(clean)  # type: ignore[no-untyped-call]
+        except ValueError as exc:
+            raise ConfigError(f"bad Redis URL {_redact(url)!r}: {exc}") from None
 
         def factory(sync: bool, kw: dict[str, Any]) -> Any:
             if sync:
