@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-POLICY = str(Path(__file__).with_name("policy.toml"))
+POLICY = os.environ.get("RW_BENCH_POLICY") or str(Path(__file__).with_name("policy.toml"))
 PEER_LIMITS = ["1000000000/hour", "1000000000/minute", "1000000000/day"]
 
 
