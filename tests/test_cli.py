@@ -57,9 +57,3 @@ def test_console_script_runs() -> None:
     ).stdout
     assert "passed: gcra 2/3" in out
 
-
-def test_max_keys_is_refused_for_stores_it_does_not_bound(tmp_path: object) -> None:
-    from ratewarden import ConfigError, Limiter
-
-    with pytest.raises(ConfigError, match="max_keys applies to memory:// only"):
-        Limiter(f"sqlite:///{tmp_path}/x.db", max_keys=10)
