@@ -86,6 +86,12 @@ def open_redis(url: str, **options: Any) -> RedisStore:
     elif scheme == "redis+cluster":
         cluster = True
         plain = urlunsplit(("redis", parts.netloc, "", urlencode(passthrough), ""))
+        from redis.connection import parse_url
+
+        try:
+            parse_url(plain)  # type: ignore[no-untyped-call]
+        except ValueError as exc:
+            raise ConfigError(f"bad Redis URL {_redact(url)!r}: {exc}") from None
 
         def factory(sync: bool, kw: dict[str, Any]) -> Any:
             if sync:

@@ -29,7 +29,7 @@ from ratewarden.core.algorithms import (
 )
 from ratewarden.core.algorithms.base import Outcome
 from ratewarden.core.evaluate import Op
-from ratewarden.errors import ConfigError
+from ratewarden.errors import ConfigError, StoreError
 from ratewarden.storage.base import Item
 
 __all__ = ["CODES", "FILES", "SCRIPT", "SHA", "Codec", "decode_state", "load_script", "resp_evalsha"]
@@ -243,7 +243,7 @@ class Codec:
     def parse(reply: Any, n: int) -> list[Outcome]:
         """The script's flat reply -> one Outcome per item (``new_state`` is not sent back: None)."""
         if not isinstance(reply, list) or len(reply) != 4 * n:
-            raise ValueError(f"unexpected reply from the ratewarden script: {reply!r}")
+            raise StoreError(f"unexpected reply from the ratewarden script: {reply!r:.200}")
         return [(reply[i] == 1, reply[i + 1], reply[i + 2], reply[i + 3], None) for i in range(0, 4 * n, 4)]
 
 
