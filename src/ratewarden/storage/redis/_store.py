@@ -12,9 +12,8 @@ Invariants kept here:
   timeouts default to 50 ms and redis-py's own retries are off. After a connection failure a
   circuit breaker fails fast for ``breaker`` seconds (default 0.5), then the next call tries
   Redis again, so a dead server costs one timeout per ``breaker`` interval, not per request.
-* **Async calls share round trips.** While one round trip is in flight on an event loop, the
-  calls that arrive are queued and then sent together as one pipeline (each script is still
-  atomic, so batching changes no decision).
+* **Async calls share round trips** (``_batch.py``): while one round trip is in flight on an
+  event loop, the calls that arrive are queued and then sent together.
 
 The sync and async faces share :class:`~ratewarden.storage.redis._lua.Codec` (keys, argument
 packing, reply parsing) and :meth:`RedisStore._plan`; only the I/O differs.
@@ -38,6 +37,7 @@ from ratewarden.core.algorithms.base import Outcome, Window
 from ratewarden.core.evaluate import Op
 from ratewarden.errors import StoreError
 from ratewarden.storage.base import Item
+from ratewarden.storage.redis._batch import Batcher
 from ratewarden.storage.redis._lua import SCRIPT, SHA, Codec, resp_evalsha
 
 __all__ = ["ClientFactory", "RedisStore"]
@@ -73,120 +73,6 @@ class _Breaker:
         self.last = f"{type(exc).__name__}: {exc}"
         if self.backoff > 0:
             self.until = time.monotonic() + self.backoff
-
-
-class _Batcher:
-    """Automatic pipelining on one event loop: one round trip in flight, the rest queued."""
-
-    __slots__ = ("busy", "client", "loop", "pool", "queue", "tasks")
-
-    def __init__(self, client: Any, loop: asyncio.AbstractEventLoop) -> None:
-        self.client = client
-        #: standalone and Sentinel: raw RESP on a pooled connection; Cluster (no pool): redis-py
-        self.pool: Any = getattr(client, "connection_pool", None)
-        self.loop = loop
-        self.busy = False
-        self.queue: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    async def call(self, keys: list[str], args: list[Any]) -> Any:
-        if self.busy:
-            fut: asyncio.Future[Any] = self.loop.create_future()
-            self.queue.append((keys, args, fut))
-            return await fut
-        self.busy = True
-        try:
-            return await self._one(keys, args)
-        finally:
-            if self.queue:
-                task = self.loop.create_task(self._drain())
-                self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
-            else:
-                self.busy = False
-
-    async def _one(self, keys: list[str], args: list[Any]) -> Any:
-        if self.pool is None:
-            try:
-                return await self.client.execute_command("EVALSHA", SHA, len(keys), *keys, *args)
-            except NoScriptError:
-                return await self.client.execute_command("EVAL", SCRIPT, len(keys), *keys, *args)
-        return (await self._raw([(keys, args)]))[0]
-
-    async def _raw(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
-        """Send ``calls`` as one write on one pooled connection; one reply (or error) each."""
-        conn = await self.pool.get_connection()
-        try:
-            await conn.send_packed_command([b"".join(resp_evalsha(k, a) for k, a in calls)], check_health=False)
-            results: list[Any] = []
-            for _ in calls:
-                try:
-                    results.append(await conn.read_response())
-                except ResponseError as exc:  # a whole reply was read: the connection is fine
-                    results.append(exc)
-            for i, r in enumerate(results):
-                if isinstance(r, NoScriptError):  # a flushed or restarted server: send the text once
-                    k, a = calls[i]
-                    await conn.send_packed_command(
-                        conn.pack_command("EVAL", SCRIPT, len(k), *k, *a), check_health=False
-                    )
-                    try:
-                        results[i] = await conn.read_response()
-                    except ResponseError as exc:
-                        results[i] = exc
-        except BaseException:
-            await conn.disconnect(nowait=True)  # unread replies may be pending: never reuse it
-            raise
-        finally:
-            await self.pool.release(conn)
-        if len(calls) == 1 and isinstance(results[0], BaseException):
-            raise results[0]
-        return results
-
-    async def _drain(self) -> None:
-        try:
-            while self.queue:
-                batch, self.queue = self.queue, []
-                try:
-                    results = await self._pipeline(batch)
-                except Exception as exc:  # the whole round trip failed: every waiter learns why
-                    results = [exc] * len(batch)
-                except BaseException:  # cancelled (loop shutting down): cancel every waiter
-                    for _, _, fut in (*batch, *self.queue):
-                        fut.cancel()
-                    self.queue = []
-                    raise
-                for (_, _, fut), r in zip(batch, results, strict=True):
-                    if fut.done():
-                        continue
-                    if isinstance(r, BaseException):
-                        fut.set_exception(r)
-                    else:
-                        fut.set_result(r)
-        finally:
-            self.busy = False
-
-    async def _pipeline(self, batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]]) -> list[Any]:
-        if len(batch) == 1:
-            keys, args, _ = batch[0]
-            try:
-                return [await self._one(keys, args)]
-            except Exception as exc:
-                return [exc]
-        if self.pool is not None:
-            return await self._raw([(k, a) for k, a, _ in batch])
-        pipe = self.client.pipeline(transaction=False)
-        for keys, args, _ in batch:
-            pipe.execute_command("EVALSHA", SHA, len(keys), *keys, *args)
-        results: list[Any] = await pipe.execute(raise_on_error=False)
-        for i, r in enumerate(results):
-            if isinstance(r, NoScriptError):
-                keys, args, _ = batch[i]
-                try:
-                    results[i] = await self.client.execute_command("EVAL", SCRIPT, len(keys), *keys, *args)
-                except Exception as exc:
-                    results[i] = exc
-        return results
 
 
 class RedisStore:
@@ -226,7 +112,7 @@ class RedisStore:
         self._lock = threading.Lock()
         self._client: Any = None
         self._pool: Any = None  # the sync client's pool (None for a Cluster)
-        self._batcher: _Batcher | None = None
+        self._batcher: Batcher | None = None
 
     # -- planning (shared by both faces) ------------------------------------------------------
 
@@ -352,11 +238,11 @@ class RedisStore:
 
     # -- async face ---------------------------------------------------------------------------
 
-    def _abatcher(self) -> _Batcher:
+    def _abatcher(self) -> Batcher:
         loop = asyncio.get_running_loop()
         b = self._batcher
         if b is None or b.loop is not loop:
-            b = self._batcher = _Batcher(self._factory(False, self._options), loop)
+            b = self._batcher = Batcher(self._factory(False, self._options), loop)
         return b
 
     async def _aeval_calls(self, calls: list[_Call]) -> list[Any]:
