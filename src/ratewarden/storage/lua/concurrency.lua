@@ -85,6 +85,7 @@ local function cc_acquire(w, st, now, cost, lease)
 end
 
 A[6] = {
+  parse = parse_lp,
   dec = cc_dec,
   enc = cc_enc,
   decide = function(w, st, now, cost)

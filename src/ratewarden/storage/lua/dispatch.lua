@@ -1,5 +1,5 @@
 -- dispatch: port of core/evaluate.py run(): the all-or-nothing operation over every item
--- (W, C parsed by the prelude; all KEYS in one slot in a cluster). "now" is Redis TIME; a
+-- (K: codes and C: costs from the prelude; all KEYS in one slot in a cluster). "now" is Redis TIME; a
 -- number in ARGV[3] comes only from a store created with the test hook. Scripts are
 -- effects-replicated (the default since Redis 5, the only mode in 7), so TIME then writes is fine.
 -- Reply: 4 integers per item: allowed (1/0), remaining, reset_us, retry_us.
@@ -15,12 +15,15 @@ else
 end
 local slack = tonumber(ARGV[4])
 local n = NI
-local S, N, R = {}, {}, {}
+local W, S, N, R = {}, {}, {}, {}
+for i = 1, n do
+  W[i] = A[K[i]].parse(ARGV[3 + 2 * i])
+end
 local raws = redis.call('MGET', unpack(KEYS)) -- one read however many windows
 for i = 1, n do
   local raw = raws[i]
   if raw then
-    S[i] = A[W[i].code].dec(raw)
+    S[i] = A[K[i]].dec(raw)
   end
 end
 
@@ -28,7 +31,7 @@ local write = false
 if op == 'hit' or op == 'peek' or op == 'acquire' then
   local all = true
   for i = 1, n do
-    local alg = A[W[i].code]
+    local alg = A[K[i]]
     local ok, rem, rst, rty, new
     if op == 'acquire' and alg.acquire then
       ok, rem, rst, rty, new = alg.acquire(W[i], S[i], now, C[i], lease)
@@ -44,7 +47,7 @@ if op == 'hit' or op == 'peek' or op == 'acquire' then
   write = all and op ~= 'peek'
 elseif op == 'charge' then
   for i = 1, n do
-    local alg = A[W[i].code]
+    local alg = A[K[i]]
     local new = alg.charge(W[i], S[i], now, C[i])
     local _, rem, rst = alg.decide(W[i], new, now, 0)
     R[i] = { 1, rem, rst, 0 }
@@ -53,7 +56,7 @@ elseif op == 'charge' then
   write = true
 elseif op == 'release' then
   for i = 1, n do
-    local alg = A[W[i].code]
+    local alg = A[K[i]]
     local new = S[i]
     if alg.release then
       new = alg.release(W[i], S[i], now, lease)
@@ -75,7 +78,7 @@ if write then
         redis.call('DEL', KEYS[i])
       end
     else
-      redis.call('SET', KEYS[i], A[W[i].code].enc(new), 'PX', cdiv(rst, 1000) + slack)
+      redis.call('SET', KEYS[i], A[K[i]].enc(new), 'PX', cdiv(rst, 1000) + slack)
     end
   end
 end

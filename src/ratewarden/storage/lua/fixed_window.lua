@@ -1,6 +1,7 @@
 -- fixed-window (code 1): port of core/algorithms/fixed_window.py.
 -- State "start count": the aligned window start and the units counted in it.
 A[1] = {
+  parse = parse_lp,
   dec = nums2,
   enc = enc2,
   decide = function(w, st, now, cost)

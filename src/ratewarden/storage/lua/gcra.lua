@@ -1,5 +1,5 @@
 -- gcra (code 4): port of core/algorithms/gcra.py.
--- State "tat": the theoretical arrival time. w.p1 = T (the emission interval,
+-- State "tat": the theoretical arrival time. Spec "4 T tau burst": w.p1 = T (the emission interval,
 -- ceil(P / limit)), w.p2 = tau (burst * T), w.p3 = burst. A cost c advances the TAT by c * T.
 local function gcra_tat(st, now)
   if st and st > now then
@@ -9,6 +9,10 @@ local function gcra_tat(st, now)
 end
 
 A[4] = {
+  parse = function(spec)
+    local u, t, b = match(spec, '^4 (%d+) (%d+) (%d+)$')
+    return { p1 = tonumber(u), p2 = tonumber(t), p3 = tonumber(b) }
+  end,
   dec = tonumber,
   enc = fmt,
   decide = function(w, st, now, cost)

@@ -12,7 +12,8 @@
 --   dec(raw) -> state, enc(state) -> raw,
 --   decide(w, state, now, cost) -> allowed, remaining, reset_us, retry_us, new_state
 --   charge(w, state, now, cost) -> new_state
--- and optionally acquire / release (concurrency). w holds limit, period, p1..p4.
+-- parse(spec) -> w (the window's numbers: limit, period, p1..p4 as it needs),
+-- and optionally acquire / release (concurrency).
 --
 -- The composer wraps each algorithm file in "if USED[code] then ... end", so a call
 -- only builds the functions of the algorithms it uses (the chunk runs on every call).
@@ -71,23 +72,21 @@ local function one_or(cost)
   return cost
 end
 
+-- Window specs: "code limit period" for most algorithms, with what gcra, token-bucket
+-- and quota need instead or on top; each algorithm's parse() reads its own.
+local function parse_lp(spec)
+  local l, p = match(spec, '^%d (%d+) (%d+)$')
+  return { limit = tonumber(l), period = tonumber(p) }
+end
+
 -- The call. KEYS[i]: the state key of item i. ARGV: op, lease, now (empty: Redis TIME),
--- ttl slack in ms, then two fields per item: its window "code limit period p1 p2 p3 p4"
--- (cached by the client per window) and its cost.
+-- ttl slack in ms, then two fields per item: its window spec (cached by the client per
+-- window; its first character is the algorithm's code) and its cost.
 local NI = #KEYS
-local W, C, USED = {}, {}, {}
+local K, C, USED = {}, {}, {}
 for i = 1, NI do
-  local c, l, p, p1, p2, p3, p4 = match(ARGV[3 + 2 * i], '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$')
-  c = tonumber(c)
-  W[i] = {
-    code = c,
-    limit = tonumber(l),
-    period = tonumber(p),
-    p1 = tonumber(p1),
-    p2 = tonumber(p2),
-    p3 = tonumber(p3),
-    p4 = tonumber(p4),
-  }
+  local code = string.byte(ARGV[3 + 2 * i], 1) - 48
+  K[i] = code
   C[i] = tonumber(ARGV[4 + 2 * i])
-  USED[c] = true
+  USED[code] = true
 end

@@ -1,6 +1,6 @@
 -- quota (code 7): port of core/algorithms/quota.py.
 -- State "start used". Lua cannot compute calendar periods in a time zone, so the client
--- sends the period starts around ITS notion of now: w.p1 < w.p2 < w.p3 < w.p4 are the
+-- sends (spec "7 limit p1 p2 p3 p4") the period starts around ITS notion of now: w.p1 < w.p2 < w.p3 < w.p4 are the
 -- starts of the previous, current and next period and the end of the next one. The
 -- script picks the period that holds the SERVER's now; a server time outside [p1, p4)
 -- (client clock off by more than a whole period) is an error, never a guess.
@@ -17,6 +17,10 @@ local function q_bounds(w, now)
 end
 
 A[7] = {
+  parse = function(spec)
+    local l, a, b, c, d = match(spec, '^7 (%d+) (%d+) (%d+) (%d+) (%d+)$')
+    return { limit = tonumber(l), p1 = tonumber(a), p2 = tonumber(b), p3 = tonumber(c), p4 = tonumber(d) }
+  end,
   dec = nums2,
   enc = enc2,
   decide = function(w, st, now, cost)

@@ -27,6 +27,7 @@ local function sl_add(e, now, cost)
 end
 
 A[3] = {
+  parse = parse_lp,
   dec = nums,
   enc = enc_nums,
   decide = function(w, st, now, cost)

@@ -12,6 +12,7 @@ local function sw_counts(st, start, p)
 end
 
 A[2] = {
+  parse = parse_lp,
   dec = nums3,
   enc = enc3,
   decide = function(w, st, now, cost)

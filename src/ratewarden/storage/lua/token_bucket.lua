@@ -1,5 +1,5 @@
 -- token-bucket (code 5): port of core/algorithms/token_bucket.py.
--- State "level last": level = tokens * P. w.p1 = burst, w.p2 = full (burst * P).
+-- State "level last": level = tokens * P. Spec "5 limit P burst full": w.p1 = burst, w.p2 = full (burst * P).
 local function tb_level(w, st, now)
   local full = w.p2
   if not st then
@@ -19,6 +19,10 @@ local function tb_level(w, st, now)
 end
 
 A[5] = {
+  parse = function(spec)
+    local l, p, b, f = match(spec, '^5 (%d+) (%d+) (%d+) (%d+)$')
+    return { limit = tonumber(l), period = tonumber(p), p1 = tonumber(b), p2 = tonumber(f) }
+  end,
   dec = nums2,
   enc = enc2,
   decide = function(w, st, now, cost)

@@ -93,17 +93,19 @@ def resp_evalsha(keys: Sequence[str], args: Sequence[Any]) -> bytes:
 
 
 def _spec(w: Window) -> str:
-    """``"code limit period p1 p2 p3 p4"`` of a non-quota window, once Lua can compute it exactly."""
+    """The spec string a non-quota window sends (its parse() in Lua reads it), once Lua can
+    compute it exactly: ``"4 T tau burst"`` (gcra), ``"5 limit P burst full"`` (token-bucket),
+    ``"code limit P"`` (the others)."""
     code = CODES.get(w.name)
     if code is None:  # pragma: no cover - every core algorithm has a script
         raise ConfigError(f"the Redis store has no script for algorithm {w.name!r}")
-    p1 = p2 = p3 = 0
+    spec = f"{code} {w.limit} {w.period}"
     biggest = 0
     if isinstance(w, GCRA):
-        p1, p2, p3 = w.unit, w.tau, w.burst
+        spec = f"{code} {w.unit} {w.tau} {w.burst}"
         biggest = w.tau + w.unit
     elif isinstance(w, TokenBucket):
-        p1, p2 = w.burst, w.full
+        spec = f"{code} {w.limit} {w.period} {w.burst} {w.full}"
         biggest = w.full + w.limit
     elif isinstance(w, SlidingWindow):
         biggest = (2 * w.limit + 1) * w.period
@@ -113,7 +115,7 @@ def _spec(w: Window) -> str:
             f"(Lua numbers are doubles: limit x period must stay below 2^53 microseconds); "
             "use a smaller limit, a shorter period, fixed-window or quota"
         )
-    return f"{code} {w.limit} {w.period} {p1} {p2} {p3} 0"
+    return spec
 
 
 def _tag_key(key: str, max_len: int) -> str:
@@ -204,7 +206,7 @@ class Codec:
         cal.bounds(now)  # leave the calendar's own cache on the current period
         if len(self._quota) > 10_000:
             self._quota.clear()
-        spec = f"{CODES['quota']} {w.limit} {w.period} {prev} {start} {end} {nxt}"
+        spec = f"{CODES['quota']} {w.limit} {prev} {start} {end} {nxt}"
         self._quota[k] = (start, end, spec)
         return spec
 
