@@ -75,3 +75,19 @@ def test_custom_shape_and_kinds() -> None:
         "wait": None,
         "in": None,
     }
+
+
+def test_reset_time_float_error_does_not_push_midnight_to_the_next_second() -> None:
+    from ratewarden.http.responses import iso_time
+
+    midnight = 1_798_761_600  # 2027-01-01T00:00:00Z
+    now = 1_798_761_600 - 3600 * 7 + 0.1  # a clock reading with a fraction
+    reset_after = midnight - now  # what the engine computes: float error either way
+    for error in (0.0, 2e-7, -2e-7, 9e-4, -9e-4):
+        assert iso_time(now + reset_after + error) == "2027-01-01T00:00:00Z"
+    assert iso_time(midnight + 0.002) == "2027-01-01T00:00:01Z", "more than a millisecond still rounds up"
+    assert iso_time(midnight - 0.002) == "2027-01-01T00:00:00Z"
+    body = json.loads(
+        denial_body(ResponseConfig(), "throttle", retry_after=5, rule="q", reset_after=1e-9, now=midnight)
+    )
+    assert body["reset"] == "2027-01-01T00:00:00Z"

@@ -221,3 +221,10 @@ def test_the_docs_example_loads() -> None:
         loads_policy(text, env=env)
         if "profile.prod" in block:
             assert loads_policy(text, env={**env, "RATEWARDEN_PROFILE": "prod"}).settings.storage == env["REDIS_URL"]
+
+
+def test_websocket_message_method_is_allowed() -> None:
+    p = loads_policy('[[rule]]\nname = "m"\nmatch = { path = "/ws", methods = ["message"] }\nlimits = ["3/minute"]\n')
+    assert p.rules[0].match.methods == {"MESSAGE"}
+    with pytest.raises(PolicyError, match="unknown HTTP method 'MESAGE'"):
+        loads_policy('[[rule]]\nname = "m"\nmatch = { methods = ["MESAGE"] }\nlimits = ["3/minute"]\n')

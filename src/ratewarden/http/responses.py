@@ -25,8 +25,12 @@ DenialKind = Literal["throttle", "ban", "block", "unavailable"]
 
 
 def iso_time(epoch: float) -> str:
+    """``epoch`` rounded up to a whole second, as ISO 8601 UTC; a time within a millisecond of a
+    whole second is that second (``now + reset_after`` carries float error: midnight must not
+    print as ``00:00:01``)."""
+    whole = round(epoch) if abs(epoch - round(epoch)) < 1e-3 else math.ceil(epoch)
     try:
-        return datetime.fromtimestamp(math.ceil(epoch), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     except (OverflowError, OSError, ValueError):
         return "9999-12-31T23:59:59Z"
 

@@ -28,7 +28,9 @@ KEY_KINDS = ("ip", "user", "session", "header", "cookie", "jwt", "query", "body"
 _NAMED_KINDS = ("header", "cookie", "jwt", "query", "body")
 _FILTERS = ("lower", "upper", "strip")
 HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
-_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+#: the HTTP methods, and ``MESSAGE``: a websocket message checked by the ASGI middleware with
+#: ``websocket_messages=True`` (the connect itself is a ``GET``)
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "MESSAGE"})
 
 
 class PolicyError(ConfigError):
