@@ -53,7 +53,7 @@ from ratewarden.core.algorithms.base import NEVER, Outcome, Window
 from ratewarden.core.rates import US
 from ratewarden.errors import StoreError
 from ratewarden.events import Event, EventBus, EventKind
-from ratewarden.http.headers import PolicyState, rate_limit_headers, retry_after_seconds
+from ratewarden.http.headers import PolicyState, policy_field, rate_limit_headers, retry_after_seconds
 from ratewarden.http.responses import DenialKind, denial_body
 from ratewarden.limiter import AsyncLimiter, Limiter
 from ratewarden.policy.keys import RequestContext
@@ -135,21 +135,71 @@ class _Plan:
     rule: Rule
     prefix: str  # store key prefix of the rule
     names: tuple[str, ...]  # header policy names of its base windows
-    match_all: bool  # no match constraints and no exempt paths
     ip_key: bool  # key is plain "ip" (the fast path)
+    cost: int | None  # the constant cost, None when it comes from a header
+    simple: bool  # no tiers, a cost known before the response, not shadow: items straight from the plan
 
     @classmethod
     def of(cls, r: Rule) -> _Plan:
-        m = r.match
-        single = len(r.windows) == 1 and r.tiers is None
-        names = (r.name,) if single else tuple(f"{r.name}-{_secs(w)}s" for w in r.windows)
+        constant = r.cost.source == "constant"
         return cls(
             r,
             f"r:{r.name}:",
-            names,
-            not (m.paths or m.methods or m.hosts or m.schemes or r.exempt),
+            _names(r.name, r.windows),
             r.key.text == "ip",
+            r.cost.value if constant else None,
+            constant and r.tiers is None and not r.shadow,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """What applies to one (method, path, host, scheme): computed once per route, then cached."""
+
+    exempt: bool  # a [ratewarden] exempt path: never counted
+    plans: tuple[_Plan, ...]  # the rules that apply, in policy order
+    bans: tuple[Ban, ...]  # the bans that apply
+    fast: bool  # no bans and every plan simple: one store call, no generator needed
+    policy: str | None  # the ``RateLimit-Policy`` value when every plan gives its base windows
+
+
+class _Throttle:
+    """The throttle rules' part of one request: store items and who owns each (aligned lists)."""
+
+    __slots__ = (
+        "charges",
+        "complete",
+        "items",
+        "modes",
+        "names",
+        "no_budget",
+        "owners",
+        "shadow_items",
+        "shadow_owners",
+    )
+
+    def __init__(self) -> None:
+        self.items: list[Item] = []
+        self.modes: list[str] = []
+        self.owners: list[tuple[Rule, str]] = []  # (rule, key) per item
+        self.names: list[str] = []  # header policy name per item
+        self.shadow_items: list[Item] = []
+        self.shadow_owners: list[tuple[Rule, str]] = []
+        self.charges: list[tuple[Rule, str, tuple[Window, ...]]] = []
+        self.no_budget: tuple[Rule, str] | None = None
+        self.complete = True  # every plan of the route gave its base windows (the cached policy header holds)
+
+
+def _names(name: str, windows: Sequence[Window]) -> tuple[str, ...]:
+    """Header policy names: the rule's name for one window, ``NAME-<seconds>s`` for each of several."""
+    if len(windows) == 1:
+        return (name,)
+    return tuple(f"{name}-{_secs(w)}s" for w in windows)
+
+
+#: routes remembered per engine; past this many distinct (method, path, host, scheme) the cache
+#: starts again (so a flood of distinct paths costs a re-match each, never unbounded memory)
+ROUTE_CACHE_SIZE = 4096
 
 
 def _is_text(policy: str) -> bool:
@@ -207,6 +257,9 @@ class Engine:
             or p.blocklist.paths
         )
         self._plans = [_Plan.of(r) for r in p.rules]
+        self._routes: dict[tuple[str, str, str, str], _Route] = {}
+        self._by_host = any(r.match.hosts for r in p.rules) or any(b.match.hosts for b in p.bans)
+        self._by_scheme = any(r.match.schemes for r in p.rules) or any(b.match.schemes for b in p.bans)
 
     @classmethod
     def for_rule(cls, rule_toml: str, *, base: Engine | None = None, **options: Any) -> Engine:
@@ -256,15 +309,13 @@ class Engine:
     def check(self, facts: RequestFacts) -> Verdict:
         """Decide a request (consuming its cost if admitted). Never raises."""
         try:
-            result: Verdict = self._drive(self._check_flow(facts))
-            return result
+            return self._decide(facts, "hit")
         except Exception as exc:
             return self._internal_error(facts, exc)
 
     async def acheck(self, facts: RequestFacts) -> Verdict:
         try:
-            result: Verdict = await self._adrive(self._check_flow(facts))
-            return result
+            return await self._adecide(facts, "hit")
         except Exception as exc:
             return self._internal_error(facts, exc)
 
@@ -292,7 +343,7 @@ class Engine:
         (a status view: ``verdict.decisions`` holds every window that applies, with its
         remaining units and reset time)."""
         try:
-            result: Verdict = self._drive(self._check_flow(facts, "peek"))
+            result = self._decide(facts, "peek")
             result.pending = None  # nothing to feed back
             return result
         except Exception as exc:
@@ -300,11 +351,51 @@ class Engine:
 
     async def apeek(self, facts: RequestFacts) -> Verdict:
         try:
-            result: Verdict = await self._adrive(self._check_flow(facts, "peek"))
+            result = await self._adecide(facts, "peek")
             result.pending = None
             return result
         except Exception as exc:
             return self._internal_error(facts, exc)
+
+    def _decide(self, facts: RequestFacts, op: str) -> Verdict:
+        """The common case (no bans, no shadow or after-response rules on this route) is a
+        straight call: :meth:`_begin`, one store call, :meth:`_throttled`; anything else runs the
+        generator, which is built from the same pieces."""
+        start = self._begin(facts, op)
+        if isinstance(start, Verdict):
+            return start
+        ctx, route, t = start
+        if t is None:
+            result: Verdict = self._drive(self._check_flow(ctx, route, op))
+            return result
+        return self._throttled(ctx, route, t, self._run(_Call(op, t.items, t.modes)), op)
+
+    async def _adecide(self, facts: RequestFacts, op: str) -> Verdict:
+        start = self._begin(facts, op)
+        if isinstance(start, Verdict):
+            return start
+        ctx, route, t = start
+        if t is None:
+            result: Verdict = await self._adrive(self._check_flow(ctx, route, op))
+            return result
+        return self._throttled(ctx, route, t, await self._arun(_Call(op, t.items, t.modes)), op)
+
+    def _begin(self, facts: RequestFacts, op: str) -> Verdict | tuple[RequestContext, _Route, _Throttle | None]:
+        """Up to the store call: exempt paths and the lists decide here; on a fast route the
+        throttle items are ready (else ``None``: the generator does the rest)."""
+        ctx = RequestContext(facts, self.policy, self._clock)
+        route = self._route(ctx)
+        if route.exempt:
+            return Verdict(True)
+        if self._has_lists:
+            listed = self._lists(ctx, op == "peek")
+            if listed is not None:
+                return listed
+        if route.fast:
+            t = self._throttle(ctx, route, op)
+            if t.items and t.no_budget is None:
+                return ctx, route, t
+        return ctx, route, None
 
     def check_key(self, rule: str, key: str, cost: int = 1, *, attrs: Mapping[str, Any] | None = None) -> Verdict:
         """Decide one named rule for a key the caller chose (the decision service's
@@ -341,7 +432,7 @@ class Engine:
             wins, names = r.windows, plan.names
         else:
             wins = self._windows(r, ctx)
-            names = tuple(f"{r.name}-{_secs(w)}s" for w in wins)
+            names = _names(r.name, wins)
         if not wins:
             return self._deny(ctx, "throttle", self.policy.response.status, math.inf, r.name, [], limit=0, remaining=0)
         cost = max(0, int(cost))
@@ -349,7 +440,7 @@ class Engine:
         res = yield _Call("hit", items, [r.on_store_error] * len(items))
         if res.error is not None:
             self._emit("store_error", ctx, r.name, key, detail=repr(res.error))
-        return self._verdict(ctx, [(r, key, n) for n in names], res.outs, items, shadow=r.shadow)
+        return self._verdict(ctx, [(r, key)] * len(items), names, res.outs, items, shadow=r.shadow)
 
     def reset(self, rule: str, key: str) -> None:
         """Admin/tests: forget every window of ``rule`` for ``key``, the key as events show it
@@ -527,31 +618,106 @@ class Engine:
                 return True
         return False
 
-    def _check_flow(self, facts: RequestFacts, op: str = "hit") -> _Flow:
+    def _route(self, ctx: RequestContext) -> _Route:
+        """The rules and bans that apply to this request's method, path, host and scheme (cached)."""
+        rk = (ctx.method, ctx.path, ctx.host if self._by_host else "", ctx.facts.scheme if self._by_scheme else "")
+        route = self._routes.get(rk)
+        if route is not None:
+            return route
         p = self.policy
         s = p.settings
-        ctx = RequestContext(facts, p, self._clock)
-        if s.exempt and path_matches(s.exempt, ctx.path):
-            return Verdict(True)
-        quiet = op == "peek"
-        if self._has_lists:
-            if self._safelisted(ctx):
-                return Verdict(True)
-            if self._blocklisted(ctx):
-                if not quiet:
-                    self._emit("block", ctx, None, None, status=403)
-                v = self._deny(ctx, "block", 403, math.inf, None, [])
-                v.retry_after = 0.0  # no wait will help: no Retry-After, body retry_after null
-                return v
+        exempt = bool(s.exempt) and path_matches(s.exempt, ctx.path)
+        plans = tuple(pl for pl in self._plans if self._applies(pl.rule, ctx))
+        bans = tuple(b for b in p.bans if self._matches(b.match, ctx))
+        policy = None
+        if all(pl.rule.tiers is None for pl in plans):
+            states = [
+                PolicyState(name, w.limit, w.period / US, 0, 0.0)
+                for pl in plans
+                if not pl.rule.shadow
+                for name, w in zip(pl.names, pl.rule.windows, strict=True)
+            ]
+            policy = policy_field(states) if states else None
+        route = _Route(exempt, plans, bans, not bans and all(pl.simple for pl in plans), policy)
+        if len(self._routes) >= ROUTE_CACHE_SIZE:
+            self._routes.clear()
+        self._routes[rk] = route
+        return route
 
+    def _lists(self, ctx: RequestContext, quiet: bool) -> Verdict | None:
+        """The safelist admits, the blocklist refuses (403); None when neither applies."""
+        if self._safelisted(ctx):
+            return Verdict(True)
+        if self._blocklisted(ctx):
+            if not quiet:
+                self._emit("block", ctx, None, None, status=403)
+            v = self._deny(ctx, "block", 403, math.inf, None, [])
+            v.retry_after = 0.0  # no wait will help: no Retry-After, body retry_after null
+            return v
+        return None
+
+    def _throttle(self, ctx: RequestContext, route: _Route, op: str) -> _Throttle:
+        """The store items of the route's throttle rules for this request."""
+        t = _Throttle()
+        items = t.items
+        modes = t.modes
+        owners = t.owners
+        names = t.names
+        quiet = op == "peek"
+        for plan in route.plans:
+            r = plan.rule
+            k = ctx.ip_key() if plan.ip_key else ctx.key_or_fallback(r.key, r.fallback)
+            if k is None:
+                t.complete = False
+                continue
+            if quiet:
+                cost = 0  # a status view: remaining as it is now; allowed if one unit could pass
+            else:
+                cost = plan.cost if plan.cost is not None else self._cost(r, ctx)
+            skey = plan.prefix + k
+            if plan.simple:
+                mode = r.on_store_error
+                for w, name in zip(r.windows, plan.names, strict=True):
+                    items.append((skey, w, cost))
+                    modes.append(mode)
+                    owners.append((r, k))
+                    names.append(name)
+                continue
+            if r.tiers is None:
+                wins, wnames = r.windows, plan.names
+            else:
+                wins = self._windows(r, ctx)
+                wnames = _names(r.name, wins)
+                t.complete = False
+            if not wins:
+                if not r.shadow and t.no_budget is None:
+                    t.no_budget = (r, k)
+                continue
+            if r.shadow:
+                for w in wins:
+                    t.shadow_items.append((skey, w, cost))
+                    t.shadow_owners.append((r, k))
+                continue
+            for w, name in zip(wins, wnames, strict=True):
+                items.append((skey, w, cost))
+                modes.append(r.on_store_error)
+                owners.append((r, k))
+                names.append(name)
+            if r.cost.source == "response_header":
+                t.charges.append((r, k, wins))
+        return t
+
+    def _check_flow(self, ctx: RequestContext, route: _Route, op: str) -> _Flow:
+        """Every case (bans, shadow rules, after-response costs); :meth:`_begin` has handled the
+        exempt paths and the lists."""
+        s = self.policy.settings
+        quiet = op == "peek"
         # bans that match this request (checked at cost 0 first), then the throttle rules
         items: list[Item] = []
         modes: list[str] = []
         bans: list[tuple[Ban, str]] = []
         ban_items: list[tuple[Ban, str]] = []
-        for b in p.bans:
-            if not self._matches(b.match, ctx):
-                continue
+        for b in route.bans:
             k = ctx.key_or_fallback(b.key, b.fallback)
             if k is None:
                 continue
@@ -561,63 +727,23 @@ class Engine:
                 modes.append(s.on_store_error)
                 ban_items.append((b, k))
         n_bans = len(items)
-        owners: list[tuple[Rule, str, str]] = []  # (rule, key, header name) per throttle item
-        shadow_items: list[Item] = []
-        shadow_owners: list[tuple[Rule, str]] = []
-        charges: list[tuple[Rule, str, tuple[Window, ...]]] = []
-        no_budget: tuple[Rule, str] | None = None
-        for plan in self._plans:
-            r = plan.rule
-            if not plan.match_all and not self._applies(r, ctx):
-                continue
-            k = ctx.ip_key() if plan.ip_key else ctx.key_or_fallback(r.key, r.fallback)
-            if k is None:
-                continue
-            if r.tiers is None:
-                wins, names = r.windows, plan.names
-            else:
-                wins = self._windows(r, ctx)
-                names = tuple(f"{r.name}-{_secs(w)}s" for w in wins)
-            if not wins:
-                if not r.shadow and no_budget is None:
-                    no_budget = (r, k)
-                continue
-            if quiet:
-                cost = 0  # a status view: remaining as it is now; allowed if one unit could pass
-            else:
-                cost = r.cost.value if r.cost.source == "constant" else self._cost(r, ctx)
-            skey = plan.prefix + k
-            if r.shadow:
-                for w in wins:
-                    shadow_items.append((skey, w, cost))
-                    shadow_owners.append((r, k))
-                continue
-            for w, name in zip(wins, names, strict=True):
-                items.append((skey, w, cost))
-                modes.append(r.on_store_error)
-                owners.append((r, k, name))
-            if r.cost.source == "response_header":
-                charges.append((r, k, wins))
-
-        pending = _Pending([], bans, False, ctx) if bans or charges else None
-        if no_budget is not None:
-            r, k = no_budget
+        t = self._throttle(ctx, route, op)
+        pending = _Pending([], bans, False, ctx) if bans or t.charges else None
+        if t.no_budget is not None:
+            r, k = t.no_budget
             if not quiet:
-                self._emit("throttle", ctx, r.name, k, retry_after=math.inf, status=p.response.status)
-            v = self._deny(ctx, "throttle", p.response.status, math.inf, r.name, [], limit=0, remaining=0)
+                self._emit("throttle", ctx, r.name, k, retry_after=math.inf, status=self.policy.response.status)
+            v = self._deny(ctx, "throttle", self.policy.response.status, math.inf, r.name, [], limit=0, remaining=0)
             v.pending = pending
             return v
-        outs: list[Outcome] = []
-        if items:
-            res = yield _Call(op, items, modes)
-            outs = res.outs
-            if res.error is not None and not quiet:
-                self._emit("store_error", ctx, None, None, detail=repr(res.error))
-        if shadow_items and not quiet:
-            yield from self._shadow(ctx, shadow_items, shadow_owners)
+        res = _Result([])
+        if n_bans or t.items:
+            res = yield _Call(op, items + t.items, modes + t.modes)
+        if t.shadow_items and not quiet:
+            yield from self._shadow(ctx, t.shadow_items, t.shadow_owners)
 
         # a ban that holds refuses the request (nothing was consumed: all or nothing)
-        for (b, k), o in zip(ban_items, outs, strict=False):
+        for (b, k), o in zip(ban_items, res.outs, strict=False):
             if not o[0]:
                 if o[4] == "store_error":
                     return self._unavailable(ctx)
@@ -629,37 +755,66 @@ class Engine:
                 v = self._deny(ctx, "ban", 403, retry, b.name, [])
                 v.pending = pending
                 return v
+        if n_bans:
+            res = _Result(res.outs[n_bans:], res.error)
+        return self._throttled(ctx, route, t, res, op, pending)
 
-        return self._verdict(ctx, owners, outs[n_bans:], items[n_bans:], quiet=quiet, pending=pending, charges=charges)
+    def _throttled(
+        self, ctx: RequestContext, route: _Route, t: _Throttle, res: _Result, op: str, pending: _Pending | None = None
+    ) -> Verdict:
+        """The verdict once the store answered for the throttle items of ``t``."""
+        quiet = op == "peek"
+        if res.error is not None and not quiet:
+            self._emit("store_error", ctx, None, None, detail=repr(res.error))
+        return self._verdict(
+            ctx,
+            t.owners,
+            t.names,
+            res.outs,
+            t.items,
+            policy=route.policy if t.complete else None,
+            quiet=quiet,
+            pending=pending,
+            charges=t.charges,
+        )
 
     def _verdict(
         self,
         ctx: RequestContext,
-        owners: Sequence[tuple[Rule, str, str]],
+        owners: Sequence[tuple[Rule, str]],
+        names: Sequence[str],
         outs: Sequence[Outcome],
         items: Sequence[Item],
         *,
+        policy: str | None = None,
         quiet: bool = False,
         shadow: bool = False,
         pending: _Pending | None = None,
         charges: list[tuple[Rule, str, tuple[Window, ...]]] | None = None,
     ) -> Verdict:
-        """The verdict for the throttle windows' outcomes (``owners``/``outs``/``items`` aligned)."""
-        p = self.policy
-        s = p.settings
-        states: list[PolicyState] = []
+        """The verdict for the throttle windows' outcomes (``owners``/``names``/``outs``/``items``
+        aligned); ``policy``: the ``RateLimit-Policy`` value if known already."""
         admitted = True
         for o in outs:
             if not o[0]:
                 admitted = False
                 break
+        if admitted:  # the common case: every window admits
+            states = [
+                PolicyState(name, it[1].limit, it[1].period / US, o[1], o[2] / US)
+                for name, o, it in zip(names, outs, items, strict=True)
+            ]
+            if pending is not None and charges:
+                pending.charges = charges
+            return Verdict(True, 200, self._headers(states, policy), None, decisions=states, pending=pending)
+        states = []
         deciding: tuple[Rule, str, PolicyState] | None = None
         store_denied = False
-        for (r, k, name), o, item in zip(owners, outs, items, strict=True):
+        for (r, k), name, o, item in zip(owners, names, outs, items, strict=True):
             w = item[1]
             ok = o[0]
             remaining = o[1]
-            if not admitted and ok and item[2]:
+            if ok and item[2]:
                 remaining = min(w.limit, remaining + item[2])  # it was not consumed after all
             retry = 0.0 if ok else (math.inf if o[3] == NEVER else o[3] / US)
             st = PolicyState(name, w.limit, w.period / US, remaining, o[2] / US, ok, retry)
@@ -668,26 +823,23 @@ class Engine:
                 store_denied = store_denied or o[4] == "store_error"
                 if deciding is None or retry > deciding[2].retry_after:
                     deciding = (r, k, st)
-        headers = rate_limit_headers(s.headers, states, now=self._clock(), legacy_reset=s.legacy_reset)
-        if shadow and not admitted and deciding is not None:
-            r, k, st = deciding
-            self._emit("shadow", ctx, r.name, k, retry_after=st.retry_after, status=p.response.status)
-        if admitted or shadow:
-            if pending is not None and charges:
-                pending.charges = charges
+        headers = self._headers(states, policy)
+        assert deciding is not None
+        r, k, st = deciding
+        status = self.policy.response.status
+        if shadow:
+            self._emit("shadow", ctx, r.name, k, retry_after=st.retry_after, status=status)
             return Verdict(True, 200, headers, None, decisions=states, pending=pending)
         if store_denied:
             v = self._unavailable(ctx)
             v.pending = pending
             return v
-        assert deciding is not None
-        r, k, st = deciding
         if not quiet:
-            self._emit("throttle", ctx, r.name, k, retry_after=st.retry_after, status=p.response.status)
+            self._emit("throttle", ctx, r.name, k, retry_after=st.retry_after, status=status)
         v = self._deny(
             ctx,
             "throttle",
-            p.response.status,
+            status,
             st.retry_after,
             r.name,
             headers,
@@ -698,6 +850,14 @@ class Engine:
         v.decisions = states
         v.pending = pending
         return v
+
+    def _headers(self, states: list[PolicyState], policy: str | None) -> list[tuple[str, str]]:
+        s = self.policy.settings
+        mode = s.headers
+        if mode == "draft":
+            return rate_limit_headers(mode, states, policy=policy)
+        now = self._clock() if s.legacy_reset == "epoch" else 0.0
+        return rate_limit_headers(mode, states, now=now, legacy_reset=s.legacy_reset, policy=policy)
 
     def _shadow(self, ctx: RequestContext, items: list[Item], owners: list[tuple[Rule, str]]) -> _Flow:
         """Shadow rules: their own all-or-nothing call; a would-be denial is an event, never a 429."""

@@ -114,7 +114,7 @@ def test_tiers_multiply_by_role_from_user_attrs(make: MakeEngine, role: str, adm
     got = [e.check(f).allowed for _ in range(admitted + 3)]
     assert got == [True] * admitted + [False] * 3
     v = e.check(f)
-    assert header(v, "RateLimit-Policy") == f'"generate-60s";q={admitted};w=60'
+    assert header(v, "RateLimit-Policy") == f'"generate";q={admitted};w=60'
 
 
 def test_unknown_role_gets_the_base_limit_and_zero_gets_nothing(make: MakeEngine) -> None:
@@ -191,7 +191,7 @@ def test_quota_budget_by_role(make: MakeEngine) -> None:
         )
     )
     v = e.check(req("/generate", user="o", user_attrs={"role": "OWNER"}))
-    assert header(v, "RateLimit-Policy") == '"ai-tokens-86400s";q=3000;w=86400'
+    assert header(v, "RateLimit-Policy") == '"ai-tokens";q=3000;w=86400'
     assert e.check(req("/generate", user="r", user_attrs={"role": "READER"})).status == 429
 
 

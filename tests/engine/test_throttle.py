@@ -394,7 +394,7 @@ async def test_check_key_for_the_decision_service(make: MakeEngine, clock: FakeC
     )
     assert [e.check_key("login", "alice").allowed for _ in range(3)] == [True, True, False]
     v = await e.acheck_key("login", "alice")
-    assert (v.status, header(v, "Retry-After"), header(v, "RateLimit")) == (429, "60", '"login-60s";r=0;t=60')
+    assert (v.status, header(v, "Retry-After"), header(v, "RateLimit")) == (429, "60", '"login";r=0;t=60')
     assert sum(e.check_key("login", "bob", attrs={"plan": "pro"}).allowed for _ in range(9)) == 4
     assert e.check_key("login", "carol", cost=3).status == 429
     assert [e.check_key("trial", "x").allowed for _ in range(3)] == [True, True, True]

@@ -38,8 +38,8 @@ def test_role_multipliers_on_the_short_throttler(client: TestClient, role: str, 
 def test_real_header_values_for_every_named_throttler(client: TestClient) -> None:
     r = client.get("/projects", headers=user("u2", "WRITER"))
     # (a rule with tiers names its windows NAME-<seconds>s)
-    assert r.headers["ratelimit-policy"] == '"short-1s";q=15;w=1, "medium-60s";q=150;w=60, "long-3600s";q=1500;w=3600'
-    assert r.headers["ratelimit"] == '"short-1s";r=14;t=1, "medium-60s";r=149;t=1, "long-3600s";r=1499;t=3'
+    assert r.headers["ratelimit-policy"] == '"short";q=15;w=1, "medium";q=150;w=60, "long";q=1500;w=3600'
+    assert r.headers["ratelimit"] == '"short";r=14;t=1, "medium";r=149;t=1, "long";r=1499;t=3'
     assert (r.headers["x-ratelimit-limit"], r.headers["x-ratelimit-remaining"]) == ("15", "14")
 
 
@@ -53,7 +53,7 @@ def test_the_token_budget_is_charged_after_the_response(client: TestClient, cloc
     h = user("w1", "WRITER")  # 500,000 tokens a day
     first = client.post("/generate?tokens=300000", headers=h)
     assert first.status_code == 200
-    assert '"ai-tokens-86400s";q=500000;w=86400' in first.headers["ratelimit-policy"]
+    assert '"ai-tokens";q=500000;w=86400' in first.headers["ratelimit-policy"]
     second = client.post("/generate?tokens=300000", headers=h)  # admitted: budget remained before it
     assert second.status_code == 200
     denied = client.post("/generate?tokens=1", headers=h)
@@ -85,7 +85,7 @@ def test_stricter_auth_limit_through_the_fastapi_dependency(client: TestClient) 
     # the dependency's headers next to the middleware's (one RateLimit-Policy field per engine)
     policies = first.headers.get_list("ratelimit-policy")
     assert '"auth";q=5;w=60' in policies
-    assert any(p.startswith('"short-1s"') for p in policies)
+    assert any(p.startswith('"short"') for p in policies)
     statuses = [first.status_code] + [client.post("/auth/login").status_code for _ in range(5)]
     assert statuses == [200] * 5 + [429]
     denied = client.post("/auth/login")

@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
-__all__ = ["PolicyState", "rate_limit_headers", "retry_after_seconds"]
+__all__ = ["PolicyState", "policy_field", "rate_limit_headers", "retry_after_seconds"]
 
 
-@dataclass(frozen=True, slots=True)
-class PolicyState:
-    """One window that applied to the request, after the decision."""
+class PolicyState(NamedTuple):
+    """One window that applied to the request, after the decision (a named tuple: one is made
+    per window per request, and a tuple costs a fraction of a frozen dataclass)."""
 
     name: str  # printable ASCII without '"' or '\\' (rule names are validated at load)
     limit: int
@@ -53,6 +53,12 @@ def _policy_field(policies: tuple[tuple[str, int, float], ...]) -> str:
     return ", ".join([f'"{name}";q={limit};w={_sec(window)}' for name, limit, window in policies])
 
 
+def policy_field(states: Sequence[PolicyState]) -> str:
+    """The ``RateLimit-Policy`` value of ``states`` (it depends only on names, limits and
+    windows: callers with a fixed set of windows compute it once and pass it as ``policy=``)."""
+    return _policy_field(tuple((s.name, s.limit, s.window) for s in states))
+
+
 def most_restrictive(states: Sequence[PolicyState]) -> PolicyState:
     denied = [s for s in states if not s.allowed]
     if denied:
@@ -61,21 +67,29 @@ def most_restrictive(states: Sequence[PolicyState]) -> PolicyState:
 
 
 def rate_limit_headers(
-    mode: str, states: Sequence[PolicyState], *, now: float = 0.0, legacy_reset: str = "seconds"
+    mode: str,
+    states: Sequence[PolicyState],
+    *,
+    now: float = 0.0,
+    legacy_reset: str = "seconds",
+    policy: str | None = None,
 ) -> list[tuple[str, str]]:
-    """The header fields for ``mode`` (``draft``, ``legacy``, ``both``, ``none``)."""
+    """The header fields for ``mode`` (``draft``, ``legacy``, ``both``, ``none``); ``policy``:
+    the ``RateLimit-Policy`` value of ``states`` if the caller has it already (see :func:`policy_field`)."""
     if mode == "none" or not states:
         return []
-    out: list[tuple[str, str]] = []
-    if mode in ("draft", "both"):
+    if mode == "draft":  # the default: two fields
         ceil = math.ceil
-        out.append(("RateLimit-Policy", _policy_field(tuple((s.name, s.limit, s.window) for s in states))))
-        out.append(
+        return [
+            ("RateLimit-Policy", policy_field(states) if policy is None else policy),
             (
                 "RateLimit",
-                ", ".join([f'"{s.name}";r={max(s.remaining, 0)};t={max(ceil(s.reset_after), 0)}' for s in states]),
-            )
-        )
+                ", ".join([f'"{s[0]}";r={max(s[3], 0)};t={max(ceil(s[4]), 0)}' for s in states]),
+            ),
+        ]
+    out: list[tuple[str, str]] = []
+    if mode == "both":
+        out = rate_limit_headers("draft", states, policy=policy)
     if mode in ("legacy", "both"):
         s = most_restrictive(states)
         reset = _sec(s.reset_after) if legacy_reset == "seconds" else math.ceil(now + s.reset_after)
