@@ -110,7 +110,9 @@ def test_one_evalsha_per_decision_however_many_windows_and_keys(private_redis: R
         lim.close()
 
 
-async def test_async_pipelined_decisions_are_one_evalsha_each(private_redis: RedisServer) -> None:
+async def test_async_concurrent_decisions_share_round_trips(private_redis: RedisServer) -> None:
+    """100 concurrent decisions: at most one EVALSHA each, and in practice far fewer (the calls
+    queued behind a round trip are merged into one script call); still exact."""
     lim = AsyncLimiter(private_redis.url, algorithm="gcra")
     c = redis.Redis.from_url(private_redis.url)
     try:
@@ -119,9 +121,11 @@ async def test_async_pipelined_decisions_are_one_evalsha_each(private_redis: Red
         ds = await asyncio.gather(*(lim.hit(f"k{i % 10}", "3/minute;10/hour") for i in range(100)))
         assert sum(d.allowed for d in ds) == 30
         d = delta(before, command_counts(c))
-        assert d.pop("evalsha") == 100
-        assert d.pop("time") == 100
-        assert set(d) <= {"mget", "set"}
+        calls = d.pop("evalsha")
+        assert 1 <= calls < 100
+        assert d.pop("time") == calls  # one TIME and one MGET per script call
+        assert d.pop("mget") == calls
+        assert set(d) <= {"set"}
     finally:
         c.close()
         await lim.aclose()
@@ -195,8 +199,8 @@ def test_the_test_hook_is_off_unless_asked(prefix: str) -> None:
     assert isinstance(store, RedisStore)
     assert store.codec.now_us is None
     _, args = store.codec.pack("hit", [("k", make_window("gcra", Rate(5, 60 * US)), 1)])
-    assert args[2] == ""  # no time: Redis TIME
-    assert args[3] == 0  # no TTL slack
+    assert args[0] == ""  # no time: Redis TIME
+    assert args[1] == 0  # no TTL slack
     tat = store.hit1("k", make_window("gcra", Rate(5, 60 * US)), 1)
     assert 0 < tat[2] <= 12 * US
     store.close()

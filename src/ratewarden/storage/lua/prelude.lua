@@ -79,14 +79,18 @@ local function parse_lp(spec)
   return { limit = tonumber(l), period = tonumber(p) }
 end
 
--- The call. KEYS[i]: the state key of item i. ARGV: op, lease, now (empty: Redis TIME),
--- ttl slack in ms, then two fields per item: its window spec (cached by the client per
--- window; its first character is the algorithm's code) and its cost.
+-- The call: one or more requests (the async client sends a whole pipelined batch as one
+-- call). KEYS: the state key of every item of every request, in order. ARGV: now (empty:
+-- Redis TIME), ttl slack in ms, the number of requests Q, then per request: op, lease, item
+-- count; then two fields per item: its window spec (cached by the client per window; its
+-- first character is the algorithm's code) and its cost.
 local NI = #KEYS
+local NQ = tonumber(ARGV[3])
+local BASE = 3 + 3 * NQ
 local K, C, USED = {}, {}, {}
 for i = 1, NI do
-  local code = string.byte(ARGV[3 + 2 * i], 1) - 48
+  local code = string.byte(ARGV[BASE + 2 * i - 1], 1) - 48
   K[i] = code
-  C[i] = tonumber(ARGV[4 + 2 * i])
+  C[i] = tonumber(ARGV[BASE + 2 * i])
   USED[code] = true
 end

@@ -1,9 +1,12 @@
 """Automatic pipelining for the asyncio face of :class:`~ratewarden.storage.redis.RedisStore`.
 
 On one event loop, one round trip is in flight at a time; the script calls that arrive while
-it is out are queued and then sent together (one write on one pooled connection, or a redis-py
-pipeline on a Cluster), and each waiter gets its own reply or error. Every script is atomic on
-the server, so batching changes no decision; it only shares round trips.
+it is out are queued and then sent together, and each waiter gets its own reply or error.
+Standalone and Sentinel: the queued calls are merged into one script call (the script runs
+the requests one after the other, each all-or-nothing, a later one seeing what an earlier one
+wrote), sent as one write on one pooled connection. Cluster (keys in many slots): a redis-py
+pipeline of one EVALSHA per call. The script is atomic on the server either way, so batching
+changes no decision; it only shares round trips and server work.
 """
 
 from __future__ import annotations
@@ -13,9 +16,14 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, ResponseError
 
-from ratewarden.storage.redis._lua import SCRIPT, SHA, resp_evalsha
+from ratewarden.errors import StoreError
+from ratewarden.storage.redis._lua import SCRIPT, SHA, Codec, resp_evalsha
 
-__all__ = ["Batcher"]
+__all__ = ["MERGE", "Batcher"]
+
+#: at most this many queued calls are merged into one script call (Lua's unpack() of KEYS
+#: and the time Redis spends in one script both stay small)
+MERGE = 128
 
 
 class Batcher:
@@ -57,7 +65,32 @@ class Batcher:
         return (await self._raw([(keys, args)]))[0]
 
     async def _raw(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
-        """Send ``calls`` as one write on one pooled connection; one reply (or error) each."""
+        """Send ``calls`` as one write on one pooled connection; one reply (or error) each.
+        Calls with the same ``now`` (always, in production) are merged, up to :data:`MERGE` at a
+        time, into one script call that runs them one after the other: one ``TIME`` and one
+        script setup for the lot. An error reply then reaches every call of that group."""
+        groups: list[list[tuple[list[str], list[Any]]]] = [[c] for c in calls]
+        if len(calls) > 1 and all(a[0] == calls[0][1][0] for _, a in calls):
+            groups = [calls[i : i + MERGE] for i in range(0, len(calls), MERGE)]
+        replies = await self._send([Codec.merge(g) if len(g) > 1 else g[0] for g in groups])
+        results: list[Any] = []
+        for g, r in zip(groups, replies, strict=True):
+            if len(g) == 1 or isinstance(r, BaseException):
+                results += [r] * len(g)
+                continue
+            if not isinstance(r, list) or len(r) != 4 * sum(len(k) for k, _ in g):
+                results += [StoreError(f"unexpected reply from the ratewarden script: {r!r:.200}")] * len(g)
+                continue
+            pos = 0
+            for k, _ in g:
+                results.append(r[pos : pos + 4 * len(k)])
+                pos += 4 * len(k)
+        if len(calls) == 1 and isinstance(results[0], BaseException):
+            raise results[0]
+        return results
+
+    async def _send(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """One write of ``calls`` (EVALSHA each) on one pooled connection; a reply or error each."""
         conn = await self.pool.get_connection()
         try:
             await conn.send_packed_command([b"".join(resp_evalsha(k, a) for k, a in calls)], check_health=False)
@@ -82,8 +115,6 @@ class Batcher:
             raise
         finally:
             await self.pool.release(conn)
-        if len(calls) == 1 and isinstance(results[0], BaseException):
-            raise results[0]
         return results
 
     async def _drain(self) -> None:

@@ -59,6 +59,7 @@ _OPS = frozenset({"hit", "peek", "charge", "acquire", "release"})
 #: Lua numbers are doubles: integers are exact below this bound.
 EXACT = 2**53
 _FIELDS = 2  # ARGV fields per item: the window's spec string and the cost
+_HEAD = 3  # ARGV fields before the requests: now, ttl slack, number of requests
 
 
 def load_script() -> str:
@@ -219,7 +220,8 @@ class Codec:
         test_now = self.now_us() if self.now_us is not None else None
         client_now = test_now if test_now is not None else int(self.clock() * 1_000_000)
         keys: list[str] = []
-        args: list[Any] = [op, arg, "" if test_now is None else test_now, 0 if test_now is None else 3_600_000]
+        args: list[Any] = ["" if test_now is None else test_now, 0 if test_now is None else 3_600_000]
+        args += (1, op, arg, len(items))
         prefix, max_len = self.prefix, self.max_key_length
         for key, w, cost in items:
             if op == "charge" and isinstance(w, Concurrency):
@@ -239,7 +241,21 @@ class Codec:
             s = self.spec(w, 0)
         max_len = self.max_key_length
         tag = key if 0 < len(key) <= max_len and key[0] != "}" and key.isascii() else _tag_key(key, max_len)
-        return [f"{self.prefix}{{{tag}}}:{w.id}"], ["hit", "", "", 0, s, cost]
+        return [f"{self.prefix}{{{tag}}}:{w.id}"], ["", 0, 1, "hit", "", 1, s, cost]
+
+    @staticmethod
+    def merge(calls: Sequence[tuple[list[str], list[Any]]]) -> tuple[list[str], list[Any]]:
+        """Several packed calls (same ``now``) as ONE script call: the script runs them one after
+        the other, each all-or-nothing, and replies with their outcomes in order."""
+        keys: list[str] = []
+        heads: list[Any] = []
+        items: list[Any] = []
+        for k, a in calls:
+            keys += k
+            heads += a[_HEAD : _HEAD + 3]
+            items += a[_HEAD + 3 :]
+        first = calls[0][1]
+        return keys, [first[0], first[1], len(calls), *heads, *items]
 
     @staticmethod
     def parse(reply: Any, n: int) -> list[Outcome]:

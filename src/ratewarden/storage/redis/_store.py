@@ -43,7 +43,7 @@ from ratewarden.storage.redis._lua import SCRIPT, SHA, Codec, resp_evalsha
 __all__ = ["ClientFactory", "RedisStore"]
 
 _ERRORS = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
-_HEAD = 4  # ARGV fields before the items
+_HEAD = 6  # ARGV fields before the items of a one-request call: now, slack, 1, op, lease, count
 _FIELDS = 2  # ARGV fields per item
 
 #: (sync: bool, options) -> a redis-py client (sync or asyncio)
@@ -126,10 +126,9 @@ class RedisStore:
             slots.setdefault(key_slot(k.encode("utf-8", "surrogatepass")), []).append(i)
         if len(slots) == 1:
             return [(list(range(len(keys))), keys, args)]
-        head = args[:_HEAD]
         calls: list[_Call] = []
         for idx in slots.values():
-            part = list(head)
+            part = [*args[: _HEAD - 1], len(idx)]
             for i in idx:
                 part += args[_HEAD + i * _FIELDS : _HEAD + (i + 1) * _FIELDS]
             calls.append((idx, [keys[i] for i in idx], part))
@@ -137,7 +136,7 @@ class RedisStore:
 
     @staticmethod
     def _as(calls: list[_Call], op: str) -> list[_Call]:
-        return [(idx, keys, [op, *args[1:]]) for idx, keys, args in calls]
+        return [(idx, keys, [*args[:3], op, *args[4:]]) for idx, keys, args in calls]
 
     @staticmethod
     def _merge(n: int, calls: list[_Call], replies: list[Any]) -> list[Outcome]:
