@@ -197,6 +197,8 @@ def _names(name: str, windows: Sequence[Window]) -> tuple[str, ...]:
     return tuple(f"{name}-{_secs(w)}s" for w in windows)
 
 
+_new_tuple: Any = tuple.__new__  # PolicyState(...) without its Python-level __new__ (a third of the cost)
+
 #: routes remembered per engine; past this many distinct (method, path, host, scheme) the cache
 #: starts again (so a flood of distinct paths costs a re-match each, never unbounded memory)
 ROUTE_CACHE_SIZE = 4096
@@ -258,6 +260,7 @@ class Engine:
         )
         self._plans = [_Plan.of(r) for r in p.rules]
         self._routes: dict[tuple[str, str, str, str], _Route] = {}
+        self._draft = s.headers == "draft"
         self._by_host = any(r.match.hosts for r in p.rules) or any(b.match.hosts for b in p.bans)
         self._by_scheme = any(r.match.schemes for r in p.rules) or any(b.match.schemes for b in p.bans)
 
@@ -800,13 +803,24 @@ class Engine:
                 admitted = False
                 break
         if admitted:  # the common case: every window admits
-            states = [
-                PolicyState(name, it[1].limit, it[1].period / US, o[1], o[2] / US)
+            new = _new_tuple
+            states: list[PolicyState] = [
+                new(PolicyState, (name, it[1].limit, it[1].period / US, o[1], o[2] / US, True, 0.0))
                 for name, o, it in zip(names, outs, items, strict=True)
             ]
+            if policy is not None and self._draft:  # draft fields straight from the outcomes' integers
+                rl = ", ".join(
+                    [
+                        f'"{name}";r={r if r > 0 else 0};t={-(-x // US) if x > 0 else 0}'
+                        for name, (_, r, x, _, _) in zip(names, outs, strict=True)
+                    ]
+                )
+                headers = [("RateLimit-Policy", policy), ("RateLimit", rl)]
+            else:
+                headers = self._headers(states, policy)
             if pending is not None and charges:
                 pending.charges = charges
-            return Verdict(True, 200, self._headers(states, policy), None, decisions=states, pending=pending)
+            return Verdict(True, 200, headers, None, "application/json", 0.0, None, states, pending)
         states = []
         deciding: tuple[Rule, str, PolicyState] | None = None
         store_denied = False

@@ -110,6 +110,13 @@ def ip_key(ip: IPAddress | None, v4_prefix: int, v6_prefix: int) -> str:
     return str(ipaddress.IPv4Network((int(ip) >> (32 - v4_prefix) << (32 - v4_prefix), v4_prefix)))
 
 
+@lru_cache(maxsize=16384)
+def _peer_key(peer: str, v4_prefix: int, v6_prefix: int) -> str:
+    """``"ip=..."`` of a socket peer's text when no proxy is trusted (a cache keyed by the string:
+    hashing an ``ipaddress`` object costs more than the lookup)."""
+    return "ip=" + ip_key(parse_ip(peer) if peer else None, v4_prefix, v6_prefix)
+
+
 #: tokens whose signature verified: token -> (config, claims); bounded, oldest dropped first.
 #: ``exp``/``nbf`` are checked on every use against the caller's clock, never cached.
 _VERIFIED: dict[str, tuple[JWTConfig, dict[str, Any]]] = {}
@@ -363,11 +370,19 @@ class RequestContext:
         k = self._ipkey
         if k is None:
             s = self.policy.settings
-            k = self._ipkey = "ip=" + ip_key(self.ip, s.ipv4_prefix, s.ipv6_prefix)
+            if not s.trusted_proxies and self._ip is self._UNSET:  # the peer alone decides: by its text
+                k = _peer_key(self.facts.client_ip or "", s.ipv4_prefix, s.ipv6_prefix)
+            else:
+                k = "ip=" + ip_key(self.ip, s.ipv4_prefix, s.ipv6_prefix)
+            if len(k) > s.max_key_length + 3:  # an IPv6 /128 under a small max_key_length: as key() does
+                k = "ip=sha256:" + hashlib.sha256(k[3:].encode()).hexdigest()
+            self._ipkey = k
         return k
 
     def key(self, spec: KeySpec) -> str | None:
         """``"kind=value"`` (parts joined by ``+``), or None when any part is missing."""
+        if spec.text == "ip":
+            return self.ip_key()
         out: list[str] = []
         limit = self.policy.settings.max_key_length
         for p in spec.parts:
