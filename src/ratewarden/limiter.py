@@ -131,6 +131,10 @@ class _LimiterBase:
         ids = [w.id for w in wins]
         if len(set(ids)) != len(ids):
             raise ConfigError(f"two windows of {rates!r} would share one state under {algo}")
+        check = getattr(self._store, "check_window", None)  # a store's own bounds (Redis: exact doubles)
+        if check is not None:
+            for w in wins:
+                check(w)
         if not params:
             with contextlib.suppress(TypeError):
                 if len(self._plans) > 10_000:
