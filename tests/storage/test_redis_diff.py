@@ -58,6 +58,22 @@ def windows(draw: st.DrawFn, algorithms: list[str]) -> Window:
     return make_window(algo, Rate(limit, period))
 
 
+def back_steps(items: list[tuple[str, Window]]) -> st.SearchStrategy[int]:
+    """The clock stepping back (an NTP step, a fail-over to a server whose clock is behind):
+    by a microsecond, up to a millisecond, a few milliseconds, a whole window (and a bit), and
+    a whole day (or two) when a quota is in play."""
+    periods = sorted({w.period for _, w in items})
+    backs = [
+        st.just(-1),
+        st.integers(-1_000, -1),
+        st.integers(-20_000, -1_000),
+        st.sampled_from([-p for p in periods] + [-p - 1 for p in periods] + [-p + 1 for p in periods]),
+    ]
+    if any(w.name == "quota" for _, w in items):
+        backs.append(st.sampled_from([-DAY, -DAY - 1, -2 * DAY, -DAY // 2]))
+    return st.one_of(*backs)
+
+
 @st.composite
 def scenarios(draw: st.DrawFn, algorithms: list[str]) -> tuple[list[tuple[str, Window]], list[tuple[Any, ...]]]:
     n = draw(st.integers(1, 3))
@@ -77,10 +93,13 @@ def scenarios(draw: st.DrawFn, algorithms: list[str]) -> tuple[list[tuple[str, W
         st.integers(0, max(1, longest // 8)),
         st.integers(0, longest + longest // 2),
         st.sampled_from([w.period for _, w in items]),
+        back_steps(items),
     )
     op = st.sampled_from(["hit", "hit", "hit", "peek", "charge", "acquire", "release"])
     steps = draw(
-        st.lists(st.tuples(step, op, st.integers(0, 14), st.sampled_from(["l1", "l2", "l3"])), min_size=1, max_size=25)
+        st.lists(
+            st.tuples(step, op, st.integers(0, 14), st.sampled_from(["l1", "l2", "l3", ""])), min_size=1, max_size=25
+        )
     )
     return items, steps
 
@@ -173,44 +192,52 @@ def test_a_deliberate_difference_is_caught(client: Any) -> None:
 def test_a_merged_batch_matches_the_core_run_request_by_request(client: Any, data: st.DataObject) -> None:
     """The async client merges queued requests into one script call: the requests run one after
     the other in it, so the outcomes must be those of the core applied request by request (a
-    later request sees what an earlier one wrote, denials write nothing)."""
+    later request sees what an earlier one wrote, denials write nothing). The requests are cut
+    into several merged calls, each at its own time: the time steps between calls (the
+    scenario's, so backward ones too) apply to the whole call."""
     from ratewarden.storage.redis import Codec
 
     items, steps = data.draw(scenarios(sorted(ALGORITHMS)))
-    requests = []
-    for _, step_op, cost, lease in steps:
+    batches: list[tuple[int, list[tuple[Any, ...]]]] = []
+    for i, (dt, step_op, cost, lease) in enumerate(steps):
         its = [(k, w) for k, w in items if data.draw(st.booleans(), label="in")] or items[:1]
         lease_charged = step_op == "charge" and any(w.name == "concurrency" for _, w in its)
-        requests.append((its, "hit" if lease_charged else step_op, cost, lease))  # no charge of a lease
+        request = (its, "hit" if lease_charged else step_op, cost, lease)  # no charge of a lease
+        if i == 0 or data.draw(st.booleans(), label="new call"):
+            batches.append((dt if i else 0, []))
+        batches[-1][1].append(request)
     clock = FakeClock(START / US + data.draw(st.integers(0, 10**6)))
     now = int(clock() * US + 0.5)
     prefix = f"rwdiff:{uuid.uuid4().hex[:10]}:"
     store = open_redis(URL, key_prefix=prefix, _test_now=clock, timeout=2.0)
     states: dict[tuple[str, str], Any] = {}
     try:
-        packed = [
-            store.codec.pack(op, [(k, w, cost) for k, w in its], lease if op in ("acquire", "release") else "")
-            for its, op, cost, lease in requests
-        ]
-        keys, args = Codec.merge(packed)
-        reply = store._eval(keys, args)
-        got = Codec.parse(reply, len(keys))
-        want = []
-        for its, op, cost, lease in requests:
-            arg = lease if op in ("acquire", "release") else ""
-            outs, new = run(
-                op, [w for _, w in its], [states.get((k, w.id)) for k, w in its], now, [cost] * len(its), arg
-            )
-            want += outs
-            if new is not None:
-                for (k, w), s, o in zip(its, new, outs, strict=True):
-                    if s is None or o[2] <= 0:
-                        states.pop((k, w.id), None)
-                    else:
-                        states[k, w.id] = s
-        assert [o[:4] for o in got] == [o[:4] for o in want]
-        for k, w in items:
-            assert decode_state(w, client.get(store.codec.state_key(k, w))) == states.get((k, w.id))
+        for dt, requests in batches:
+            now += dt
+            clock.set(now / US)
+            packed = [
+                store.codec.pack(op, [(k, w, cost) for k, w in its], lease if op in ("acquire", "release") else "")
+                for its, op, cost, lease in requests
+            ]
+            keys, args = Codec.merge(packed)
+            reply = store._eval(keys, args)
+            got = Codec.parse(reply, len(keys))
+            want = []
+            for its, op, cost, lease in requests:
+                arg = lease if op in ("acquire", "release") else ""
+                outs, new = run(
+                    op, [w for _, w in its], [states.get((k, w.id)) for k, w in its], now, [cost] * len(its), arg
+                )
+                want += outs
+                if new is not None:
+                    for (k, w), s, o in zip(its, new, outs, strict=True):
+                        if s is None or o[2] <= 0:
+                            states.pop((k, w.id), None)
+                        else:
+                            states[k, w.id] = s
+            assert [o[:4] for o in got] == [o[:4] for o in want], now - START
+            for k, w in items:
+                assert decode_state(w, client.get(store.codec.state_key(k, w))) == states.get((k, w.id))
     finally:
         for key in client.scan_iter(match=prefix + "*", count=1000):
             client.delete(key)

@@ -92,11 +92,13 @@ A[6] = {
     return cc_acquire(w, st, now, cost, '')
   end,
   acquire = cc_acquire,
+  -- The anonymous leases of decide (named "") are released only by their TTL: releasing ""
+  -- drops expired leases and nothing else.
   release = function(w, st, now, lease)
     local k = {}
     if st then
       for i = 1, #st do
-        if st[i][1] > now and st[i][2] ~= lease then
+        if st[i][1] > now and (lease == '' or st[i][2] ~= lease) then
           k[#k + 1] = st[i]
         end
       end

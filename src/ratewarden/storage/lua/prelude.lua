@@ -65,6 +65,18 @@ local function enc3(t)
   return string.format('%.0f %.0f %.0f', t[1], t[2], t[3])
 end
 
+-- An outcome decided at a later time than now (the clock stepped back by lag > 0): the
+-- waits are measured from the real now, so they grow by lag (base.py _late).
+local function late(lag, ok, rem, rst, rty, new)
+  if rst ~= 0 then
+    rst = rst + lag
+  end
+  if rty > 0 then
+    rty = rty + lag
+  end
+  return ok, rem, rst, rty, new
+end
+
 local function one_or(cost)
   if cost == 0 then
     return 1

@@ -15,9 +15,11 @@ local function sl_live(st, after)
   return e
 end
 
+-- A request stamped at or before the newest entry (the clock stepped back) is merged into
+-- it, so the entries stay in time order (counted for longer, never shorter).
 local function sl_add(e, now, cost)
   local n = #e
-  if n > 0 and e[n - 1] == now then
+  if n > 0 and e[n - 1] >= now then
     e[n] = e[n] + cost
   else
     e[n + 1] = now
@@ -49,7 +51,7 @@ A[3] = {
       if cost ~= 0 then
         sl_add(e, now, cost)
         used = used + cost
-        reset = p
+        reset = e[#e - 1] + p - now
       end
       return true, limit - used, reset, 0, e
     end

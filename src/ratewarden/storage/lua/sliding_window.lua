@@ -1,68 +1,77 @@
 -- sliding-window (code 2): port of core/algorithms/sliding_window.py.
 -- State "start previous current" (windows aligned to the epoch); integer arithmetic only.
-local function sw_counts(st, start, p)
+-- A request stamped before the state's window (the clock stepped back into an older window)
+-- is decided at the start of the state's window (no window counted twice), waits from now.
+local function sw_decide(w, st, now, cost)
+  local p, limit = w.period, w.limit
+  local start = now - now % p
+  local prev, cur = 0, 0
   if st then
     if st[1] == start then
-      return st[2], st[3]
+      prev, cur = st[2], st[3]
     elseif st[1] == start - p then
-      return st[3], 0
+      prev = st[3]
+    elseif st[1] > start then
+      return late(st[1] - now, sw_decide(w, st, st[1], cost))
     end
   end
-  return 0, 0
+  local elapsed = now - start
+  local weight = prev * (p - elapsed)
+  local need = one_or(cost)
+  local function remaining(c)
+    local r = floor((limit * p - weight - c * p) / p)
+    if r < 0 then
+      return 0
+    end
+    return r
+  end
+  local function reset(c)
+    if c ~= 0 then
+      return start + 2 * p - now
+    elseif prev ~= 0 then
+      return start + p - now
+    end
+    return 0
+  end
+  if cost > limit then
+    return false, remaining(cur), reset(cur), NEVER, st
+  end
+  if weight + (cur + need) * p <= limit * p then
+    cur = cur + cost
+    return true, remaining(cur), reset(cur), 0, { start, prev, cur }
+  end
+  local retry
+  if cur + need <= limit then
+    retry = p - floor(((limit - cur - need) * p) / prev) - elapsed
+  else
+    local nxt = 0
+    if cur ~= 0 then
+      nxt = p - floor(((limit - need) * p) / cur)
+    end
+    if nxt < 0 then
+      nxt = 0
+    end
+    retry = p - elapsed + nxt
+  end
+  return false, remaining(cur), reset(cur), retry, st
 end
 
 A[2] = {
   parse = parse_lp,
   dec = nums3,
   enc = enc3,
-  decide = function(w, st, now, cost)
-    local p, limit = w.period, w.limit
-    local start = now - now % p
-    local prev, cur = sw_counts(st, start, p)
-    local elapsed = now - start
-    local weight = prev * (p - elapsed)
-    local need = one_or(cost)
-    local function remaining(c)
-      local r = floor((limit * p - weight - c * p) / p)
-      if r < 0 then
-        return 0
-      end
-      return r
-    end
-    local function reset(c)
-      if c ~= 0 then
-        return start + 2 * p - now
-      elseif prev ~= 0 then
-        return start + p - now
-      end
-      return 0
-    end
-    if cost > limit then
-      return false, remaining(cur), reset(cur), NEVER, st
-    end
-    if weight + (cur + need) * p <= limit * p then
-      cur = cur + cost
-      return true, remaining(cur), reset(cur), 0, { start, prev, cur }
-    end
-    local retry
-    if cur + need <= limit then
-      retry = p - floor(((limit - cur - need) * p) / prev) - elapsed
-    else
-      local nxt = 0
-      if cur ~= 0 then
-        nxt = p - floor(((limit - need) * p) / cur)
-      end
-      if nxt < 0 then
-        nxt = 0
-      end
-      retry = p - elapsed + nxt
-    end
-    return false, remaining(cur), reset(cur), retry, st
-  end,
+  decide = sw_decide,
   charge = function(w, st, now, cost)
     local p = w.period
     local start = now - now % p
-    local prev, cur = sw_counts(st, start, p)
+    local prev, cur = 0, 0
+    if st then
+      if st[1] >= start then
+        start, prev, cur = st[1], st[2], st[3]
+      elseif st[1] == start - p then
+        prev = st[3]
+      end
+    end
     return { start, prev, cur + cost }
   end,
 }

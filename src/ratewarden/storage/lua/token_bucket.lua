@@ -1,5 +1,7 @@
 -- token-bucket (code 5): port of core/algorithms/token_bucket.py.
 -- State "level last": level = tokens * P. Spec "5 limit P burst full": w.p1 = burst, w.p2 = full (burst * P).
+-- "last" never moves back: a request stamped before it (the clock stepped back) is decided at
+-- "last" (no refill credited twice), with the waits measured from the real now.
 local function tb_level(w, st, now)
   local full = w.p2
   if not st then
@@ -18,6 +20,27 @@ local function tb_level(w, st, now)
   return level
 end
 
+local function tb_decide(w, st, now, cost)
+  if st and now < st[2] then
+    return late(st[2] - now, tb_decide(w, st, st[2], cost))
+  end
+  local p, limit, full = w.period, w.limit, w.p2
+  local level = tb_level(w, st, now)
+  if cost > w.p1 then
+    return false, floor(level / p), cdiv(full - level, limit), NEVER, st
+  end
+  local need = one_or(cost) * p
+  if level >= need then
+    level = level - cost * p
+    local new = st
+    if cost ~= 0 then
+      new = { level, now }
+    end
+    return true, floor(level / p), cdiv(full - level, limit), 0, new
+  end
+  return false, floor(level / p), cdiv(full - level, limit), cdiv(need - level, limit), st
+end
+
 A[5] = {
   parse = function(spec)
     local l, p, b, f = match(spec, '^5 (%d+) (%d+) (%d+) (%d+)$')
@@ -25,24 +48,12 @@ A[5] = {
   end,
   dec = nums2,
   enc = enc2,
-  decide = function(w, st, now, cost)
-    local p, limit, full = w.period, w.limit, w.p2
-    local level = tb_level(w, st, now)
-    if cost > w.p1 then
-      return false, floor(level / p), cdiv(full - level, limit), NEVER, st
-    end
-    local need = one_or(cost) * p
-    if level >= need then
-      level = level - cost * p
-      local new = st
-      if cost ~= 0 then
-        new = { level, now }
-      end
-      return true, floor(level / p), cdiv(full - level, limit), 0, new
-    end
-    return false, floor(level / p), cdiv(full - level, limit), cdiv(need - level, limit), st
-  end,
+  decide = tb_decide,
   charge = function(w, st, now, cost)
-    return { tb_level(w, st, now) - cost * w.period, now }
+    local last = now
+    if st and st[2] >= now then
+      last = st[2]
+    end
+    return { tb_level(w, st, now) - cost * w.period, last }
   end,
 }

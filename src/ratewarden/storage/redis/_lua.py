@@ -280,6 +280,8 @@ def decode_state(w: Window, raw: bytes | str | None) -> Any:
         ]
         return tuple(leases)
     nums = [int(x) for x in parts]
+    if isinstance(w, Quota):
+        return (nums[0], nums[1])  # "start used end": the end is the script's, not the core's
     if isinstance(w, SlidingLog):
         return tuple((nums[i], nums[i + 1]) for i in range(0, len(nums), 2))
     return tuple(nums)
