@@ -357,6 +357,42 @@ def test_rates_beyond_exact_double_arithmetic_are_refused_clearly(prefix: str) -
         lim.close()
 
 
+def test_check_window_refuses_inexact_windows_up_front_without_io() -> None:
+    """The store's own bound (Lua doubles exact below 2^53), checked when a rate is compiled: on a
+    store whose server does not exist, so the check does no I/O; fine windows pass."""
+    store = open_redis(f"redis://127.0.0.1:{redis_cluster.free_port()}/0", breaker=0)
+    month = 30 * 86_400 * US
+    try:
+        for algorithm in ("sliding-window", "token-bucket", "gcra"):
+            big = make_window(algorithm, Rate(100_000_000, month) if algorithm != "gcra" else Rate(1, 2**53))
+            with pytest.raises(ConfigError, match="2\\^53"):
+                store.check_window(big)
+        for algorithm in sorted(ALGORITHMS):
+            rate = Rate(3_000_000, 86_400 * US) if algorithm == "quota" else Rate(1_000, 60 * US)
+            store.check_window(make_window(algorithm, rate))
+        store.check_window(make_window("fixed-window", Rate(100_000_000, month)))  # counts only
+        with pytest.raises(ConfigError, match="2\\^53"):  # the Limiter compiles rates through it
+            Limiter(store).windows("100000000/month", algorithm="sliding-window")
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("op", ["hit", "peek", "charge", "acquire", "release"])
+async def test_an_operation_over_no_items_is_empty_without_io(op: str) -> None:
+    """apply(op, []) is [] like the memory store's, without calling Redis: the server does not
+    exist here, so any call would raise StoreError (checked last)."""
+    store = open_redis(f"redis://127.0.0.1:{redis_cluster.free_port()}/0", breaker=0, timeout=0.2)
+    try:
+        assert store.apply(op, []) == []
+        assert await store.aapply(op, []) == []
+        with pytest.raises(ValueError, match="unknown operation"):
+            store.apply("poke", [])  # type: ignore[arg-type]
+        with pytest.raises(StoreError):
+            store.apply(op, [("k", make_window("gcra", Rate(5, 60 * US)), 1)])
+    finally:
+        await store.aclose()
+
+
 def test_the_same_store_serves_sync_and_async(prefix: str) -> None:
     store = open_redis(URL, key_prefix=prefix)
     sync = Limiter(store)

@@ -33,6 +33,7 @@ from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 from redis.retry import Retry
 
+from ratewarden.core.algorithms import Quota
 from ratewarden.core.algorithms.base import Outcome, Window
 from ratewarden.core.evaluate import Op
 from ratewarden.errors import StoreError
@@ -42,6 +43,7 @@ from ratewarden.storage.redis._lua import SCRIPT, SHA, Codec, resp_evalsha
 
 __all__ = ["ClientFactory", "RedisStore"]
 
+_OPS = frozenset({"hit", "peek", "charge", "acquire", "release"})
 _ERRORS = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
 _HEAD = 6  # ARGV fields before the items of a one-request call: now, slack, 1, op, lease, count
 _FIELDS = 2  # ARGV fields per item
@@ -51,6 +53,13 @@ ClientFactory = Callable[[bool, dict[str, Any]], Any]
 
 # One planned script call: (indices of the items it covers, KEYS, ARGV).
 _Call = tuple[list[int], list[str], list[Any]]
+
+
+def _nothing(op: str) -> list[Outcome]:
+    """The outcomes of an operation over no items (an unknown operation is still refused)."""
+    if op not in _OPS:
+        raise ValueError(f"unknown operation {op!r}")
+    return []
 
 
 class _Breaker:
@@ -113,6 +122,13 @@ class RedisStore:
         self._client: Any = None
         self._pool: Any = None  # the sync client's pool (None for a Cluster)
         self._batcher: Batcher | None = None
+
+    def check_window(self, window: Window) -> None:
+        """Raise :class:`~ratewarden.errors.ConfigError` now if the scripts cannot decide
+        ``window`` exactly (Lua numbers are doubles: its products must stay below 2^53), so a
+        rate is refused when it is compiled rather than on its first request. No I/O."""
+        if not isinstance(window, Quota):  # a quota's numbers are counts and instants: always exact
+            self.codec.spec(window, 0)
 
     # -- planning (shared by both faces) ------------------------------------------------------
 
@@ -202,7 +218,10 @@ class RedisStore:
 
     def apply(self, op: Op, items: Sequence[Item], arg: str = "") -> list[Outcome]:
         """All-or-nothing in one script. Cluster items in several slots: peek every slot first,
-        and charge only if all admit (best effort: another client may consume in between)."""
+        and charge only if all admit (best effort: another client may consume in between).
+        No items: ``[]`` without any I/O, as the memory store does."""
+        if not items:
+            return _nothing(op)
         calls = self._plan(op, items, arg)
         if len(calls) == 1:
             return Codec.parse(self._eval(calls[0][1], calls[0][2]), len(items))
@@ -261,6 +280,8 @@ class RedisStore:
         return Codec.parse((await self._aeval_calls([([0], keys, args)]))[0], 1)[0]
 
     async def aapply(self, op: Op, items: Sequence[Item], arg: str = "") -> list[Outcome]:
+        if not items:
+            return _nothing(op)
         calls = self._plan(op, items, arg)
         if len(calls) == 1:
             return Codec.parse((await self._aeval_calls(calls))[0], len(items))
