@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ratewarden import FakeClock
-from ratewarden.core.algorithms import ALGORITHMS, Window, make_window
+from ratewarden import FakeClock, StoreError
+from ratewarden.core.algorithms import ALGORITHMS, Quota, Window, make_window
 from ratewarden.core.evaluate import run
 from ratewarden.core.rates import US, Rate
 from ratewarden.storage.redis import RedisStore, decode_state, open_redis
@@ -104,13 +104,15 @@ def scenarios(draw: st.DrawFn, algorithms: list[str]) -> tuple[list[tuple[str, W
     return items, steps
 
 
-def check(client: Any, items: list[tuple[str, Window]], steps: list[tuple[Any, ...]], hit1: bool = False) -> None:
-    clock = FakeClock(START / US)
+def check(
+    client: Any, items: list[tuple[str, Window]], steps: list[tuple[Any, ...]], hit1: bool = False, start: int = START
+) -> None:
+    clock = FakeClock(start / US)
     prefix = f"rwdiff:{uuid.uuid4().hex[:10]}:"
     store = open_redis(URL, key_prefix=prefix, _test_now=clock, timeout=2.0)
     assert isinstance(store, RedisStore)
     states: dict[tuple[str, str], Any] = {}
-    now = START
+    now = start
     try:
         for dt, op, cost, lease in steps:
             now += dt
@@ -130,7 +132,7 @@ def check(client: Any, items: list[tuple[str, Window]], steps: list[tuple[Any, .
                 got = [store.hit1(items[0][0], items[0][1], cost)]
             else:
                 got = store.apply(op, [(k, w, cost) for k, w in items], arg)
-            assert [o[:4] for o in got] == [o[:4] for o in want], (op, cost, now - START)
+            assert [o[:4] for o in got] == [o[:4] for o in want], (op, cost, now - start)
             if new is not None:
                 for (k, w), s, o in zip(items, new, want, strict=True):
                     if s is None or o[2] <= 0:
@@ -167,6 +169,65 @@ def test_each_algorithm_matches_the_core(client: Any, algorithm: str, data: st.D
 def test_mixed_windows_and_keys_match_the_core(client: Any, data: st.DataObject) -> None:
     items, steps = data.draw(scenarios(sorted(ALGORITHMS)))
     check(client, items, steps)
+
+
+DST_2026 = 1_774_746_000 * US  # 2026-03-29T01:00:00Z: Europe's clocks go forward (a 23-hour day)
+
+
+@pytest.mark.parametrize("tz", ["UTC", "Europe/Paris"])
+@pytest.mark.parametrize("period", [DAY, 30 * DAY])
+def test_quota_clock_stepping_back_by_more_than_a_period(client: Any, tz: str, period: int) -> None:
+    """The clock steps back by one period and then another, so the state's period lies beyond
+    every bound the client sends (it sends the previous, current and next period around its
+    now): the script decides in it from the end stored with the state, exactly like the core
+    (around a DST change, where a day is not 24 hours, too)."""
+    items = [("a", make_window("quota", Rate(5, period), tz=tz, reset="02:30"))]
+    steps = [
+        (0, "hit", 1, ""),
+        (-period, "hit", 1, ""),
+        (-period, "hit", 2, ""),
+        (-1, "peek", 1, ""),
+        (-period // 2, "charge", 1, ""),
+        (-period, "hit", 1, ""),
+        (0, "hit", 5, ""),
+        (3 * period, "hit", 1, ""),
+        (-4 * period, "hit", 0, ""),
+    ]
+    for start in (START, DST_2026, DST_2026 + DAY // 2):
+        check(client, items, steps, start=start)
+
+
+def test_quota_states_written_without_their_end_are_still_read(client: Any) -> None:
+    """A state of the earlier two-number form ("start used") counts in its period; stepped back
+    across one reset it is decided from the bounds the client sent; beyond them the script
+    refuses (clock skew) rather than guess, and writes nothing."""
+    w = make_window("quota", Rate(5, DAY))
+    assert isinstance(w, Quota)
+    clock = FakeClock(START / US)
+    prefix = f"rwdiff:{uuid.uuid4().hex[:10]}:"
+    store = open_redis(URL, key_prefix=prefix, _test_now=clock, timeout=2.0)
+    key = store.codec.state_key("a", w)
+    day0 = w.calendar.bounds(START)[0]
+    try:
+        client.set(key, f"{day0} 3", px=60_000)
+        now = START + 1_000
+        clock.set(now / US)
+        want = w.decide((day0, 3), now, 1)
+        assert store.hit1("a", w, 1)[:4] == want[:4]
+        assert decode_state(w, client.get(key)) == want[4] == (day0, 4)
+        client.set(key, f"{day0} 3", px=60_000)
+        now = START - 3_600 * US  # back across the reset: the state's period is the next one sent
+        clock.set(now / US)
+        want = w.decide((day0, 3), now, 2)
+        assert store.apply("hit", [("a", w, 2)])[0][:4] == want[:4]
+        assert decode_state(w, client.get(key)) == want[4] == (day0, 5)
+        client.set(key, f"{day0 + 2 * DAY} 3", px=60_000)  # two periods ahead, no end stored
+        with pytest.raises(StoreError, match="clock skew"):
+            store.hit1("a", w, 1)
+        assert client.get(key) == f"{day0 + 2 * DAY} 3".encode()
+    finally:
+        client.delete(key)
+        store.close()
 
 
 def test_a_deliberate_difference_is_caught(client: Any) -> None:
