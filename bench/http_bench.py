@@ -40,6 +40,7 @@ BIN = Path(sys.executable).parent
 
 CONFIGS: list[tuple[str, str, str]] = [  # (framework, variant, label)
     ("starlette", "bare", "Starlette bare"),
+    ("starlette", "noop-mw", "Starlette + no-op send-wrapping mw"),
     ("starlette", "ratewarden", "Starlette + ratewarden"),
     ("starlette", "slowapi", "Starlette + SlowAPI"),
     ("flask", "bare", "Flask bare"),

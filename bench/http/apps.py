@@ -11,6 +11,33 @@ POLICY = os.environ.get("RW_BENCH_POLICY") or str(Path(__file__).with_name("poli
 PEER_LIMITS = ["1000000000/hour", "1000000000/minute", "1000000000/day"]
 
 
+class NoopHeaders:
+    """A do-nothing ASGI middleware that wraps ``send`` and adds two constant header fields, the
+    shape of a rate-limit middleware without any rate limiting: the floor a pure-Python
+    middleware that adds headers costs under the same server."""
+
+    EXTRA = [
+        (b"ratelimit-policy", b'"per-ip-hour";q=1000000000;w=3600'),
+        (b"ratelimit", b'"per-ip-hour";r=999999999;t=1'),
+    ]
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        extra = self.EXTRA
+
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *extra]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 def make_starlette() -> Any:
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
@@ -25,6 +52,8 @@ def make_starlette() -> Any:
 
     if variant == "bare":
         return Starlette(routes=[Route("/", hello)])
+    if variant == "noop-mw":  # the floor: a pure ASGI middleware that only wraps send to add two fixed headers
+        return Starlette(routes=[Route("/", hello)], middleware=[Middleware(NoopHeaders)])
     if variant == "ratewarden":
         from ratewarden.asgi import RateLimitMiddleware
 

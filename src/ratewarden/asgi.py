@@ -131,8 +131,31 @@ def safe_text(text: str) -> str:
 # -- ASGI ----------------------------------------------------------------------------------------
 
 
+#: encoded header names, and the encoded values of the ``RateLimit-Policy`` field (the same few
+#: strings on every response: one value per route of the policy); both bounded
+_NAMES: dict[str, bytes] = {}
+_POLICIES: dict[str, bytes] = {}
+_CACHE_MAX = 512
+
+
 def _latin1(pairs: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
-    return [(n.lower().encode("latin-1", "replace"), v.encode("latin-1", "replace")) for n, v in pairs]
+    out: list[tuple[bytes, bytes]] = []
+    for n, v in pairs:
+        name = _NAMES.get(n)
+        if name is None:
+            name = n.lower().encode("latin-1", "replace")
+            if len(_NAMES) < _CACHE_MAX:
+                _NAMES[n] = name
+        if n == "RateLimit-Policy":
+            value = _POLICIES.get(v)
+            if value is None:
+                value = v.encode("latin-1", "replace")
+                if len(_POLICIES) < _CACHE_MAX:
+                    _POLICIES[v] = value
+        else:
+            value = v.encode("latin-1", "replace")
+        out.append((name, value))
+    return out
 
 
 def _decode_pairs(raw: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -184,6 +207,10 @@ def scope_user(scope: Scope) -> object:
     if "user" in scope:
         return scope["user"]
     state = scope.get("state")
+    if state is None:
+        return None
+    if type(state) is dict:  # the usual case; isinstance against the Mapping ABC costs more
+        return state.get("user")
     if isinstance(state, Mapping):
         return state.get("user")
     return None
@@ -193,19 +220,23 @@ def scope_facts(scope: Scope, user: object, user_attrs: Iterable[str] = USER_ATT
     """RequestFacts of an ASGI ``http`` or ``websocket`` scope (used by the FastAPI dependency too)."""
     headers = _decode_pairs(scope.get("headers") or ())
     client = scope.get("client")
-    identity, attrs = identity_of(user, user_attrs)
-    query = scope.get("query_string") or b""
-    return RequestFacts(
-        method=str(scope.get("method") or "GET").upper(),
-        path=scope_path(scope),
-        client_ip=str(client[0]) if client else None,
-        headers=headers,
-        query_string=bytes(query).decode("latin-1"),
-        host=headers.get("host", ""),
-        scheme=str(scope.get("scheme") or ("ws" if scope["type"] == "websocket" else "http")),
-        user=identity,
-        user_attrs=attrs,
-        content_type=headers.get("content-type", ""),
+    identity, attrs = (None, {}) if user is None else identity_of(user, user_attrs)
+    query = scope.get("query_string")
+    method = scope.get("method")
+    scheme = scope.get("scheme")
+    return RequestFacts(  # positional: the keyword form of a dataclass __init__ costs twice as much
+        method.upper() if type(method) is str and method else str(method or "GET").upper(),
+        scope_path(scope),
+        str(client[0]) if client else None,
+        headers,
+        bytes(query).decode("latin-1") if query else "",
+        headers.get("host", ""),
+        scheme if type(scheme) is str and scheme else str(scheme or ("ws" if scope["type"] == "websocket" else "http")),
+        identity,
+        attrs,
+        None,
+        False,
+        headers.get("content-type", ""),
     )
 
 

@@ -161,6 +161,7 @@ class _Route:
     bans: tuple[Ban, ...]  # the bans that apply
     fast: bool  # no bans and every plan simple: one store call, no generator needed
     policy: str | None  # the ``RateLimit-Policy`` value when every plan gives its base windows
+    prefixes: tuple[str, ...]  # then ``"NAME";r=`` per throttle item: the start of each ``RateLimit`` member
 
 
 class _Throttle:
@@ -239,6 +240,8 @@ class Engine:
         if isinstance(store, str):
             store = open_store(store, clock=clock, max_keys=max_keys, key_prefix=s.key_prefix)
         self.store: Any = store
+        #: a store whose sync calls never block (memory): the async path calls it directly
+        self._inline = not hasattr(store, "aapply") and getattr(store, "kind", "") == "memory"
         #: the sync and async limiters of this engine share its one store (for ``@limit``-style use)
         self.limiter = Limiter(store, on_store_error=s.on_store_error, key_prefix=s.key_prefix, clock=clock)
         self.async_limiter = AsyncLimiter(store, on_store_error=s.on_store_error, key_prefix=s.key_prefix, clock=clock)
@@ -381,7 +384,8 @@ class Engine:
         if t is None:
             result: Verdict = await self._adrive(self._check_flow(ctx, route, op))
             return result
-        return self._throttled(ctx, route, t, await self._arun(_Call(op, t.items, t.modes)), op)
+        call = _Call(op, t.items, t.modes)
+        return self._throttled(ctx, route, t, self._run(call) if self._inline else await self._arun(call), op)
 
     def _begin(self, facts: RequestFacts, op: str) -> Verdict | tuple[RequestContext, _Route, _Throttle | None]:
         """Up to the store call: exempt paths and the lists decide here; on a fast route the
@@ -633,6 +637,7 @@ class Engine:
         plans = tuple(pl for pl in self._plans if self._applies(pl.rule, ctx))
         bans = tuple(b for b in p.bans if self._matches(b.match, ctx))
         policy = None
+        prefixes: tuple[str, ...] = ()
         if all(pl.rule.tiers is None for pl in plans):
             states = [
                 PolicyState(name, w.limit, w.period / US, 0, 0.0)
@@ -641,7 +646,8 @@ class Engine:
                 for name, w in zip(pl.names, pl.rule.windows, strict=True)
             ]
             policy = policy_field(states) if states else None
-        route = _Route(exempt, plans, bans, not bans and all(pl.simple for pl in plans), policy)
+            prefixes = tuple(f'"{st.name}";r=' for st in states)
+        route = _Route(exempt, plans, bans, not bans and all(pl.simple for pl in plans), policy, prefixes)
         if len(self._routes) >= ROUTE_CACHE_SIZE:
             self._routes.clear()
         self._routes[rk] = route
@@ -776,6 +782,7 @@ class Engine:
             res.outs,
             t.items,
             policy=route.policy if t.complete else None,
+            prefixes=route.prefixes,
             quiet=quiet,
             pending=pending,
             charges=t.charges,
@@ -790,13 +797,15 @@ class Engine:
         items: Sequence[Item],
         *,
         policy: str | None = None,
+        prefixes: Sequence[str] = (),
         quiet: bool = False,
         shadow: bool = False,
         pending: _Pending | None = None,
         charges: list[tuple[Rule, str, tuple[Window, ...]]] | None = None,
     ) -> Verdict:
         """The verdict for the throttle windows' outcomes (``owners``/``names``/``outs``/``items``
-        aligned); ``policy``: the ``RateLimit-Policy`` value if known already."""
+        aligned); ``policy``: the ``RateLimit-Policy`` value if known already, and then
+        ``prefixes``: ``"NAME";r=`` per item."""
         admitted = True
         for o in outs:
             if not o[0]:
@@ -811,8 +820,8 @@ class Engine:
             if policy is not None and self._draft:  # draft fields straight from the outcomes' integers
                 rl = ", ".join(
                     [
-                        f'"{name}";r={r if r > 0 else 0};t={-(-x // US) if x > 0 else 0}'
-                        for name, (_, r, x, _, _) in zip(names, outs, strict=True)
+                        f"{pre}{r if r > 0 else 0};t={-(-x // US) if x > 0 else 0}"
+                        for pre, (_, r, x, _, _) in zip(prefixes, outs, strict=True)
                     ]
                 )
                 headers = [("RateLimit-Policy", policy), ("RateLimit", rl)]
