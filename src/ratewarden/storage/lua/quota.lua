@@ -69,8 +69,11 @@ A[7] = {
     local l, a, b, c, d = match(spec, '^7 (%d+) (%d+) (%d+) (%d+) (%d+)$')
     return { limit = tonumber(l), p1 = tonumber(a), p2 = tonumber(b), p3 = tonumber(c), p4 = tonumber(d) }
   end,
-  dec = nums,
-  enc = enc_nums,
+  dec = function(raw)
+    local a, b, c = match(raw, '^(%S+) (%S+) ?(%S*)$')
+    return { tonumber(a), tonumber(b), tonumber(c) } -- no end (an earlier state): c is nil
+  end,
+  enc = enc3,
   decide = q_decide,
   charge = function(w, st, now, cost)
     local start, stop = q_period(w, st, now)
