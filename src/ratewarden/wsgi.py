@@ -47,13 +47,30 @@ def _utf8(native: str) -> str:
 
 
 def environ_headers(environ: Mapping[str, Any]) -> dict[str, str]:
-    pairs = []
+    """Lower-case header names; two environ keys naming one header (``HTTP_CONTENT_TYPE`` and
+    ``CONTENT_TYPE``) are joined as :func:`~ratewarden.asgi.join_headers` joins repeats."""
+    out: dict[str, str] = {}
     for name, value in environ.items():
         if name.startswith("HTTP_"):
-            pairs.append((name[5:].replace("_", "-"), str(value)))
+            key = _HEADER_NAMES.get(name)
+            if key is None:
+                key = name[5:].replace("_", "-").lower()
+                if len(_HEADER_NAMES) < 512:
+                    _HEADER_NAMES[name] = key
         elif name in _UNPREFIXED and value:
-            pairs.append((_UNPREFIXED[name], str(value)))
-    return join_headers(pairs)
+            key = _UNPREFIXED[name].lower()
+        else:
+            continue
+        v = value if type(value) is str else str(value)
+        if key in out:
+            out[key] = out[key] + ("; " if key == "cookie" else ", ") + v
+        else:
+            out[key] = v
+    return out
+
+
+#: ``HTTP_X_CLIENT_ID`` -> ``x-client-id`` (the same few names on every request; bounded)
+_HEADER_NAMES: dict[str, str] = {}
 
 
 def environ_facts(
@@ -64,17 +81,19 @@ def environ_facts(
     identity, attrs = identity_of(user, user_attrs)
     if path is None:
         path = _utf8(str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", ""))) or "/"
-    return RequestFacts(
-        method=str(environ.get("REQUEST_METHOD") or "GET").upper(),
-        path=path,
-        client_ip=str(environ["REMOTE_ADDR"]) if environ.get("REMOTE_ADDR") else None,
-        headers=headers,
-        query_string=str(environ.get("QUERY_STRING", "")),
-        host=headers.get("host", "") or str(environ.get("SERVER_NAME", "")),
-        scheme=str(environ.get("wsgi.url_scheme", "http")),
-        user=identity,
-        user_attrs=attrs,
-        content_type=headers.get("content-type", ""),
+    return RequestFacts(  # positional: the keyword form of a dataclass __init__ costs twice as much
+        str(environ.get("REQUEST_METHOD") or "GET").upper(),
+        path,
+        str(environ["REMOTE_ADDR"]) if environ.get("REMOTE_ADDR") else None,
+        headers,
+        str(environ.get("QUERY_STRING", "")),
+        headers.get("host", "") or str(environ.get("SERVER_NAME", "")),
+        str(environ.get("wsgi.url_scheme", "http")),
+        identity,
+        attrs,
+        None,
+        False,
+        headers.get("content-type", ""),
     )
 
 
