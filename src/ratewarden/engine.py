@@ -203,6 +203,7 @@ _new_tuple: Any = tuple.__new__  # PolicyState(...) without its Python-level __n
 #: routes remembered per engine; past this many distinct (method, path, host, scheme) the cache
 #: starts again (so a flood of distinct paths costs a re-match each, never unbounded memory)
 ROUTE_CACHE_SIZE = 4096
+ROUTE_KEY_MAX = 512  # characters of path and host: at most ~2 MiB of cached keys per engine
 
 
 def _is_text(policy: str) -> bool:
@@ -648,9 +649,10 @@ class Engine:
             policy = policy_field(states) if states else None
             prefixes = tuple(f'"{st.name}";r=' for st in states)
         route = _Route(exempt, plans, bans, not bans and all(pl.simple for pl in plans), policy, prefixes)
-        if len(self._routes) >= ROUTE_CACHE_SIZE:
-            self._routes.clear()
-        self._routes[rk] = route
+        if len(ctx.path) + len(rk[2]) <= ROUTE_KEY_MAX:  # a huge path is matched each time, never kept
+            if len(self._routes) >= ROUTE_CACHE_SIZE:
+                self._routes.clear()
+            self._routes[rk] = route
         return route
 
     def _lists(self, ctx: RequestContext, quiet: bool) -> Verdict | None:

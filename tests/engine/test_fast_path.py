@@ -103,3 +103,10 @@ def test_policy_names_get_a_suffix_only_for_several_windows(make: MakeEngine) ->
     assert header(base, "RateLimit-Policy") == '"plan";q=10;w=60'
     denied = json.loads(e.check_key("plan", "u4", cost=50, attrs={"plan": "lite"}).body or b"")
     assert denied["rule"] == "plan"
+
+
+def test_huge_paths_are_matched_but_never_cached(make: MakeEngine) -> None:
+    e = make('[[rule]]\nname = "g"\nmatch = { path = "/g*" }\nlimits = ["2/minute"]\nalgorithm = "fixed-window"\n')
+    huge = "/g" + "x" * 100_000
+    assert [e.check(req(huge)).allowed for _ in range(3)] == [True, True, False]
+    assert all(len(k[1]) < 1000 for k in e._routes)
