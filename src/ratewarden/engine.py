@@ -34,6 +34,12 @@ all-or-nothing store call holding every matching ban (checked at cost 0) and eve
 throttle rule's windows; shadow rules get a second call of their own and never deny. The
 logic is written once, as generators that yield store calls; :meth:`check` and :meth:`acheck`
 only differ in how they run those calls.
+
+The hot path: what applies to a (method, path, host, scheme) is worked out once and cached
+(bounded), with each rule's store key prefix, header names and ``RateLimit-Policy`` value. A
+request whose route has no bans and only plain throttle rules (no shadow, no tiers, no cost
+charged after the response) skips the generator: :meth:`_begin` builds its items, one store
+call, :meth:`_throttled` makes the verdict; the generator is made of the same pieces.
 """
 
 from __future__ import annotations
