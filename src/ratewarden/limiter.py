@@ -34,6 +34,7 @@ __all__ = ["AsyncLimiter", "Limiter", "RateSpec"]
 
 log = logging.getLogger("ratewarden")
 _new = tuple.__new__
+_EMPTY: dict[Any, Any] = {}
 
 RateSpec = str | Rate | Sequence[str | Rate]
 _FAIL_MODES = ("allow", "deny", "local")
@@ -107,6 +108,8 @@ class _LimiterBase:
         self._plans: dict[tuple[Any, str | None], tuple[Window, ...]] = {}
         # The hot path's cache: rates (default algorithm, no parameters) -> a window or a tuple of them.
         self._fast: dict[str | Rate, Window | tuple[Window, ...]] = {}
+        # ... and the same per explicitly named algorithm: {algorithm: {rates: window(s)}}
+        self._fast_by: dict[str, dict[str | Rate, Window | tuple[Window, ...]]] = {}
         self._hitn = getattr(self._store, "hitn", None)
         self._local: MemoryStore | None = None
         self._failing = False
@@ -140,9 +143,11 @@ class _LimiterBase:
                 if len(self._plans) > 10_000:
                     self._plans.clear()
                     self._fast.clear()
+                    self._fast_by.clear()
                 self._plans[rates, algorithm] = wins
-                if algorithm is None:
-                    self._fast[rates] = wins[0] if len(wins) == 1 else wins  # type: ignore[index]
+                if isinstance(rates, str):
+                    fast = self._fast if algorithm is None else self._fast_by.setdefault(algorithm, {})
+                    fast[rates] = wins[0] if len(wins) == 1 else wins
         return wins
 
     # -- turning outcomes into decisions ------------------------------------------------------
@@ -212,15 +217,8 @@ class Limiter(_LimiterBase):
     def hit(self, key: str, rates: RateSpec, cost: int = 1, *, algorithm: str | None = None, **params: Any) -> Decision:
         """Consume ``cost`` in every window, or in none; the deciding window's Decision."""
         # The hot path: one compiled window, plain arguments. Everything else takes _run.
-        if (
-            algorithm is None
-            and not params
-            and type(key) is str
-            and type(cost) is int
-            and cost >= 0
-            and type(rates) is str
-        ):
-            w: Any = self._fast.get(rates)
+        if not params and type(key) is str and type(cost) is int and cost >= 0 and type(rates) is str:
+            w: Any = (self._fast if algorithm is None else self._fast_by.get(algorithm, _EMPTY)).get(rates)
             if type(w) is not tuple and w is not None:
                 try:
                     allowed, remaining, reset_us, retry_us, _ = self._store.hit1(key, w, cost)

@@ -110,6 +110,23 @@ class MemoryStore:
         with self._lock:
             now = _time_ns() // 1000 if clock is None else int(clock() * 1_000_000 + 0.5)
             tables = self._tables
+            if len(windows) == 2:  # the common multi-window case, unrolled: this is the hot path
+                w1, w2 = windows
+                t1 = tables.get(w1.id) or self._table(w1)
+                t2 = tables.get(w2.id) or self._table(w2)
+                d1 = t1.data
+                d2 = t2.data
+                s1 = d1.get(key)
+                s2 = d2.get(key)
+                o1 = w1.decide(s1, now, cost)
+                o2 = w2.decide(s2, now, cost)
+                if o1[0] and o2[0] and cost:
+                    if s1 is None or s2 is None:
+                        self._write(key, (t1, t2), (o1, o2), now)
+                    else:
+                        d1[key] = o1[4]
+                        d2[key] = o2[4]
+                return [o1, o2]
             datas = []
             outs = []
             ok = True
@@ -230,6 +247,10 @@ class MemoryStore:
         pass
 
     # -- bookkeeping --------------------------------------------------------------------------
+
+    def _table(self, window: Window) -> _Table:
+        table = self._tables[window.id] = _Table(window)
+        return table
 
     def _write(self, key: str, tables: Sequence[_Table], outs: Sequence[Outcome], now: int) -> None:
         """Write each admitted state of one key's windows (some of them new)."""

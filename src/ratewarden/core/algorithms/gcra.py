@@ -52,13 +52,14 @@ class GCRA(Window):
         return self.burst
 
     def decide(self, state: Any, now: int, cost: int) -> Outcome:
+        if cost == 1:  # the hot path, in as few steps as it takes
+            unit = self.unit
+            ahead = (state - now if state is not None and state > now else 0) + unit  # new TAT - now
+            if ahead <= self.tau:
+                return True, (self.tau - ahead) // unit, ahead, 0, now + ahead
+            return False, (self.tau - ahead) // unit + 1, ahead - unit, ahead - self.tau, state
         tat = state if state is not None and state > now else now
         unit, tau = self.unit, self.tau
-        if cost == 1:
-            new_tat = tat + unit
-            if new_tat - now <= tau:
-                return True, (tau - new_tat + now) // unit, new_tat - now, 0, new_tat
-            return False, (tau - tat + now) // unit, tat - now, new_tat - now - tau, state
         if cost > self.burst:
             return False, (tau - tat + now) // unit, tat - now, NEVER, state
         new_tat = tat + (cost or 1) * unit
