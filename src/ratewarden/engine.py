@@ -756,6 +756,8 @@ class Engine:
         res = _Result([])
         if n_bans or t.items:
             res = yield _Call(op, items + t.items, modes + t.modes)
+            if res.error is not None and not quiet:
+                self._emit("store_error", ctx, None, None, detail=repr(res.error))
         if t.shadow_items and not quiet:
             yield from self._shadow(ctx, t.shadow_items, t.shadow_owners)
 
@@ -772,9 +774,8 @@ class Engine:
                 v = self._deny(ctx, "ban", 403, retry, b.name, [])
                 v.pending = pending
                 return v
-        if n_bans:
-            res = _Result(res.outs[n_bans:], res.error)
-        return self._throttled(ctx, route, t, res, op, pending)
+        # the store error (if any) is reported above, before the shadow rules' events
+        return self._throttled(ctx, route, t, _Result(res.outs[n_bans:]), op, pending)
 
     def _throttled(
         self, ctx: RequestContext, route: _Route, t: _Throttle, res: _Result, op: str, pending: _Pending | None = None

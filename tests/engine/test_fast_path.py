@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rw_engine_helpers import MakeEngine, header, req
 
 from ratewarden import FakeClock
 from ratewarden.engine import ROUTE_CACHE_SIZE, Engine, Verdict
+from ratewarden.events import Event
 from ratewarden.http import rate_limit_headers
 
 RULES = """
@@ -110,3 +112,21 @@ def test_huge_paths_are_matched_but_never_cached(make: MakeEngine) -> None:
     huge = "/g" + "x" * 100_000
     assert [e.check(req(huge)).allowed for _ in range(3)] == [True, True, False]
     assert all(len(k[1]) < 1000 for k in e._routes)
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("shadow", [False, True])
+async def test_store_down_with_a_ban_is_one_store_error_event_then_503(
+    make: MakeEngine, events: list[Event], shadow: bool
+) -> None:
+    policy = (
+        '[ratewarden]\non_store_error = "deny"\n'
+        '[[rule]]\nname = "a"\nlimits = ["5/minute"]\n'
+        '[[ban]]\nname = "abuse"\nmatch = { status = [401] }\nmax = 3\nwithin = "1 minute"\nban_for = "1 hour"\n'
+    )
+    if shadow:
+        policy += '[[rule]]\nname = "watch"\nlimits = ["1/minute"]\nshadow = true\n'
+    e = make(policy, storage="redis://127.0.0.1:1/11")  # nothing listens on port 1
+    for v in (e.check(req()), await e.acheck(req())):
+        assert (v.allowed, v.status) == (False, 503)
+    assert [ev.kind for ev in events] == ["store_error", "store_error"]
