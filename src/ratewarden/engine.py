@@ -167,7 +167,7 @@ class _Route:
     bans: tuple[Ban, ...]  # the bans that apply
     fast: bool  # no bans and every plan simple: one store call, no generator needed
     policy: str | None  # the ``RateLimit-Policy`` value when every plan gives its base windows
-    prefixes: tuple[str, ...]  # then ``"NAME";r=`` per throttle item: the start of each ``RateLimit`` member
+    rate_format: str  # then the ``RateLimit`` value as a %-format: ``"NAME";r=%d;t=%d`` per throttle item
 
 
 class _Throttle:
@@ -644,7 +644,7 @@ class Engine:
         plans = tuple(pl for pl in self._plans if self._applies(pl.rule, ctx))
         bans = tuple(b for b in p.bans if self._matches(b.match, ctx))
         policy = None
-        prefixes: tuple[str, ...] = ()
+        rate_format = ""
         if all(pl.rule.tiers is None for pl in plans):
             states = [
                 PolicyState(name, w.limit, w.period / US, 0, 0.0)
@@ -653,8 +653,8 @@ class Engine:
                 for name, w in zip(pl.names, pl.rule.windows, strict=True)
             ]
             policy = policy_field(states) if states else None
-            prefixes = tuple(f'"{st.name}";r=' for st in states)
-        route = _Route(exempt, plans, bans, not bans and all(pl.simple for pl in plans), policy, prefixes)
+            rate_format = ", ".join([f'"{st.name}";r=%d;t=%d' for st in states])  # names never hold '%'
+        route = _Route(exempt, plans, bans, not bans and all(pl.simple for pl in plans), policy, rate_format)
         if len(ctx.path) + len(rk[2]) <= ROUTE_KEY_MAX:  # a huge path is matched each time, never kept
             if len(self._routes) >= ROUTE_CACHE_SIZE:
                 self._routes.clear()
@@ -791,7 +791,7 @@ class Engine:
             res.outs,
             t.items,
             policy=route.policy if t.complete else None,
-            prefixes=route.prefixes,
+            rate_format=route.rate_format,
             quiet=quiet,
             pending=pending,
             charges=t.charges,
@@ -806,7 +806,7 @@ class Engine:
         items: Sequence[Item],
         *,
         policy: str | None = None,
-        prefixes: Sequence[str] = (),
+        rate_format: str = "",
         quiet: bool = False,
         shadow: bool = False,
         pending: _Pending | None = None,
@@ -814,7 +814,7 @@ class Engine:
     ) -> Verdict:
         """The verdict for the throttle windows' outcomes (``owners``/``names``/``outs``/``items``
         aligned); ``policy``: the ``RateLimit-Policy`` value if known already, and then
-        ``prefixes``: ``"NAME";r=`` per item."""
+        ``rate_format``: the ``RateLimit`` value's %-format (two integers per item)."""
         admitted = True
         for o in outs:
             if not o[0]:
@@ -822,18 +822,17 @@ class Engine:
                 break
         if admitted:  # the common case: every window admits
             new = _new_tuple
-            states: list[PolicyState] = [
-                new(PolicyState, (name, it[1].limit, it[1].period / US, o[1], o[2] / US, True, 0.0))
-                for name, o, it in zip(names, outs, items, strict=True)
-            ]
+            states: list[PolicyState] = []
+            numbers: list[int] = []  # remaining and whole seconds to full, per window
+            for name, o, it in zip(names, outs, items, strict=True):
+                w = it[1]
+                left = o[1]
+                full = o[2]
+                states.append(new(PolicyState, (name, w.limit, w.period / US, left, full / US, True, 0.0)))
+                numbers.append(left if left > 0 else 0)
+                numbers.append(-(-full // US) if full > 0 else 0)
             if policy is not None and self._draft:  # draft fields straight from the outcomes' integers
-                rl = ", ".join(
-                    [
-                        f"{pre}{r if r > 0 else 0};t={-(-x // US) if x > 0 else 0}"
-                        for pre, (_, r, x, _, _) in zip(prefixes, outs, strict=True)
-                    ]
-                )
-                headers = [("RateLimit-Policy", policy), ("RateLimit", rl)]
+                headers = [("RateLimit-Policy", policy), ("RateLimit", rate_format % tuple(numbers))]
             else:
                 headers = self._headers(states, policy)
             if pending is not None and charges:
