@@ -91,3 +91,13 @@ def test_reset_time_float_error_does_not_push_midnight_to_the_next_second() -> N
         denial_body(ResponseConfig(), "throttle", retry_after=5, rule="q", reset_after=1e-9, now=midnight)
     )
     assert body["reset"] == "2027-01-01T00:00:00Z"
+
+
+def test_legacy_epoch_reset_has_the_same_rounding() -> None:
+    midnight = 1_798_761_600
+    now = midnight - 25_200 + 0.1
+    state = PolicyState("q", 10, 86400, 3, (midnight - now) + 2e-7)
+    assert rate_limit_headers("legacy", [state], now=now, legacy_reset="epoch")[2] == (
+        "X-RateLimit-Reset",
+        str(midnight),
+    )

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import NamedTuple
 
-__all__ = ["PolicyState", "policy_field", "rate_limit_headers", "retry_after_seconds"]
+__all__ = ["PolicyState", "ceil_time", "policy_field", "rate_limit_headers", "retry_after_seconds"]
 
 
 class PolicyState(NamedTuple):
@@ -42,6 +42,13 @@ def retry_after_seconds(retry_after: float) -> int | None:
     if math.isinf(retry_after) or math.isnan(retry_after):
         return None
     return max(1, math.ceil(retry_after))
+
+
+def ceil_time(epoch: float) -> int:
+    """``epoch`` rounded up to a whole second, except that a time within a millisecond of a whole
+    second is that second (``now + reset_after`` carries float error: midnight is not 00:00:01)."""
+    near = round(epoch)
+    return near if abs(epoch - near) < 1e-3 else math.ceil(epoch)
 
 
 def _sec(x: float) -> int:
@@ -92,7 +99,7 @@ def rate_limit_headers(
         out = rate_limit_headers("draft", states, policy=policy)
     if mode in ("legacy", "both"):
         s = most_restrictive(states)
-        reset = _sec(s.reset_after) if legacy_reset == "seconds" else math.ceil(now + s.reset_after)
+        reset = _sec(s.reset_after) if legacy_reset == "seconds" else ceil_time(now + s.reset_after)
         out.append(("X-RateLimit-Limit", str(s.limit)))
         out.append(("X-RateLimit-Remaining", str(max(0, s.remaining))))
         out.append(("X-RateLimit-Reset", str(reset)))

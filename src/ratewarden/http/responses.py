@@ -16,7 +16,7 @@ import math
 from datetime import UTC, datetime
 from typing import Literal
 
-from ratewarden.http.headers import retry_after_seconds
+from ratewarden.http.headers import ceil_time, retry_after_seconds
 from ratewarden.policy.model import ResponseConfig
 
 __all__ = ["DenialKind", "denial_body", "iso_time"]
@@ -28,9 +28,8 @@ def iso_time(epoch: float) -> str:
     """``epoch`` rounded up to a whole second, as ISO 8601 UTC; a time within a millisecond of a
     whole second is that second (``now + reset_after`` carries float error: midnight must not
     print as ``00:00:01``)."""
-    whole = round(epoch) if abs(epoch - round(epoch)) < 1e-3 else math.ceil(epoch)
     try:
-        return datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return datetime.fromtimestamp(ceil_time(epoch), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     except (OverflowError, OSError, ValueError):
         return "9999-12-31T23:59:59Z"
 
