@@ -219,57 +219,38 @@ class Limiter(_LimiterBase):
         # The hot path: one compiled window, plain arguments. Everything else takes _run.
         if not params and type(key) is str and type(cost) is int and cost >= 0 and type(rates) is str:
             w: Any = (self._fast if algorithm is None else self._fast_by.get(algorithm, _EMPTY)).get(rates)
-            if type(w) is not tuple and w is not None:
+            if w is not None and (type(w) is not tuple or self._hitn is not None):
+                ws = w if type(w) is tuple else None
                 try:
-                    allowed, remaining, reset_us, retry_us, _ = self._store.hit1(key, w, cost)
+                    if ws is None:
+                        o = self._store.hit1(key, w, cost)
+                    else:
+                        outs = self._hitn(key, ws, cost)  # type: ignore[misc]  # not None: checked above
+                        i = deciding_index(outs)
+                        w, o = ws[i], outs[i]
                 except StoreError as exc:
-                    return self._decide(key, (w,), self._failed(exc, "hit", key, (w,), cost, ""))
+                    wins = ws or (w,)
+                    return self._decide(key, wins, self._failed(exc, "hit", key, wins, cost, ""))
                 if self._failing:
                     self._recovered()
-                if retry_us >= 0:
-                    return _new(
-                        Decision,
-                        (
-                            allowed,
-                            w.limit,
-                            remaining if remaining > 0 else 0,
-                            reset_us / 1e6,
-                            retry_us / 1e6,
-                            w.rate,
-                            w.name,
-                            key,
-                            None,
-                            None,
-                        ),
-                    )
-            elif w is not None and self._hitn is not None:
-                ws = w
-                try:
-                    outs = self._hitn(key, ws, cost)
-                except StoreError as exc:
-                    return self._decide(key, ws, self._failed(exc, "hit", key, ws, cost, ""))
-                if self._failing:
-                    self._recovered()
-                i = deciding_index(outs)
-                allowed, remaining, reset_us, retry_us, _ = outs[i]
-                if retry_us >= 0:
-                    w = ws[i]
-                    return _new(
-                        Decision,
-                        (
-                            allowed,
-                            w.limit,
-                            remaining if remaining > 0 else 0,
-                            reset_us / 1e6,
-                            retry_us / 1e6,
-                            w.rate,
-                            w.name,
-                            key,
-                            None,
-                            None,
-                        ),
-                    )
-                return self._decide(key, ws, outs)
+                allowed, remaining, reset_us, retry_us, _ = o
+                if retry_us < 0:  # a cost that no window can ever hold
+                    return to_decision(w, o, key)
+                return _new(
+                    Decision,
+                    (
+                        allowed,
+                        w.limit,
+                        remaining if remaining > 0 else 0,
+                        reset_us / 1e6,
+                        retry_us / 1e6,
+                        w.rate,
+                        w.name,
+                        key,
+                        None,
+                        None,
+                    ),
+                )
         windows = self.windows(rates, algorithm, **params)
         return self._decide(key, windows, self._run("hit", _check_key(key), windows, _check_cost(cost)))
 
