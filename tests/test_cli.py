@@ -56,4 +56,3 @@ def test_console_script_runs() -> None:
         check=True,
     ).stdout
     assert "passed: gcra 2/3" in out
-

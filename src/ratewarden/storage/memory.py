@@ -105,60 +105,37 @@ class MemoryStore:
             return out
 
     def hitn(self, key: str, windows: Sequence[Window], cost: int) -> list[Outcome]:
-        """Several windows of one key, ``hit`` (all or nothing): the fast path of :meth:`apply`."""
+        """Several windows of one key, ``hit`` (all or nothing): the fast path of :meth:`apply`.
+
+        Two windows (the usual case) are unrolled here; more go through :meth:`_hit_items`.
+        """
+        if len(windows) != 2:
+            return self._hit_items([(key, w, cost) for w in windows])
         clock = self._clock
         with self._lock:
             now = _time_ns() // 1000 if clock is None else int(clock() * 1_000_000 + 0.5)
             tables = self._tables
-            if len(windows) == 2:  # the common multi-window case, unrolled: this is the hot path
-                w1, w2 = windows
-                t1 = tables.get(w1.id) or self._table(w1)
-                t2 = tables.get(w2.id) or self._table(w2)
-                d1 = t1.data
-                d2 = t2.data
-                s1 = d1.get(key)
-                s2 = d2.get(key)
-                o1 = w1.decide(s1, now, cost)
-                o2 = w2.decide(s2, now, cost)
-                if o1[0] and o2[0] and cost:
-                    if s1 is None or s2 is None:
-                        self._write(key, (t1, t2), (o1, o2), now)
-                    else:
-                        d1[key] = o1[4]
-                        d2[key] = o2[4]
-                return [o1, o2]
-            datas = []
-            outs = []
-            ok = True
-            fresh = False
-            for w in windows:
-                table = tables.get(w.id)
-                if table is None:
-                    table = tables[w.id] = _Table(w)
-                data = table.data
-                state = data.get(key)
-                if state is None:
-                    fresh = True
-                out = w.decide(state, now, cost)
-                if not out[0]:
-                    ok = False
-                outs.append(out)
-                datas.append(data)
-            if ok and cost:
-                if fresh:  # a new key in some window: the bookkeeping path
-                    self._write(key, [tables[w.id] for w in windows], outs, now)
+            w1, w2 = windows
+            t1 = tables.get(w1.id) or self._table(w1)
+            t2 = tables.get(w2.id) or self._table(w2)
+            d1 = t1.data
+            d2 = t2.data
+            s1 = d1.get(key)
+            s2 = d2.get(key)
+            o1 = w1.decide(s1, now, cost)
+            o2 = w2.decide(s2, now, cost)
+            if o1[0] and o2[0] and cost:
+                if s1 is None or s2 is None:
+                    self._write(key, (t1, t2), (o1, o2), now)
                 else:
-                    i = 0
-                    for out in outs:
-                        datas[i][key] = out[4]
-                        i += 1
-            return outs
+                    d1[key] = o1[4]
+                    d2[key] = o2[4]
+            return [o1, o2]
 
     def _hit_items(self, items: Sequence[Item]) -> list[Outcome]:
         """``hit`` over windows of any keys (several policy rules at once): all or nothing.
 
-        The same loop as :meth:`hitn`, which is its one-key specialisation for the limiter's
-        multi-window hot path (no item tuples to build there).
+        :meth:`hitn` is its one-key, two-window specialisation (the limiter's hot path).
         """
         with self._lock:
             now = self.now()
