@@ -111,6 +111,7 @@ class _LimiterBase:
         # ... and the same per explicitly named algorithm: {algorithm: {rates: window(s)}}
         self._fast_by: dict[str, dict[str | Rate, Window | tuple[Window, ...]]] = {}
         self._hitn = getattr(self._store, "hitn", None)
+        self._ahit1 = getattr(self._store, "ahit1", None)
         self._local: MemoryStore | None = None
         self._failing = False
         #: failures of the store seen so far (every one, not once per outage)
@@ -338,6 +339,25 @@ class AsyncLimiter(_LimiterBase):
     async def hit(
         self, key: str, rates: RateSpec, cost: int = 1, *, algorithm: str | None = None, **params: Any
     ) -> Decision:
+        # The hot path: one compiled window on a store with a native async face (Redis).
+        ahit1 = self._ahit1
+        if (
+            ahit1 is not None
+            and not params
+            and type(key) is str
+            and type(cost) is int
+            and cost >= 0
+            and type(rates) is str
+        ):
+            w: Any = (self._fast if algorithm is None else self._fast_by.get(algorithm, _EMPTY)).get(rates)
+            if w is not None and type(w) is not tuple:
+                try:
+                    o = await ahit1(key, w, cost)
+                except StoreError as exc:
+                    return self._decide(key, (w,), self._failed(exc, "hit", key, (w,), cost, ""))
+                if self._failing:
+                    self._recovered()
+                return to_decision(w, o, key)
         windows = self.windows(rates, algorithm, **params)
         return self._decide(key, windows, await self._run("hit", _check_key(key), windows, _check_cost(cost)))
 
