@@ -2,8 +2,8 @@
 
 Both share :class:`_LimiterBase`, which does everything but the store call: compiling rates
 into windows (cached), validating input, choosing the deciding window, and the behaviour when
-the store fails. Each public method of the two classes is the same two lines, one of them with
-``await``: the logic exists once.
+the store fails. Apart from ``hit``'s hot path (one cached window, straight to the store), each
+public method of the two classes is the same two lines, one of them with ``await``.
 
 Invariant 6 (defined failure) lives here: a :class:`~ratewarden.errors.StoreError` never reaches
 the caller. Depending on ``on_store_error`` the request is admitted (``"allow"``), denied
@@ -106,10 +106,10 @@ class _LimiterBase:
             self.storage_url = f"{getattr(storage, 'kind', 'custom')}://"
             self._store = storage
         self._plans: dict[tuple[Any, str | None], tuple[Window, ...]] = {}
-        # The hot path's cache: rates (default algorithm, no parameters) -> a window or a tuple of them.
-        self._fast: dict[str | Rate, Window | tuple[Window, ...]] = {}
-        # ... and the same per explicitly named algorithm: {algorithm: {rates: window(s)}}
-        self._fast_by: dict[str, dict[str | Rate, Window | tuple[Window, ...]]] = {}
+        # The hot path's cache, per algorithm named in the call (None: the default), for rate
+        # strings without parameters: {algorithm: {rates: a window, or a tuple of them}}.
+        self._fast: dict[str, Window | tuple[Window, ...]] = {}
+        self._fast_by: dict[str | None, dict[str, Window | tuple[Window, ...]]] = {None: self._fast}
         self._hitn = getattr(self._store, "hitn", None)
         self._ahit1 = getattr(self._store, "ahit1", None)
         self._local: MemoryStore | None = None
@@ -144,11 +144,10 @@ class _LimiterBase:
                 if len(self._plans) > 10_000:
                     self._plans.clear()
                     self._fast.clear()
-                    self._fast_by.clear()
+                    self._fast_by = {None: self._fast}
                 self._plans[rates, algorithm] = wins
                 if isinstance(rates, str):
-                    fast = self._fast if algorithm is None else self._fast_by.setdefault(algorithm, {})
-                    fast[rates] = wins[0] if len(wins) == 1 else wins
+                    self._fast_by.setdefault(algorithm, {})[rates] = wins[0] if len(wins) == 1 else wins
         return wins
 
     # -- turning outcomes into decisions ------------------------------------------------------

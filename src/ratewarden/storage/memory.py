@@ -90,10 +90,8 @@ class MemoryStore:
         clock = self._clock
         with self._lock:
             # Time is read under the lock, so decisions see it in the order they are made.
-            now = _time_ns() // 1000 if clock is None else int(clock() * 1_000_000 + 0.5)
-            table = self._tables.get(window.id)
-            if table is None:
-                table = self._tables[window.id] = _Table(window)
+            now = _time_ns() // 1000 if clock is None else self.now()
+            table = self._tables.get(window.id) or self._table(window)
             data = table.data
             state = data.get(key)
             out = window.decide(state, now, cost)
@@ -113,7 +111,7 @@ class MemoryStore:
             return self._hit_items([(key, w, cost) for w in windows])
         clock = self._clock
         with self._lock:
-            now = _time_ns() // 1000 if clock is None else int(clock() * 1_000_000 + 0.5)
+            now = _time_ns() // 1000 if clock is None else self.now()
             tables = self._tables
             w1, w2 = windows
             t1 = tables.get(w1.id) or self._table(w1)
@@ -145,9 +143,7 @@ class MemoryStore:
             ok = True
             fresh = False
             for key, w, cost in items:
-                table = tables.get(w.id)
-                if table is None:
-                    table = tables[w.id] = _Table(w)
+                table = tables.get(w.id) or self._table(w)
                 data = table.data
                 state = data.get(key)
                 if state is None:
@@ -178,9 +174,7 @@ class MemoryStore:
             now = self.now()
             tables = []
             for _, w, _ in items:
-                t = self._tables.get(w.id)
-                if t is None:
-                    t = self._tables[w.id] = _Table(w)
+                t = self._tables.get(w.id) or self._table(w)
                 tables.append(t)
             states = [t.data.get(item[0]) for t, item in zip(tables, items, strict=True)]
             windows = [item[1] for item in items]
@@ -226,6 +220,7 @@ class MemoryStore:
     # -- bookkeeping --------------------------------------------------------------------------
 
     def _table(self, window: Window) -> _Table:
+        """The table of a window seen for the first time."""
         table = self._tables[window.id] = _Table(window)
         return table
 
