@@ -554,11 +554,19 @@ STEPS = st.lists(
 )
 
 
+def _observable(outs: list[Any]) -> list[Any]:
+    """Outcomes with the state of an empty window (reset 0) read as ``None``."""
+    return [(*o[:4], o[4] if o[2] > 0 else None) for o in outs]
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=STEPS)
 def test_apply_over_several_keys_and_windows_matches_memory(tmp_path: Path, steps: list[Any]) -> None:
     """The store primitive itself: multi-key, multi-window items, every op, the same outcomes
-    (new states included) as the in-process store, step after step."""
+    (new states included, wherever a window holds usage) as the in-process store, step after step.
+
+    A state whose window is empty (reset 0) means nothing: a store may hand back the stale value
+    it still holds or ``None`` (SQLite deletes such rows on write; memory drops them when due)."""
     from ratewarden.storage.memory import MemoryStore
 
     clock = FakeClock()
@@ -579,9 +587,9 @@ def test_apply_over_several_keys_and_windows_matches_memory(tmp_path: Path, step
                     seen.add((key, w))
                     items.append((key, ITEM_WINDOWS[w], cost))
             lease = "lease"  # one name: a release drops every lease taken, so states empty often
-            assert sql.apply(op, items, lease) == ref.apply(op, items, lease), (n, op, items)
+            assert _observable(sql.apply(op, items, lease)) == _observable(ref.apply(op, items, lease)), (n, op, items)
         for key in "xy":
             check = [(key, w, 0) for w in ITEM_WINDOWS]
-            assert sql.apply("peek", check) == ref.apply("peek", check)
+            assert _observable(sql.apply("peek", check)) == _observable(ref.apply("peek", check))
     finally:
         sql.close()
