@@ -1026,8 +1026,3 @@ class Engine:
 
 def _secs(w: Window) -> str:
     return f"{w.period / US:g}"
-
-
-def run_items(engine: Engine, op: str, items: Sequence[Item]) -> list[Outcome]:
-    """Apply ``op`` to several ``(key, window, cost)`` items in one store call (tests, tools)."""
-    return engine._run(_Call(op, list(items), [engine.policy.settings.on_store_error] * len(items))).outs

@@ -18,8 +18,6 @@ from ratewarden.core.rates import US, Rate
 
 __all__ = ["Decision", "deciding_index", "to_decision"]
 
-_new = tuple.__new__  # builds a Decision without the NamedTuple's Python-level __new__
-
 
 class Decision(NamedTuple):
     """The answer for one request (or, from ``status``, for one window).
