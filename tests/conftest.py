@@ -1,18 +1,33 @@
-"""Shared fixtures: a fake clock, and a real Redis on 127.0.0.1 (its own database, cleaned)."""
+"""Shared fixtures: a fake clock, and the one Redis fixture (URL and cleanup in ``rw_redis``).
+
+Tests marked ``redis`` need the Redis at ``RATEWARDEN_TEST_REDIS_URL`` (default
+``redis://127.0.0.1:6379``). When it does not answer they are skipped with one reason, except
+under ``CI=true``, where each of them fails at set-up with that reason: CI never passes by
+skipping the Redis tests.
+"""
 
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
+import rw_redis
 from ratewarden import FakeClock
 
-REDIS_HOST = os.environ.get("RATEWARDEN_TEST_REDIS_HOST", "127.0.0.1")
-REDIS_PORT = int(os.environ.get("RATEWARDEN_TEST_REDIS_PORT", "6379"))
-REDIS_DB = int(os.environ.get("RATEWARDEN_TEST_REDIS_DB", "13"))
+IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("redis") is None:
+        return
+    reason = rw_redis.unreachable()
+    if reason is None:
+        return
+    if IN_CI:
+        pytest.fail(f"CI=true and the Redis tests cannot run: {reason}", pytrace=False)
+    pytest.skip(f"{reason}; set RATEWARDEN_TEST_REDIS_URL to run the Redis tests")
 
 
 @pytest.fixture
@@ -22,19 +37,13 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def redis_url() -> str:
-    return f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}"
+    """The shared test Redis (``RATEWARDEN_TEST_REDIS_URL``)."""
+    return rw_redis.URL
 
 
 @pytest.fixture
-def redis_prefix(redis_url: str) -> Iterator[str]:
-    """A key prefix of this test's own; every key under it is deleted afterwards."""
-    redis = pytest.importorskip("redis")
-    prefix = f"rwtest:{uuid.uuid4().hex[:12]}:"
+def redis_prefix() -> Iterator[str]:
+    """A key prefix of this test's own on the shared Redis; every key under it is deleted afterwards."""
+    prefix = rw_redis.new_prefix()
     yield prefix
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=prefix + "*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    rw_redis.delete_prefix(prefix)

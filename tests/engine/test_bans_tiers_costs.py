@@ -8,6 +8,7 @@ import json
 import pytest
 from rw_engine_helpers import MakeEngine, header, req
 
+import rw_redis
 from ratewarden import FakeClock
 from ratewarden.events import Event
 
@@ -230,20 +231,14 @@ async def test_engine_on_real_redis_db11(make: MakeEngine, clock: FakeClock) -> 
     e = make(f'[ratewarden]\nkey_prefix = "{prefix}"\n[[rule]]\nname = "a"\nlimits = ["3/minute"]\n', storage=None)
     from ratewarden.storage import open_store
 
-    store = open_store("redis://127.0.0.1:6379/11", key_prefix=prefix)
+    store = open_store(rw_redis.URL, key_prefix=prefix)
     e2 = make(f'[ratewarden]\nkey_prefix = "{prefix}"\n[[rule]]\nname = "a"\nlimits = ["3/minute"]\n', storage=store)
     try:
         got = [e2.check(req()).allowed for _ in range(2)] + [(await e2.acheck(req())).allowed for _ in range(2)]
         assert got == [True, True, True, False]
         await e2.aclose()
     finally:
-        import redis
-
-        r = redis.Redis.from_url("redis://127.0.0.1:6379/11")
-        keys = list(r.scan_iter(match=prefix + "*"))
-        if keys:
-            r.delete(*keys)
-        r.close()
+        rw_redis.delete_prefix(prefix)
     assert e.check(req()).allowed
 
 

@@ -1,4 +1,4 @@
-"""S1 and S4 on Redis (database 10): several app instances share one store, and time is the
+"""S1 and S4 on Redis (the shared test Redis): several app instances share one store, and time is the
 Redis server's, so these tests use real time with windows long enough to be deterministic."""
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ import httpx
 import pytest
 from scenario_apps import s1_starlette, s4_fastapi
 
+import rw_redis
+
 redis = pytest.importorskip("redis")
 
 pytestmark = pytest.mark.redis
 
-URL = "redis://127.0.0.1:6379/10"
+URL = rw_redis.URL
 
 
 @pytest.fixture
@@ -26,20 +28,10 @@ def store() -> Iterator[Any]:
     from ratewarden.storage import open_store
 
     prefix = f"rwadapt:{uuid.uuid4().hex[:10]}:"
-    try:
-        redis.Redis.from_url(URL, socket_timeout=2).ping()
-    except Exception as exc:  # pragma: no cover - no Redis on this machine
-        pytest.skip(f"no Redis at {URL}: {exc}")
     s = open_store(URL, key_prefix=prefix)
     yield s
     s.close()
-    client = redis.Redis.from_url(URL)
-    try:
-        keys = list(client.scan_iter(match=prefix + "*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    rw_redis.delete_prefix(prefix)
 
 
 def seconds_to_midnight() -> float:

@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 
+import rw_redis
 from ratewarden import AsyncLimiter, FakeClock, Limiter
 
 __all__ = [
@@ -92,12 +93,12 @@ BACKENDS: list[Backend] = [
 
 # -- redis (added by the Redis store engineer; placed before the fixtures, which read BACKENDS) --
 #
-# A real Redis at 127.0.0.1:6379, database 12. The fake clock reaches the scripts through the
+# The shared test Redis (rw_redis.URL: RATEWARDEN_TEST_REDIS_URL). The fake clock reaches the scripts through the
 # store's test hook (``_test_now``: the script uses the given time instead of Redis TIME), so the
 # clock-moving tests run here too. Every limiter's prefix is namespaced under one prefix per test
 # (from ``tmp_path``), so two limiters of one test share state and tests never see each other's keys.
 
-REDIS_TEST_URL = "redis://127.0.0.1:6379/12"
+REDIS_TEST_URL = rw_redis.URL
 
 
 def _redis_options(clock: FakeClock | None, tmp_path: Path, options: dict[str, Any]) -> dict[str, Any]:
@@ -119,15 +120,7 @@ def _aredis(clock: FakeClock | None, tmp_path: Path, **options: Any) -> AsyncLim
 
 
 def _redis_teardown(lim: Any) -> None:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_TEST_URL)
-    try:
-        keys = list(client.scan_iter(match=lim.store.codec.prefix + "*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    rw_redis.delete_prefix(lim.store.codec.prefix, REDIS_TEST_URL)
 
 
 BACKENDS.append(

@@ -1,4 +1,4 @@
-"""The Redis store on the real Redis (127.0.0.1:6379, db 12) and on private servers of its own:
+"""The Redis store on the real Redis (the shared test Redis, rw_redis.URL) and on private servers of its own:
 one round trip per decision (INFO commandstats), server time, TTLs, key hygiene, NOSCRIPT,
 URL options. Exactness under concurrency is in test_redis_exact.py, failures in
 test_redis_failure.py, the Cluster in test_redis_cluster.py."""
@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+import rw_redis
 from ratewarden import ALGORITHMS, AsyncLimiter, ConfigError, FakeClock, Limiter, StoreError
 from ratewarden.core.algorithms import make_window
 from ratewarden.core.rates import US, Rate
@@ -29,7 +30,7 @@ private_redis = redis_cluster.private_redis
 redis = pytest.importorskip("redis")
 pytestmark = pytest.mark.redis
 
-URL = "redis://127.0.0.1:6379/12"
+URL = rw_redis.URL
 RATE = {a: "5/day" if a == "quota" else "5/minute" for a in ALGORITHMS}
 
 
@@ -37,11 +38,7 @@ RATE = {a: "5/day" if a == "quota" else "5/minute" for a in ALGORITHMS}
 def prefix() -> Iterator[str]:
     p = f"rwtest:{uuid.uuid4().hex[:10]}:"
     yield p
-    c = redis.Redis.from_url(URL)
-    keys = list(c.scan_iter(match=p + "*", count=1000))
-    if keys:
-        c.delete(*keys)
-    c.close()
+    rw_redis.delete_prefix(p)
 
 
 @pytest.fixture
@@ -49,14 +46,6 @@ def client() -> Iterator[Any]:
     c = redis.Redis.from_url(URL)
     yield c
     c.close()
-
-
-def wait_clear_of_minute_edge(client: Any, margin: float = 2.0) -> None:
-    """Fixed windows: do not straddle a minute boundary (server time)."""
-    sec, usec = client.time()
-    into = (sec % 60) + usec / US
-    if into > 60 - margin:
-        time.sleep(60 - into + 0.05)
 
 
 # -- the script is package data, one file per algorithm ---------------------------------------------
@@ -172,11 +161,8 @@ def test_skewed_client_clocks_share_one_exact_limit(client: Any, prefix: str, al
     """Two servers whose clocks differ by 10 minutes (and, for the quota's calendar bounds, by an
     hour) still share the limit exactly: the scripts read Redis TIME."""
     a_clock = FakeClock(time.time() - 600)
-    rate = "5/day" if algorithm == "quota" else "5/hour"
-    if algorithm == "fixed-window":
-        sec = client.time()[0]
-        if sec % 3600 > 3600 - 3:
-            time.sleep(3)
+    # Redis TIME decides: a fixed window of 10 years (next edge 2029-12-17) cannot straddle the test
+    rate = {"quota": "5/day", "fixed-window": "5 per 3650 days"}.get(algorithm, "5/hour")
     a = Limiter(URL, clock=a_clock, key_prefix=prefix, algorithm=algorithm)
     b = Limiter(open_redis(URL, key_prefix=prefix, clock=lambda: time.time() + 3600), algorithm=algorithm)
     try:

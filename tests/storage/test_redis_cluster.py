@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+import rw_redis
 from ratewarden import AsyncLimiter, Limiter
 from ratewarden.core.algorithms import make_window
 from ratewarden.core.rates import US, Rate
@@ -33,9 +34,8 @@ def cluster(cluster_url: str) -> Iterator[tuple[str, str, Any]]:
     prefix = f"rwcl:{uuid.uuid4().hex[:10]}:"
     c = RedisCluster.from_url(cluster_url.replace("redis+cluster://", "redis://"))
     yield cluster_url, prefix, c
-    for k in list(c.scan_iter(match=prefix + "*", count=1000)):
-        c.delete(k)
     c.close()
+    rw_redis.delete_prefix(prefix, cluster_url)
 
 
 def evalsha_calls(c: Any) -> int:

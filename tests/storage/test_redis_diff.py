@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import rw_redis
 from ratewarden import FakeClock, StoreError
 from ratewarden.core.algorithms import ALGORITHMS, Quota, Window, make_window
 from ratewarden.core.evaluate import run
@@ -26,7 +27,7 @@ from ratewarden.storage.redis import RedisStore, decode_state, open_redis
 redis = pytest.importorskip("redis")
 pytestmark = pytest.mark.redis
 
-URL = "redis://127.0.0.1:6379/12"
+URL = rw_redis.URL
 DAY = 86_400 * US
 PERIODS = [US, 7 * US + 3, 60 * US, 3_600 * US]
 START = 1_767_225_600 * US  # 2026-01-01T00:00:00Z
@@ -37,9 +38,6 @@ TZS = ["UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata"]
 def client() -> Iterator[Any]:
     c = redis.Redis.from_url(URL)
     yield c
-    keys = list(c.scan_iter(match="rwdiff:*", count=1000))
-    if keys:
-        c.delete(*keys)
     c.close()
 
 
@@ -143,9 +141,7 @@ def check(
                 raw = client.get(store.codec.state_key(k, w))
                 assert decode_state(w, raw) == states.get((k, w.id)), (w, k)
     finally:
-        keys = list(client.scan_iter(match=prefix + "*", count=1000))
-        if keys:
-            client.delete(*keys)
+        rw_redis.delete_prefix(prefix)
         store.close()
 
 
@@ -300,6 +296,5 @@ def test_a_merged_batch_matches_the_core_run_request_by_request(client: Any, dat
             for k, w in items:
                 assert decode_state(w, client.get(store.codec.state_key(k, w))) == states.get((k, w.id))
     finally:
-        for key in client.scan_iter(match=prefix + "*", count=1000):
-            client.delete(key)
+        rw_redis.delete_prefix(prefix)
         store.close()
