@@ -29,7 +29,7 @@ the file and ``RATEWARDEN_STORAGE``), ``clock`` (seconds, for tests), ``on_event
 given every :class:`~ratewarden.events.Event`), ``profile`` and ``env`` (see
 :mod:`ratewarden.policy.load`), ``max_keys`` (memory store bound).
 
-Order of evaluation (DESIGN.md section 6): exempt paths, safelist, blocklist, then one
+Order of evaluation (docs/policy.md): exempt paths, safelist, blocklist, then one
 all-or-nothing store call holding every matching ban (checked at cost 0) and every matching
 throttle rule's windows; shadow rules get a second call of their own and never deny. The
 logic is written once, as generators that yield store calls; :meth:`check` and :meth:`acheck`

@@ -1,11 +1,11 @@
-"""``Limiter`` and ``AsyncLimiter``: the public Python API (DESIGN.md section 5).
+"""``Limiter`` and ``AsyncLimiter``: the public Python API (docs/design.md#the-python-api).
 
 Both share :class:`_LimiterBase`, which does everything but the store call: compiling rates
 into windows (cached), validating input, choosing the deciding window, and the behaviour when
 the store fails. Apart from ``hit``'s hot path (one cached window, straight to the store), each
 public method of the two classes is the same two lines, one of them with ``await``.
 
-Invariant 6 (defined failure) lives here: a :class:`~ratewarden.errors.StoreError` never reaches
+Defined failure (docs/design.md#defined-failure) lives here: a :class:`~ratewarden.errors.StoreError` never reaches
 the caller. Depending on ``on_store_error`` the request is admitted (``"allow"``), denied
 (``"deny"``, with ``retry_after`` = ``deny_retry_after``) or decided by an in-process limiter
 with the same rates (``"local"``) until the store answers again. The first failure of an outage

@@ -1,4 +1,4 @@
-"""The adapters' public names change only on purpose (DESIGN.md section 5 entry points)."""
+"""The adapters' public names change only on purpose (docs/design.md#the-python-api: the adapter entry points)."""
 
 from __future__ import annotations
 

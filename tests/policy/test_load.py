@@ -1,4 +1,4 @@
-"""Loading valid policies: the DESIGN.md section 6 example, defaults, profiles, environment overrides."""
+"""Loading valid policies: docs/design.md#the-policy-file example, defaults, profiles, environment overrides."""
 
 from __future__ import annotations
 

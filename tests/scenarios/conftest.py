@@ -1,4 +1,4 @@
-"""Scenario tests (SCENARIOS.md S0-S4): one policy file each, apps in several frameworks."""
+"""Scenario tests (S0-S4, stated in docs/scenarios.md): one policy file each, apps in several frameworks."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Exact admission under concurrency (DESIGN.md invariant 1): threads, asyncio tasks, processes.
+"""Exact admission under concurrency (docs/design.md#exact-admission): threads, asyncio tasks, processes.
 
 Every race hammers one fresh key with 1,000 attempts at a limit of 100 and counts the admitted:
 exactly 100, never 101. The fake clock is frozen during a race, so the refilling algorithms
@@ -226,7 +226,7 @@ def _run_child(url: str, key: str, rate: str, times: int) -> list[bool]:
 
 
 def test_a_limited_key_stays_limited_after_a_restart(tmp_path: Path) -> None:
-    """Scenario S0: counters survive a backend restart (each process is a fresh backend)."""
+    """Scenario S0 (docs/scenarios.md): counters survive a backend restart (each process is a fresh backend)."""
     url = sqlite_url(tmp_path)
     assert _run_child(url, "session:abc", "2/10 seconds", 3) == [True, True, False]
     assert _run_child(url, "session:abc", "2/10 seconds", 1) == [False]

@@ -1,4 +1,4 @@
-"""Defined failure (invariant 6) with a real Redis that dies: a private redis-server of the test's
+"""Defined failure (docs/design.md#defined-failure) with a real Redis that dies: a private redis-server of the test's
 own is killed mid-run and restarted (the shared 6379 is never touched), a closed port, a server
 that never answers. No exception escapes the limiter; allow admits, deny denies with a
 retry_after, local holds the rate in process; when Redis is back the shared limit is used again.

@@ -1,4 +1,4 @@
-"""Reference models of the seven algorithms, written from their definitions (DESIGN.md section 3
+"""Reference models of the seven algorithms, written from their definitions (docs/design.md#algorithms
 and each module's docstring), not from the implementation.
 
 Each model keeps the plain list of admissions ``(time_us, cost)`` and answers three questions

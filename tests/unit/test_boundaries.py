@@ -1,4 +1,4 @@
-"""Scenario S3: two windows on one key, "5 per 10 minutes;20/hour", exact at the boundaries.
+"""Scenario S3 (docs/scenarios.md): two windows on one key, "5 per 10 minutes;20/hour", exact at the boundaries.
 
 The 5th request in a window passes and the 6th is denied; a request exactly at a window edge is
 counted as each algorithm's docstring says (fixed-window: in the new window; sliding-log: an

@@ -1,4 +1,4 @@
-"""``Decision.retry_after_header`` (DESIGN.md invariant 3): ``ceil(retry_after)`` whole seconds,
+"""``Decision.retry_after_header`` (docs/design.md#denials-are-free): ``ceil(retry_after)`` whole seconds,
 never 0 on a denial; 0 when allowed."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The public ``Limiter("memory://", clock=FakeClock())`` against several reference models at once.
 
 A multi-window request (``"3/2s;5/7s"``, or any two or three random windows) must be admitted by
-every window or consume nothing in any (DESIGN.md invariant 2). For random sequences of
+every window or consume nothing in any (docs/design.md#all-or-nothing). For random sequences of
 (time step, cost) on one key, each test checks the public :class:`Decision`:
 
 * ``allowed`` == every model admits;

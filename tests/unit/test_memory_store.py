@@ -1,6 +1,6 @@
 """The memory store (storage/memory.py): bounded memory, reclaiming expired state, eviction order.
 
-DESIGN.md invariant 5: a maximum key count; expired state reclaimed without a full scan on the
+Bounded memory (docs/design.md#bounded-memory): a maximum key count; expired state reclaimed without a full scan on the
 hot path; a flood of distinct keys cannot exhaust memory. Live keys are never evicted while the
 store is under its cap, and when it is full, expired states go first.
 """

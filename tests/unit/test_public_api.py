@@ -1,4 +1,4 @@
-"""Pins the public API (DESIGN.md section 5), so it changes only on purpose."""
+"""Pins the public API (docs/design.md#the-python-api), so it changes only on purpose."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``quota``: a budget per calendar day or month in a time zone (scenario S4's daily token budget).
+"""``quota``: a budget per calendar day or month in a time zone (scenario S4's daily budget, docs/scenarios.md).
 
 Resets at the reset time (midnight by default) in the configured zone, on normal days and on
 DST days (23 h and 25 h long), and monthly at the first of the month; ``retry_after`` is the

@@ -1,4 +1,4 @@
-"""Rate notation (DESIGN.md section 4): every form parses to the right Rate, every error is a
+"""Rate notation (docs/design.md#rates): every form parses to the right Rate, every error is a
 :class:`RateParseError` whose message quotes the bad part."""
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""Denial bodies (DESIGN.md section 7), shaped by the policy's ``[response]`` table.
+"""Denial bodies (docs/design.md#http-behaviour), shaped by the policy's ``[response]`` table.
 
 ``[response] body`` maps each output field to a variable: ``code``, ``message``,
 ``retry_after`` (whole seconds, as in ``Retry-After``; ``null`` when the request can never
 pass), ``retry_after_exact`` (float seconds), ``rule``, ``limit``, ``remaining``, ``reset``
 (ISO 8601 UTC time when the deciding window is full again), ``reset_after`` (whole seconds).
-So both ``{"error": "rate_limited", "retry_after": 17}`` (S0) and
-``{"error": "RATE_LIMIT_EXCEEDED", "cooldownSeconds": 17, "resetTime": "...", ...}`` (S3) are
+So both ``{"error": "rate_limited", "retry_after": 17}`` (a minimal shape) and
+``{"error": "RATE_LIMIT_EXCEEDED", "cooldownSeconds": 17, "resetTime": "...", ...}`` (an Express app's shape) are
 configuration, not code.
 """
 

@@ -1,4 +1,4 @@
-"""The policy file (DESIGN.md section 6): model, loading with located errors, keys, matching."""
+"""The policy file (docs/policy.md): model, loading with located errors, keys, matching."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Load and validate a policy file (DESIGN.md section 6) into :class:`~ratewarden.policy.model.Policy`.
+"""Load and validate a policy file (docs/policy.md) into :class:`~ratewarden.policy.model.Policy`.
 
 Every mistake is a :class:`PolicyError` naming the file, the line and the reason: an unknown key
 (with the keys that are allowed), a bad rate, a bad CIDR, a missing ``${ENV}`` variable, a

@@ -1,4 +1,4 @@
-"""The algorithms, by their contract names (DESIGN.md section 3)."""
+"""The algorithms, by their contract names (docs/design.md#algorithms)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,87 @@
+"""The repository stands alone: no tracked file points to a document outside it, and every link
+into ``docs/`` (a file, and a ``#section`` of it) resolves to a file and a heading that exist."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Documents that live outside the repository (written so that this file does not match itself).
+OUTSIDE = re.compile(
+    r"\.\./shared"  # a sibling directory of the checkout
+    r"|\bDESIGN\.md|\bSCENARIOS\.md|\bPEERS\.md|\bSTYLE\.md"  # design notes kept elsewhere
+    r"|\b[Ii]nvariant [0-9]"  # invariants cited by a number the reader cannot look up
+    r"|\bseed 0[0-9][0-9]\b"  # field notes kept elsewhere
+)
+# "docs/design.md#invariants", "(scenarios.md)", "docs/policy.md": a link into docs/.
+DOC_LINK = re.compile(r"(?:docs/|\]\()(?P<file>[A-Za-z0-9_-]+\.md)(?:#(?P<anchor>[A-Za-z0-9_-]+))?")
+
+
+def tracked_files() -> list[Path]:
+    try:
+        out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True, timeout=30).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:  # pragma: no cover - not a git checkout
+        pytest.skip(f"not a git checkout: {exc}")
+    return [ROOT / name for name in out.decode().split("\0") if name]
+
+
+def text_of(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, FileNotFoundError, IsADirectoryError):
+        return None  # binary, or deleted in the working tree
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a Markdown heading."""
+    text = re.sub(r"[`*]", "", heading.strip().lower())
+    return re.sub(r"\s", "-", re.sub(r"[^\w\s-]", "", text))
+
+
+def anchors(doc: Path) -> set[str]:
+    return {slug(m) for m in re.findall(r"^#{1,6}\s+(.+?)\s*$", doc.read_text(encoding="utf-8"), re.M)}
+
+
+def test_no_tracked_file_points_outside_the_repository() -> None:
+    found = []
+    for path in tracked_files():
+        text = text_of(path)
+        if text is None:
+            continue
+        for n, line in enumerate(text.splitlines(), 1):
+            m = OUTSIDE.search(line)
+            if m:
+                found.append(f"{path.relative_to(ROOT)}:{n}: {m.group(0)!r}")
+    assert not found, "say it in the project's own words or link into docs/:\n" + "\n".join(found)
+
+
+def test_every_link_into_docs_resolves() -> None:
+    docs = ROOT / "docs"
+    broken = []
+    for path in tracked_files():
+        text = text_of(path)
+        if text is None:
+            continue
+        for m in DOC_LINK.finditer(text):
+            # "](x.md)" inside docs/ is relative to docs/; elsewhere only "docs/x.md" is a docs link
+            if not m.group(0).startswith("docs/") and path.parent != docs:
+                continue
+            doc = docs / m.group("file")
+            where = f"{path.relative_to(ROOT)}: {m.group(0)}"
+            if not doc.is_file():
+                broken.append(f"{where}: no such file")
+            elif m.group("anchor") and m.group("anchor") not in anchors(doc):
+                broken.append(f"{where}: no such section")
+    assert not broken, "\n".join(broken)
+
+
+def test_the_checks_can_fail() -> None:
+    assert OUTSIDE.search("see " + "../" + "shared/" + "DESIGN" + ".md")
+    assert OUTSIDE.search("(" + "invariant" + " 6)")
+    assert not OUTSIDE.search("see docs/design.md#defined-failure")
+    assert slug("Denials are free (and `retry_after` exact)") == "denials-are-free-and-retry_after-exact"
