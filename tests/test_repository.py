@@ -68,7 +68,7 @@ def test_every_link_into_docs_resolves() -> None:
         if text is None:
             continue
         for m in DOC_LINK.finditer(text):
-            # "](x.md)" inside docs/ is relative to docs/; elsewhere only "docs/x.md" is a docs link
+            # a bare "](NAME.md)" link is one into docs/ only when written inside docs/
             if not m.group(0).startswith("docs/") and path.parent != docs:
                 continue
             doc = docs / m.group("file")
