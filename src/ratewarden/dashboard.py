@@ -105,13 +105,16 @@ class Dashboard:
 
     # -- feeding ----------------------------------------------------------------------------
 
-    def attach(self, engine: Engine) -> None:
-        """Count ``engine``'s denials (its events) and list its rules even before traffic."""
-        self._unsubscribe.append(engine.events.subscribe(self.on_event))
+    def attach(self, engine: Engine) -> Callable[[], None]:
+        """Count ``engine``'s denials (its events) and list its rules even before traffic.
+        Returns a function that detaches it (e.g. when a reload replaces the engine)."""
+        unsubscribe = engine.events.subscribe(self.on_event)
+        self._unsubscribe.append(unsubscribe)
         with self._lock:
             for r in engine.policy.rules:
                 if r.name not in self._rules:
                     self._rules.append(r.name)
+        return unsubscribe
 
     def close(self) -> None:
         """Stop listening to every attached engine."""

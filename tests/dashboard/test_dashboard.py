@@ -129,6 +129,18 @@ def test_close_stops_listening(clock: FakeClock) -> None:
     assert dash.state()["rules"]["save"]["total"]["denied"] == 0
 
 
+def test_a_detached_engine_is_no_longer_counted(clock: FakeClock) -> None:
+    dash = Dashboard(clock=clock)
+    old, new = Engine(POLICY, clock=clock), Engine(POLICY, clock=clock)
+    detach = dash.attach(old)
+    dash.attach(new)
+    detach()  # a reload replaced it
+    for engine in (old, new):
+        for _ in range(3):
+            _hit(engine, "/save")
+    assert dash.state()["rules"]["save"]["total"]["denied"] == 1
+
+
 @pytest.mark.parametrize("kw", [{"minutes": 0}, {"minutes": 61}, {"top_keys": 0}])
 def test_bad_settings_are_refused(kw: dict[str, int]) -> None:
     with pytest.raises(ConfigError, match=next(iter(kw))):
