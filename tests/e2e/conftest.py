@@ -8,7 +8,6 @@ the reason, except under CI (``CI=true``), where they fail.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -19,32 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
-
-
-def chromium_path() -> str | None:
-    for name in ("chromium", "chromium-browser"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
-
-
-def _missing(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: the browser tests must run; .ci/run installs chromium)")
-    pytest.skip(reason)
+from rw_browser import CHROMIUM_FLAGS, chromium_path, missing
 
 
 def free_port() -> int:
@@ -89,11 +63,11 @@ def browser(tmp_path: Path) -> Iterator[Any]:
     """A fresh headless chromium (its own --user-data-dir) as a Playwright browser context."""
     exe = chromium_path()
     if exe is None:
-        _missing("chromium is not installed (apt-get install chromium)")
+        missing("chromium is not installed (apt-get install chromium)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        _missing("the playwright package is not installed (pip install -e '.[dev]')")
+        missing("the playwright package is not installed (pip install -e '.[dev]')")
     with sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
             str(tmp_path / "profile"),
