@@ -146,36 +146,40 @@ def test_a_wait_longer_than_max_wait_is_not_started(server: str, test_id: str) -
 
 @pytest.mark.parametrize("client_kind", ["httpx", "async", "requests"])
 def test_the_sleeps_of_one_request_never_add_up_past_max_wait(server: str, test_id: str, client_kind: str) -> None:
-    sleeps = Sleeps(real=False)  # the retry comes at once, so the server says "1 s" again
-    options = {"max_retries": 10, "max_wait": 2.5, "random": lambda: 0.999}
-    r = _third_get(server, test_id, client_kind, sleeps, options)
-    assert r == 429
-    assert len(sleeps.waits) == 2  # 1.1 + 1.1; a third second does not fit the 2.5 s budget
-    assert sum(sleeps.waits) <= 2.5
-    assert all(w >= 1.0 for w in sleeps.waits)  # never earlier than the server said
+    sleeps = Sleeps(real=False)  # the retry comes at once, so the server says "3600 s" again
+    options = {"max_retries": 10, "max_wait": 9000.0, "random": lambda: 0.999}
+    codes = _gets(server, test_id, client_kind, sleeps, options, "/hourly/a", 2)
+    assert codes == [200, 429]
+    assert len(sleeps.waits) == 2  # 3601 + 3601; a third 3600 does not fit the 9000 s budget
+    assert sum(sleeps.waits) <= 9000
+    assert all(3600 <= w <= 3601 for w in sleeps.waits)  # never earlier than the server said; jitter <= 1 s
 
 
 @pytest.mark.parametrize("client_kind", ["httpx", "async", "requests"])
 def test_when_retries_run_out_the_final_429_is_returned(server: str, test_id: str, client_kind: str) -> None:
     sleeps = Sleeps(real=False)
-    r = _third_get(server, test_id, client_kind, sleeps, {"max_retries": 3, "random": lambda: 0.0})
-    assert r == 429
-    assert sleeps.waits == [1.0, 1.0, 1.0]
+    options = {"max_retries": 3, "max_wait": 20000.0, "random": lambda: 0.0}
+    codes = _gets(server, test_id, client_kind, sleeps, options, "/hourly/a", 2)
+    assert codes == [200, 429]
+    assert sleeps.waits == [3600.0, 3600.0, 3600.0]
 
 
-def _third_get(server: str, test_id: str, kind: str, sleeps: Sleeps, options: dict[str, object]) -> int:
+def _gets(
+    server: str, test_id: str, kind: str, sleeps: Sleeps, options: dict[str, object], path: str, n: int
+) -> list[int]:
+    """``n`` GETs of ``path`` through the ``kind`` client; their final status codes."""
     headers = {"X-Test": test_id}
     if kind == "httpx":
         with httpx.Client(base_url=server, transport=RetryTransport(sleep=sleeps, **options), headers=headers) as c:  # type: ignore[arg-type]
-            return [c.get("/pair/a").status_code for _ in range(3)][-1]
+            return [c.get(path).status_code for _ in range(n)]
     if kind == "requests":
         with _session(RetryAdapter(sleep=sleeps, **options), test_id) as s:  # type: ignore[arg-type]
-            return [s.get(server + "/pair/a").status_code for _ in range(3)][-1]
+            return [s.get(server + path).status_code for _ in range(n)]
 
-    async def run() -> int:
+    async def run() -> list[int]:
         transport = AsyncRetryTransport(sleep=sleeps.asleep, **options)  # type: ignore[arg-type]
         async with httpx.AsyncClient(base_url=server, transport=transport, headers=headers) as c:
-            return [(await c.get("/pair/a")).status_code for _ in range(3)][-1]
+            return [(await c.get(path)).status_code for _ in range(n)]
 
     return asyncio.run(run())
 
