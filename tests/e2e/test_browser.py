@@ -156,3 +156,21 @@ def test_the_dashboard_streams_server_sent_events(demo: str) -> None:
                 break
     assert "event: state" in lines
     assert '"rules"' in lines[-1] and '"save_chat"' in lines[-1]
+
+
+def test_every_button_of_the_demo_page_is_wired(demo: str, browser: Any) -> None:
+    page = browser.new_page()
+    page.goto(demo + "/")
+    expected = {
+        "personalize": ("save-log", "#1: 200 OK"),
+        "sync": ("sync-log", "#1: 200 OK"),
+        "login": ("sync-log", "#1: 401"),  # the page's default password is wrong on purpose
+        "register": ("register-log", "#1: 200 OK"),
+        "chat": ("chat-log", "#1: 200 OK"),
+        "generate": ("generate-log", "#1: 200 OK"),
+    }
+    for button, (log, text) in expected.items():
+        page.locator(f"#{button}").click()
+        page.wait_for_function(f"document.querySelector('#{log}').textContent === {text!r}", timeout=10_000)
+    assert page.locator("#chat-quota").inner_text() == "4 of 5 left"
+    assert page.locator("#generate-quota").inner_text().endswith("left")
