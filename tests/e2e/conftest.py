@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -58,9 +57,10 @@ def demo() -> Iterator[str]:
             proc.communicate()
 
 
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Any]:
-    """A fresh headless chromium (its own --user-data-dir) as a Playwright browser context."""
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A fresh headless chromium (its own --user-data-dir) as a Playwright browser context, one
+    per test module; each test opens its own page."""
     exe = chromium_path()
     if exe is None:
         missing("chromium is not installed (apt-get install chromium)")
@@ -70,7 +70,7 @@ def browser(tmp_path: Path) -> Iterator[Any]:
         missing("the playwright package is not installed (pip install -e '.[dev]')")
     with sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
+            str(tmp_path_factory.mktemp("chromium-profile")),
             executable_path=exe,
             headless=True,
             args=CHROMIUM_FLAGS,
@@ -80,3 +80,14 @@ def browser(tmp_path: Path) -> Iterator[Any]:
             yield context
         finally:
             context.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A new page with no cookies: a new visitor (a new session) for each test."""
+    browser.clear_cookies()
+    p = browser.new_page()
+    try:
+        yield p
+    finally:
+        p.close()

@@ -29,10 +29,7 @@ def _countdown(page: Any) -> int:
     return int(m.group(1))
 
 
-def test_spam_clicking_save_disables_it_counts_down_and_enables_it_again(
-    demo: str, browser: Any, tmp_path: Path
-) -> None:
-    page = browser.new_page()
+def test_spam_clicking_save_disables_it_counts_down_and_enables_it_again(demo: str, page: Any, tmp_path: Path) -> None:
     page.goto(demo + "/")
     save = page.locator("#save")
     log = page.locator("#save-log")
@@ -102,8 +99,7 @@ async () => {
 """
 
 
-def test_the_helper_reads_every_teams_body_shape_and_the_headers(demo: str, browser: Any) -> None:
-    page = browser.new_page()
+def test_the_helper_reads_every_teams_body_shape_and_the_headers(demo: str, page: Any) -> None:
     page.goto(demo + "/")
     out = page.evaluate(SHAPES_JS)
     assert (out["default"], out["fastapi"], out["minimal"], out["express"]) == (17, 9, 4, 42)
@@ -118,14 +114,13 @@ def test_the_helper_reads_every_teams_body_shape_and_the_headers(demo: str, brow
     }
 
 
-def test_the_dashboard_after_a_burst_shows_the_denials(demo: str, browser: Any, tmp_path: Path) -> None:
+def test_the_dashboard_after_a_burst_shows_the_denials(demo: str, page: Any, tmp_path: Path) -> None:
     with httpx.Client(base_url=demo) as c:  # keeps the demo's session cookie: one visitor
         save = [c.post("/api/v1/chat/save", json={"text": "x"}).status_code for _ in range(30)]
         chat = [c.post("/api/chat", json={}).status_code for _ in range(12)]
         register = [c.post("/auth/register", json={}).status_code for _ in range(8)]
     assert save.count(200) == 2 and save.count(429) == 28
     assert chat.count(200) == 5 and register.count(200) == 5
-    page = browser.new_page()
     page.goto(demo + "/dashboard")
     page.wait_for_function("document.querySelector('#live').textContent === 'live'", timeout=10_000)
     row = page.locator('tr[data-rule="save_chat"]')
@@ -158,8 +153,7 @@ def test_the_dashboard_streams_server_sent_events(demo: str) -> None:
     assert '"rules"' in lines[-1] and '"save_chat"' in lines[-1]
 
 
-def test_every_button_of_the_demo_page_is_wired(demo: str, browser: Any) -> None:
-    page = browser.new_page()
+def test_every_button_of_the_demo_page_is_wired(demo: str, page: Any) -> None:
     page.goto(demo + "/")
     expected = {
         "personalize": ("save-log", "#1: 200 OK"),
