@@ -4,6 +4,7 @@
   for each, whether it passed, what remained and the exact ``retry_after``: a way to see how the
   algorithms differ at window edges (``--algorithm all`` puts them side by side).
 * ``ratewarden check FILE`` validates a policy file and prints the rules it understood.
+* ``ratewarden demo [--port 8000]`` runs a web app with five teams' scenarios on one policy file.
 """
 
 from __future__ import annotations
@@ -106,6 +107,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     c = sub.add_parser("check", help="validate a policy file and print the rules it understood")
     c.add_argument("file", help="path to ratewarden.toml")
+    d = sub.add_parser("demo", help="run a web app with the five teams' scenarios on one policy file")
+    d.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    d.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    d.add_argument("--profile", default=None, help="policy profile, e.g. 'quick' (save: 2 per 4 s)")
     return p
 
 
@@ -133,6 +138,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("error: --every and --offset must not be negative", file=sys.stderr)
                 return 2
             simulate(args.rate, algos, args.requests, every, args.cost, offset)
+            return 0
+        if args.command == "demo":
+            from ratewarden.demo import serve
+
+            serve(args.port, args.host, args.profile)
             return 0
         from ratewarden.policy.cli import check_main
 
