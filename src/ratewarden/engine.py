@@ -257,7 +257,10 @@ class Engine:
             self.events.subscribe(on_event)
         self.body_limit = s.body_limit
         self.store_errors = 0
-        self._local: MemoryStore | None = None
+        # The in-process fallback of the rules with on_store_error="local", built here rather
+        # than at the first failure: threads failing at once must all count in this one store.
+        local = s.on_store_error == "local" or any(r.on_store_error == "local" for r in self.policy.rules)
+        self._local: MemoryStore | None = MemoryStore(clock=clock) if local else None
         self._failing = False
         self._needs_body = self.policy.needs_body
         p = self.policy
@@ -559,8 +562,8 @@ class Engine:
         local_idx = [i for i, m in enumerate(call.modes) if m == "local"]
         local: dict[int, Outcome] = {}
         if local_idx:
-            if self._local is None:
-                self._local = MemoryStore(clock=self._fake_clock)
+            if self._local is None:  # pragma: no cover - built in __init__ whenever a mode is "local"
+                raise RuntimeError("on_store_error='local' without its in-process store")
             outs = self._local.apply(call.op, [call.items[i] for i in local_idx])  # type: ignore[arg-type]
             local = dict(zip(local_idx, outs, strict=True))
         wait = round(self.policy.settings.store_error_retry_after * US)

@@ -112,7 +112,9 @@ class _LimiterBase:
         self._fast_by: dict[str | None, dict[str, Window | tuple[Window, ...]]] = {None: self._fast}
         self._hitn = getattr(self._store, "hitn", None)
         self._ahit1 = getattr(self._store, "ahit1", None)
-        self._local: MemoryStore | None = None
+        # The in-process fallback of on_store_error="local", built here rather than at the first
+        # failure: threads failing at once must all count in this one store, never in one each.
+        self._local: MemoryStore | None = MemoryStore(clock=clock) if on_store_error == "local" else None
         self._failing = False
         #: failures of the store seen so far (every one, not once per outage)
         self.store_errors = 0
@@ -180,10 +182,9 @@ class _LimiterBase:
                 self.on_store_error,
             )
         mode = self.on_store_error
-        if mode == "local":
-            if self._local is None:
-                self._local = MemoryStore(clock=self._clock)
-            return _Fallback(self._local.apply(op, [(key, w, cost) for w in windows], arg))
+        local = self._local
+        if local is not None:  # on_store_error == "local"
+            return _Fallback(local.apply(op, [(key, w, cost) for w in windows], arg))
         if mode == "deny" and op in ("hit", "acquire"):
             wait = round(self.deny_retry_after * US)
             return _Fallback((False, 0, wait, wait, None) for w in windows)
