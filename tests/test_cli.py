@@ -56,3 +56,24 @@ def test_console_script_runs() -> None:
         check=True,
     ).stdout
     assert "passed: gcra 2/3" in out
+
+
+def test_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    import ratewarden
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"ratewarden {ratewarden.__version__}"
+
+
+def test_python_dash_m_ratewarden_is_the_command() -> None:
+    run = subprocess.run([sys.executable, "-m", "ratewarden", "--version"], capture_output=True, text=True, check=True)
+    assert run.stdout.startswith("ratewarden ")
+    out = subprocess.run(
+        [sys.executable, "-m", "ratewarden", "simulate", "2/s", "-n", "3", "-e", "0.1s"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "passed: gcra 2/3" in out

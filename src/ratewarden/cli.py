@@ -3,7 +3,9 @@
 * ``ratewarden simulate RATE`` replays a sequence of requests on a simulated clock and prints,
   for each, whether it passed, what remained and the exact ``retry_after``: a way to see how the
   algorithms differ at window edges (``--algorithm all`` puts them side by side).
-* ``ratewarden check FILE`` validates a policy file and prints the rules it understood.
+* ``ratewarden check FILE`` validates a policy file and prints the rules it understood, or
+  every mistake it holds.
+* ``ratewarden --version`` prints the version. ``python -m ratewarden`` is the same command.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+from ratewarden import __version__
 from ratewarden.clock import FakeClock
 from ratewarden.core.algorithms import ALGORITHMS
 from ratewarden.core.rates import US, parse_duration, parse_rates
@@ -85,6 +88,7 @@ def simulate(
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ratewarden", description="Exact, fast rate limiting.")
+    p.add_argument("--version", action="version", version=f"ratewarden {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser(
         "simulate",
