@@ -56,8 +56,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ratewarden.core.algorithms.base import NEVER, Outcome, Window
-from ratewarden.core.rates import US
-from ratewarden.errors import StoreError
+from ratewarden.core.rates import LIMIT_MAX, US
+from ratewarden.errors import RequestError, StoreError, UnknownRuleError
 from ratewarden.events import Event, EventBus, EventKind
 from ratewarden.http.headers import PolicyState, policy_field, rate_limit_headers, retry_after_seconds
 from ratewarden.http.responses import DenialKind, denial_body
@@ -417,11 +417,16 @@ class Engine:
     def check_key(self, rule: str, key: str, cost: int = 1, *, attrs: Mapping[str, Any] | None = None) -> Verdict:
         """Decide one named rule for a key the caller chose (the decision service's
         ``{"rule": ..., "key": ..., "cost": ...}``), with the rule's limits, tiers (from ``attrs``),
-        headers and body; the match, key source, bans and lists are skipped. ``KeyError`` for an
-        unknown rule name; never raises otherwise."""
-        plan = self._plan(rule)
+        headers and body; the match, key source, bans and lists are skipped.
+
+        Bad input is the caller's error, never an admission: :class:`~ratewarden.errors.RequestError`
+        (its ``field`` names ``"rule"``, ``"key"``, ``"cost"`` or ``"attrs"``) for a cost that is
+        not an integer >= 0, a key that is not a non-empty string of at most ``max_key_length``
+        characters, attributes that are not a mapping; :class:`~ratewarden.errors.UnknownRuleError`
+        (also a ``KeyError``) for an unknown rule name. Never raises otherwise."""
+        plan, key, cost, attrs = self._key_request(rule, key, cost, attrs)
         try:
-            result: Verdict = self._drive(self._key_flow(plan, key, cost, attrs or {}))
+            result: Verdict = self._drive(self._key_flow(plan, key, cost, attrs))
             return result
         except Exception as exc:
             return self._internal_error(RequestFacts("", "", None), exc)
@@ -429,18 +434,46 @@ class Engine:
     async def acheck_key(
         self, rule: str, key: str, cost: int = 1, *, attrs: Mapping[str, Any] | None = None
     ) -> Verdict:
-        plan = self._plan(rule)
+        plan, key, cost, attrs = self._key_request(rule, key, cost, attrs)
         try:
-            result: Verdict = await self._adrive(self._key_flow(plan, key, cost, attrs or {}))
+            result: Verdict = await self._adrive(self._key_flow(plan, key, cost, attrs))
             return result
         except Exception as exc:
             return self._internal_error(RequestFacts("", "", None), exc)
 
-    def _plan(self, rule: str) -> _Plan:
+    def _key_request(
+        self, rule: object, key: object, cost: object, attrs: object
+    ) -> tuple[_Plan, str, int, Mapping[str, Any]]:
+        """The arguments of :meth:`check_key`, validated (see there)."""
+        plan = self._plan(rule)
+        if type(key) is not str:
+            raise RequestError("key", f"the key must be a string, not {_kind(key)}")
+        if not key.strip():
+            raise RequestError("key", f"the key must not be empty, not {key!r}")
+        limit = self.policy.settings.max_key_length
+        if len(key) > limit:
+            raise RequestError("key", f"the key is {len(key)} characters long; at most {limit} (max_key_length)")
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RequestError("key", f"the key is not valid Unicode text: {key!r}") from None
+        if type(cost) is not int or cost < 0:
+            raise RequestError("cost", f"the cost must be an integer >= 0, not {cost!r}")
+        if attrs is None:
+            attrs = {}
+        elif not isinstance(attrs, Mapping):
+            raise RequestError("attrs", f"attrs must be a mapping of attribute names to values, not {_kind(attrs)}")
+        # A cost above every limit is denied as "never"; past LIMIT_MAX its size changes nothing,
+        # and a store never sees a number it cannot hold exactly.
+        return plan, key, min(cost, LIMIT_MAX + 1), attrs
+
+    def _plan(self, rule: object) -> _Plan:
+        if type(rule) is not str:
+            raise RequestError("rule", f"the rule must be a rule name (a string), not {_kind(rule)}")
         for plan in self._plans:
             if plan.rule.name == rule:
                 return plan
-        raise KeyError(f"no rule named {rule!r}")
+        raise UnknownRuleError(rule)
 
     def _key_flow(self, plan: _Plan, key: str, cost: int, attrs: Mapping[str, Any]) -> _Flow:
         r = plan.rule
@@ -452,7 +485,6 @@ class Engine:
             names = _names(r.name, wins)
         if not wins:
             return self._deny(ctx, "throttle", self.policy.response.status, math.inf, r.name, [], limit=0, remaining=0)
-        cost = max(0, int(cost))
         items = [(plan.prefix + key, w, cost) for w in wins]
         res = yield _Call("hit", items, [r.on_store_error] * len(items))
         if res.error is not None:
@@ -1025,6 +1057,12 @@ class Engine:
                 detail,
             )
         )
+
+
+def _kind(value: object) -> str:
+    """How an error names a value of the wrong type: its type, and the value when short."""
+    text = repr(value)
+    return f"{type(value).__name__} {text}" if len(text) <= 40 else type(value).__name__
 
 
 def _secs(w: Window) -> str:
