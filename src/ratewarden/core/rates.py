@@ -145,7 +145,7 @@ def _unit(unit: str, text: str, part: str) -> int:
         return _UNITS[unit.lower()]
     except KeyError:
         raise RateParseError(
-            f"unknown time unit {unit!r} in {part!r} (of {text!r}); "
+            f"unknown time unit {unit!r} in {_where(part, text)}; "
             "use second, minute, hour, day, week, month or year (or s, m, h, d)"
         ) from None
 

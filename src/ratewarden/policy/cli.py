@@ -91,8 +91,9 @@ def describe(policy: Policy) -> list[str]:
     return lines
 
 
-def check_main(path: str, out: TextIO = sys.stdout) -> int:
-    """Validate ``path``; print the rules (exit 0) or the error (exit 1)."""
+def check_main(path: str, out: TextIO | None = None) -> int:
+    """Validate ``path``; print the rules (exit 0) or every mistake (exit 1) to ``out`` (stdout)."""
+    out = out or sys.stdout
     try:
         policy = load_policy(path)
     except PolicyError as exc:
