@@ -52,7 +52,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from ratewarden.core.algorithms.base import NEVER, Outcome, Window
@@ -63,9 +63,9 @@ from ratewarden.http.headers import PolicyState, policy_field, rate_limit_header
 from ratewarden.http.responses import DenialKind, denial_body
 from ratewarden.limiter import AsyncLimiter, Limiter
 from ratewarden.policy.keys import RequestContext
-from ratewarden.policy.load import load_policy, loads_policy
+from ratewarden.policy.load import load_policy, loads_policy, rule_policy
 from ratewarden.policy.match import matches, normalize_path, path_matches
-from ratewarden.policy.model import Ban, Blocklist, Policy, Rule
+from ratewarden.policy.model import Ban, Policy, Rule
 from ratewarden.storage import open_store
 from ratewarden.storage.memory import MemoryStore
 
@@ -278,19 +278,23 @@ class Engine:
         self._by_scheme = any(r.match.schemes for r in p.rules) or any(b.match.schemes for b in p.bans)
 
     @classmethod
-    def for_rule(cls, rule_toml: str, *, base: Engine | None = None, **options: Any) -> Engine:
-        """An engine for one route's rules (``[[rule]]`` TOML text), e.g. for ``@limit`` decorators.
+    def for_rule(cls, rule: Rule | Mapping[str, Any], *, base: Engine | None = None, **options: Any) -> Engine:
+        """An engine for one route's rule, e.g. for ``@limit`` decorators: ``rule`` is a
+        :class:`~ratewarden.policy.model.Rule` or its spec as values, the keys of a ``[[rule]]``
+        (``{"name": "login", "limits": ["5/minute"], "key": "ip"}``), validated by the policy
+        file's own parsers (no TOML text is written or read; a profile never applies).
 
-        With ``base``, it shares the base engine's settings (headers, proxies, store, response
-        shape, JWT key, safelist), its clock and its event subscribers; bans and the blocklist
-        stay with the base engine (so nothing is counted twice). ``options`` go to ``Engine``.
+        With ``base``, it shares the base engine's settings (headers, proxies, store, default
+        algorithm, response shape, JWT key, safelist), its clock and its event subscribers; bans
+        and the blocklist stay with the base engine (so nothing is counted twice). Without, the
+        default settings and the ``RATEWARDEN_*`` setting overrides apply. ``options`` go to
+        ``Engine`` (``env``: the environment to read instead of ``os.environ``).
         """
+        env = options.pop("env", None)
+        options.pop("profile", None)  # a profile overrides a file's rules by name: none here
+        policy = rule_policy(rule, base=None if base is None else base.policy, env=env)
         if base is None:
-            return cls(rule_toml if "\n" in rule_toml else rule_toml + "\n", **options)
-        if "[ratewarden]" not in rule_toml:  # the base's default algorithm applies to the route's rules
-            rule_toml = f'[ratewarden]\nalgorithm = "{base.policy.settings.algorithm}"\n' + rule_toml
-        rules = loads_policy(rule_toml, source="<route>", env=options.pop("env", None)).rules
-        policy = replace(base.policy, rules=rules, bans=(), blocklist=Blocklist(), source="<route>")
+            return cls(policy, **options)
         options.setdefault("storage", base.store)
         options.setdefault("clock", base._fake_clock)
         engine = cls(policy, **options)

@@ -19,16 +19,17 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ratewarden.errors import ConfigError
 from ratewarden.policy.lines import LineIndex
-from ratewarden.policy.model import Ban, KeyPart, Policy, Rule
+from ratewarden.policy.model import Ban, Blocklist, KeyPart, Policy, Rule
 from ratewarden.policy.reader import KeyPath, PolicyError, parse_key
 from ratewarden.policy.sections import Sections
 
-__all__ = ["PolicyError", "load_policy", "loads_policy", "parse_key"]
+__all__ = ["PolicyError", "load_policy", "loads_policy", "parse_key", "rule_policy"]
 
 TOP_KEYS = ("ratewarden", "rule", "ban", "safelist", "blocklist", "jwt", "response", "profile")
 #: environment variables that override a ``[ratewarden]`` setting
@@ -50,6 +51,24 @@ def load_policy(
     except (OSError, UnicodeDecodeError) as exc:
         raise PolicyError(str(p), 0, f"cannot read the policy file: {exc}") from None
     return loads_policy(text, source=str(p), profile=profile, env=env, base_dir=p.parent)
+
+
+def rule_policy(
+    rule: Rule | Mapping[str, Any],
+    *,
+    base: Policy | None = None,
+    env: Mapping[str, str] | None = None,
+    source: str = "<route>",
+) -> Policy:
+    """A policy of one rule for limits written in code (a route's ``@limit``), built without any
+    TOML text: ``rule`` is a :class:`Rule` or its spec as values (``{"name": "login", "limits":
+    ["5/minute"], "key": "ip"}``, the keys of a ``[[rule]]``), validated by the parsers of the
+    policy file. With ``base`` the rule shares its settings, JWT key, safelist and response shape
+    (not its rules, bans or blocklist); without, the default settings and the ``RATEWARDEN_*``
+    setting overrides of the environment apply. A profile never applies: it overrides the rules
+    of a file by name. Raises :class:`PolicyError` (``<route>: reason``)."""
+    loader = _Loader("", source, os.environ if env is None else env, None, Path("."))
+    return loader.for_rule(rule, base)
 
 
 def loads_policy(
@@ -143,6 +162,29 @@ class _Loader(Sections):
             source=self.source,
             profile=self.profile,
         )
+
+    def for_rule(self, rule: Rule | Mapping[str, Any], base: Policy | None) -> Policy:
+        """See :func:`rule_policy`."""
+        self.profile = None
+        if base is not None:
+            settings = base.settings
+        else:
+            settings = self.settings({key: self.env[var] for var, key in _ENV_SETTINGS if self.env.get(var)})
+        if isinstance(rule, Rule):
+            built: Rule | None = rule
+        elif isinstance(rule, Mapping):
+            spec = dict(rule)
+            built = self.attempt(lambda: self.rule(spec, ("rule", 0), settings))
+            jwt_key = built is not None and any(p.kind == "jwt" for p in built.key.parts)
+            if jwt_key and (base is None or base.jwt is None):
+                self.report(("rule", 0, "key"), "the rule uses a jwt: key but the policy has no [jwt] table")
+        else:
+            self.fail((), f"a rule is a Rule or a mapping of [[rule]] keys to values, not {type(rule).__name__}")
+        if self.errors or built is None:
+            raise PolicyError.of(self.errors)
+        if base is None:
+            return Policy(settings=settings, rules=(built,), source=self.source)
+        return replace(base, rules=(built,), bans=(), blocklist=Blocklist(), source=self.source, profile=None)
 
     def apply_profile(self, raw: dict[str, Any]) -> dict[str, Any]:
         profiles = raw.pop("profile", {})
