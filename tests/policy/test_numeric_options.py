@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ratewarden.policy import PolicyError, load_policy, loads_policy
+from ratewarden.policy import PolicyError, load_policy, loads_policy, sections
 
 #: (option, policy text with the option's value as {v} on the line marked "<-")
 OPTIONS: dict[str, str] = {
@@ -151,3 +151,61 @@ def test_check_never_prints_a_traceback(tmp_path: Path) -> None:
     with pytest.raises(PolicyError) as info:
         load_policy(bad, env={})
     assert len(info.value.errors) == 5
+
+
+_ANY = [
+    *BAD,
+    "0",
+    "1",
+    "5",
+    '"abc"',
+    '""',
+    '"ip"',
+    '"5/minute"',
+    '["5/minute"]',
+    "[]",
+    "{}",
+    '["a", 1]',
+    "[[1]]",
+    '{ claim = "r", x = nan }',
+    "{ attr = [1] }",
+    '{ default = [1], attr = "p", a = 1 }',
+    "{ path = 5 }",
+    '{ status = "x" }',
+    "{ reset = 5 }",
+    '{ header = "X", value = 5 }',
+    "{ error = [1] }",
+    '"header:X"',
+    '"response.header:X"',
+    '"jwt:sub"',
+]
+_SECTIONS = {
+    "ratewarden": sections.SETTINGS_KEYS,
+    "safelist": sections.SAFELIST_KEYS,
+    "blocklist": sections.BLOCKLIST_KEYS,
+    "jwt": sections.JWT_KEYS,
+    "response": sections.RESPONSE_KEYS,
+    "rule": sections.RULE_KEYS,
+    "ban": sections.BAN_KEYS,
+}
+_BASE = {
+    "jwt": {"secret": '"0123456789abcdef0123"'},
+    "rule": {"name": '"r"', "limits": '["5/minute"]'},
+    "ban": {"name": '"b"', "max": "5", "within": "60", "ban_for": "60", "match": "{ status = [401] }"},
+}
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), section=st.sampled_from(sorted(_SECTIONS)))
+def test_any_value_of_any_option_loads_or_is_a_located_policy_error(data: st.DataObject, section: str) -> None:
+    """Structure fuzzing: every option of every section takes any of many values; the load
+    either succeeds or fails with PolicyErrors that all have a line, never another exception."""
+    table = dict(_BASE.get(section, {}))
+    for _ in range(data.draw(st.integers(1, 3))):
+        table[data.draw(st.sampled_from(_SECTIONS[section]))] = data.draw(st.sampled_from(_ANY))
+    header = f"[[{section}]]" if section in ("rule", "ban") else f"[{section}]"
+    text = header + "\n" + "".join(f"{k} = {v}\n" for k, v in table.items())
+    try:
+        loads_policy(text, source="policy.toml", env={})
+    except PolicyError as err:
+        assert all(e.line > 0 for e in err.errors), str(err)
