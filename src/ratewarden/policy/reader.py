@@ -19,7 +19,7 @@ from ratewarden.policy.model import (
     Network,
 )
 
-__all__ = ["HEADER_NAME_RE", "KEY_KINDS", "KeyPath", "PolicyError", "Reader", "did_you_mean", "parse_key"]
+__all__ = ["HEADER_NAME_RE", "KEY_KINDS", "KeyPath", "PolicyError", "Reader", "did_you_mean", "parse_key", "show_value"]
 
 T = TypeVar("T")
 
@@ -157,7 +157,7 @@ class Reader:
         if v is None:
             self.fail(path[:-1], f"missing required key {path[-1]!r}")
         if not isinstance(v, str):
-            shown = _tname(v) if isinstance(v, list | dict) else f"{_tname(v)} ({_show(v)})"
+            shown = _tname(v) if isinstance(v, list | dict) else f"{_tname(v)} ({show_value(v)})"
             self.fail(path, f"{path[-1]!r} must be a string, not {shown}")
         return v
 
@@ -166,7 +166,7 @@ class Reader:
         if v not in choices:
             self.fail(
                 path,
-                f"{path[-1]!r} must be one of {', '.join(repr(c) for c in choices)}, not {_show(v)};"
+                f"{path[-1]!r} must be one of {', '.join(repr(c) for c in choices)}, not {show_value(v)};"
                 f"{did_you_mean(v, choices)}".rstrip(";"),
             )
         return v
@@ -174,7 +174,7 @@ class Reader:
     def integer(self, t: Mapping[str, Any], path: KeyPath, default: int, lo: int, hi: int) -> int:
         v = t.get(str(path[-1]), default)
         if type(v) is not int or not lo <= v <= hi:
-            self.fail(path, f"{path[-1]!r} must be an integer from {lo:,} to {hi:,}, not {_show(v)}")
+            self.fail(path, f"{path[-1]!r} must be an integer from {lo:,} to {hi:,}, not {show_value(v)}")
         return v
 
     def seconds(self, t: Mapping[str, Any], path: KeyPath, default: float, *, zero: bool = False) -> float:
@@ -183,7 +183,9 @@ class Reader:
         number = not isinstance(v, bool) and isinstance(v, int | float)
         if not number or not (v >= 0 if zero else v > 0) or not v <= PERIOD_MAX / US:  # NaN fails both
             least = ">= 0" if zero else "above 0"
-            self.fail(path, f"{path[-1]!r} must be a number of seconds {least} and at most 10 years, not {_show(v)}")
+            self.fail(
+                path, f"{path[-1]!r} must be a number of seconds {least} and at most 10 years, not {show_value(v)}"
+            )
         return float(v)
 
     def boolean(self, t: Mapping[str, Any], path: KeyPath, default: bool = False) -> bool:
@@ -205,7 +207,9 @@ class Reader:
             self.fail(path[:-1], f"missing required key {path[-1]!r}")
         v = t[str(path[-1])]
         if isinstance(v, bool) or not isinstance(v, int | float | str):
-            self.fail(path, f"{path[-1]!r} must be a duration such as '1 hour' or a number of seconds, not {_show(v)}")
+            self.fail(
+                path, f"{path[-1]!r} must be a duration such as '1 hour' or a number of seconds, not {show_value(v)}"
+            )
         try:
             return parse_duration(v)
         except RateParseError as exc:
@@ -268,7 +272,7 @@ class Reader:
                     else st
                 )
                 self.fail(
-                    (*mp, "status"), f"'status' must be a list of HTTP status codes (100 to 599), not {_show(bad)}"
+                    (*mp, "status"), f"'status' must be a list of HTTP status codes (100 to 599), not {show_value(bad)}"
                 )
             codes = st
         return Match(
@@ -288,7 +292,7 @@ def did_you_mean(word: str, choices: tuple[str, ...] | list[str]) -> str:
     return f" did you mean {close[0]!r}?" if close else ""
 
 
-def _show(v: Any) -> str:
+def show_value(v: Any) -> str:
     """A value as an error message quotes it: the type for the wrong kind, a huge number by size."""
     if isinstance(v, bool | list | dict) or not isinstance(v, int | float | str):
         return f"{_tname(v)} ({v!r:.40})" if not isinstance(v, list | dict) else _tname(v)

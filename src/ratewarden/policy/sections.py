@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from ratewarden.core.algorithms import ALGORITHMS, make_window
 from ratewarden.core.algorithms.base import Window
@@ -26,11 +26,9 @@ from ratewarden.policy.model import (
     Settings,
     Tiers,
 )
-from ratewarden.policy.reader import HEADER_NAME_RE, KeyPath, PolicyError, Reader, _show, did_you_mean
+from ratewarden.policy.reader import HEADER_NAME_RE, KeyPath, PolicyError, Reader, did_you_mean, show_value
 
 __all__ = ["FAIL_MODES", "POLICY_ALGORITHMS", "Sections"]
-
-T = TypeVar("T")
 
 #: what a policy may name as an algorithm: every one but ``concurrency`` (a lease held across a
 #: request needs ``Limiter.lease``, not a rule)
@@ -285,7 +283,7 @@ class Sections(Reader):
     def cost(self, v: Any, path: KeyPath) -> CostSpec:
         if type(v) is int:
             if not 0 <= v <= LIMIT_MAX:
-                self.fail(path, f"cost must be >= 0 and at most {LIMIT_MAX:,} (10^12), not {_show(v)}")
+                self.fail(path, f"cost must be >= 0 and at most {LIMIT_MAX:,} (10^12), not {show_value(v)}")
             return CostSpec("constant", v)
         if isinstance(v, str):
             for prefix, source in (("response.header:", "response_header"), ("header:", "header")):
@@ -294,7 +292,7 @@ class Sections(Reader):
                     if not HEADER_NAME_RE.match(h):
                         self.fail(path, f"{h!r} is not a valid header name")
                     return CostSpec(source, 1, h.lower())  # type: ignore[arg-type]
-        self.fail(path, f"cost must be an integer, 'header:NAME' or 'response.header:NAME', not {_show(v)}")
+        self.fail(path, f"cost must be an integer, 'header:NAME' or 'response.header:NAME', not {show_value(v)}")
 
     def tiers(self, t: Any, path: KeyPath, rates: tuple[Rate, ...], algorithm: str, params: dict[str, Any]) -> Tiers:
         if not isinstance(t, dict):
@@ -318,7 +316,7 @@ class Sections(Reader):
                     self.fail(
                         tp,
                         f'tier {name!r} must be a multiplier >= 0 (mode = "multiply") and at most {top:g} '
-                        f"(no limit above {LIMIT_MAX:,}), not {_show(v)}",
+                        f"(no limit above {LIMIT_MAX:,}), not {show_value(v)}",
                     )
                 factors[name] = float(v)
                 windows[name] = () if v == 0 else self.windows(tuple(r.scaled(v) for r in rates), algorithm, params, tp)
@@ -467,10 +465,12 @@ class Sections(Reader):
             (isinstance(audience, str) and audience)
             or (isinstance(audience, list) and audience and all(isinstance(a, str) and a for a in audience))
         ):
-            self.report((*p, "audience"), f"'audience' must be a string or a list of strings, not {_show(audience)}")
+            self.report(
+                (*p, "audience"), f"'audience' must be a string or a list of strings, not {show_value(audience)}"
+            )
         issuer = t.get("issuer")
         if issuer is not None and not (isinstance(issuer, str) and issuer):
-            self.report((*p, "issuer"), f"'issuer' must be a string, not {_show(issuer)}")
+            self.report((*p, "issuer"), f"'issuer' must be a string, not {show_value(issuer)}")
         if len(self.errors) > start or leeway is None:  # hand them to the caller, once
             found = self.errors[start:]
             del self.errors[start:]
@@ -513,7 +513,7 @@ class Sections(Reader):
             if not isinstance(v, str) or v not in BODY_VARIABLES:
                 self.fail(
                     (*p, "body", k),
-                    f"unknown body variable {_show(v)} for {k!r};"
+                    f"unknown body variable {show_value(v)} for {k!r};"
                     f"{did_you_mean(v, sorted(BODY_VARIABLES)) if isinstance(v, str) else ''}"
                     f" use one of {', '.join(sorted(BODY_VARIABLES))}",
                 )
