@@ -41,6 +41,11 @@ def test_simulate_all_shows_the_fixed_window_edge_burst(capsys: pytest.CaptureFi
         (["simulate", "5/s", "-a", "leaky"], "simulate takes one of"),
         (["simulate", "5/s", "-n", "0"], "--requests must be between"),
         (["simulate", "5/s", "--every", "soon"], "unknown time unit 'soon'"),
+        (["simulate", "5/s", "--every", "1e400"], "from 0 to 10 years"),
+        (["simulate", "5/s", "--every", "nan"], "from 0 to 10 years"),
+        (["simulate", "5/s", "--offset", "inf"], "from 0 to 10 years"),
+        (["simulate", "5/s", "--every", "1e300"], "from 0 to 10 years"),
+        (["simulate", "5/s", "--every", "-1"], "from 0 to 10 years"),
     ],
 )
 def test_simulate_bad_input(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -19,8 +19,8 @@ from typing import TextIO
 from ratewarden import __version__
 from ratewarden.clock import FakeClock
 from ratewarden.core.algorithms import ALGORITHMS
-from ratewarden.core.rates import US, parse_duration, parse_rates
-from ratewarden.errors import RatewardenError
+from ratewarden.core.rates import PERIOD_MAX, US, parse_duration, parse_rates
+from ratewarden.errors import RateParseError, RatewardenError
 from ratewarden.limiter import Limiter
 
 __all__ = ["main"]
@@ -31,10 +31,14 @@ _SIM_ALGORITHMS = ["fixed-window", "sliding-window", "sliding-log", "gcra", "tok
 
 
 def _seconds(text: str) -> float:
+    """``"0.4"``, ``"2s"``, ``"1m"`` -> seconds, from 0 to ten years (NaN and infinities refused)."""
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         return parse_duration(text) / US
+    if not 0 <= value <= PERIOD_MAX / US:  # also NaN
+        raise RateParseError(f"a time must be from 0 to 10 years in seconds, not {text!r}")
+    return value
 
 
 def _fmt(x: float) -> str:
