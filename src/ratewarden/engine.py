@@ -462,7 +462,7 @@ class Engine:
         except UnicodeEncodeError:
             raise RequestError("key", f"the key is not valid Unicode text: {key!r}") from None
         if type(cost) is not int or cost < 0:
-            raise RequestError("cost", f"the cost must be an integer >= 0, not {cost!r}")
+            raise RequestError("cost", f"the cost must be an integer >= 0, not {cost!r:.60}")
         if attrs is None:
             attrs = {}
         elif not isinstance(attrs, Mapping):
