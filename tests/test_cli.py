@@ -41,6 +41,11 @@ def test_simulate_all_shows_the_fixed_window_edge_burst(capsys: pytest.CaptureFi
         (["simulate", "5/s", "-a", "leaky"], "simulate takes one of"),
         (["simulate", "5/s", "-n", "0"], "--requests must be between"),
         (["simulate", "5/s", "--every", "soon"], "unknown time unit 'soon'"),
+        (["simulate", "5/s", "--every", "1e400"], "from 0 to 10 years"),
+        (["simulate", "5/s", "--every", "nan"], "from 0 to 10 years"),
+        (["simulate", "5/s", "--offset", "inf"], "from 0 to 10 years"),
+        (["simulate", "5/s", "--every", "1e300"], "from 0 to 10 years"),
+        (["simulate", "5/s", "--every", "-1"], "from 0 to 10 years"),
     ],
 )
 def test_simulate_bad_input(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -51,6 +56,27 @@ def test_simulate_bad_input(argv: list[str], message: str, capsys: pytest.Captur
 def test_console_script_runs() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "ratewarden.cli", "simulate", "2/s", "-n", "3", "-e", "0.1s"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "passed: gcra 2/3" in out
+
+
+def test_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    import ratewarden
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"ratewarden {ratewarden.__version__}"
+
+
+def test_python_dash_m_ratewarden_is_the_command() -> None:
+    run = subprocess.run([sys.executable, "-m", "ratewarden", "--version"], capture_output=True, text=True, check=True)
+    assert run.stdout.startswith("ratewarden ")
+    out = subprocess.run(
+        [sys.executable, "-m", "ratewarden", "simulate", "2/s", "-n", "3", "-e", "0.1s"],
         capture_output=True,
         text=True,
         check=True,

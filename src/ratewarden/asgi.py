@@ -446,12 +446,6 @@ def rule_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.:/-]", "_", text).lstrip("_.:/-")[-64:] or "route"
 
 
-def _toml_str(text: str) -> str:
-    import json
-
-    return json.dumps(text)  # a JSON string literal is a valid TOML basic string
-
-
 class RouteLimit:
     """One rule for one route, through the same Engine as the policy file (keys, headers, bodies).
 
@@ -481,20 +475,14 @@ class RouteLimit:
         self.key_fn = None if isinstance(key, str) else key
         spec = key if isinstance(key, str) else "user"
         self.name = rule_name(name or f"route:{spec}:{';'.join(rates)}")
-        lines = [
-            "[[rule]]",
-            f"name = {_toml_str(self.name)}",
-            f"key = {_toml_str(spec)}",
-            f"limits = [{', '.join(_toml_str(r) for r in rates)}]",
-            f"cost = {int(cost)}",
-        ]
+        rule: dict[str, Any] = {"name": self.name, "key": spec, "limits": rates, "cost": cost}
         if algorithm:
-            lines.append(f"algorithm = {_toml_str(algorithm)}")
+            rule["algorithm"] = algorithm
         if shadow:
-            lines.append("shadow = true")
+            rule["shadow"] = True
         if self.key_fn is not None:
-            lines.append('fallback = "ip"')
-        self.engine: Engine = Engine.for_rule("\n".join(lines), base=base, **options)
+            rule["fallback"] = "ip"
+        self.engine: Engine = Engine.for_rule(rule, base=base, **options)
 
     def prepare(self, facts: RequestFacts, request: Any) -> RequestFacts:
         """``facts`` for this rule: with a callable key, its value stands in for the identity."""

@@ -3,8 +3,10 @@
 * ``ratewarden simulate RATE`` replays a sequence of requests on a simulated clock and prints,
   for each, whether it passed, what remained and the exact ``retry_after``: a way to see how the
   algorithms differ at window edges (``--algorithm all`` puts them side by side).
-* ``ratewarden check FILE`` validates a policy file and prints the rules it understood.
+* ``ratewarden check FILE`` validates a policy file and prints the rules it understood, or
+  every mistake it holds.
 * ``ratewarden demo [--port 8000]`` runs a web app with five teams' scenarios on one policy file.
+* ``ratewarden --version`` prints the version. ``python -m ratewarden`` is the same command.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+from ratewarden import __version__
 from ratewarden.clock import FakeClock
 from ratewarden.core.algorithms import ALGORITHMS
-from ratewarden.core.rates import US, parse_duration, parse_rates
-from ratewarden.errors import RatewardenError
+from ratewarden.core.rates import PERIOD_MAX, US, parse_duration, parse_rates
+from ratewarden.errors import RateParseError, RatewardenError
 from ratewarden.limiter import Limiter
 
 __all__ = ["main"]
@@ -29,10 +32,14 @@ _SIM_ALGORITHMS = ["fixed-window", "sliding-window", "sliding-log", "gcra", "tok
 
 
 def _seconds(text: str) -> float:
+    """``"0.4"``, ``"2s"``, ``"1m"`` -> seconds, from 0 to ten years (NaN and infinities refused)."""
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         return parse_duration(text) / US
+    if not 0 <= value <= PERIOD_MAX / US:  # also NaN
+        raise RateParseError(f"a time must be from 0 to 10 years in seconds, not {text!r}")
+    return value
 
 
 def _fmt(x: float) -> str:
@@ -86,6 +93,7 @@ def simulate(
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ratewarden", description="Exact, fast rate limiting.")
+    p.add_argument("--version", action="version", version=f"ratewarden {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser(
         "simulate",

@@ -52,20 +52,20 @@ import math
 import os
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from ratewarden.core.algorithms.base import NEVER, Outcome, Window
-from ratewarden.core.rates import US
-from ratewarden.errors import StoreError
+from ratewarden.core.rates import LIMIT_MAX, US
+from ratewarden.errors import RequestError, StoreError, UnknownRuleError
 from ratewarden.events import Event, EventBus, EventKind
 from ratewarden.http.headers import PolicyState, policy_field, rate_limit_headers, retry_after_seconds
 from ratewarden.http.responses import DenialKind, denial_body
 from ratewarden.limiter import AsyncLimiter, Limiter
 from ratewarden.policy.keys import RequestContext
-from ratewarden.policy.load import load_policy, loads_policy
+from ratewarden.policy.load import load_policy, loads_policy, rule_policy
 from ratewarden.policy.match import matches, normalize_path, path_matches
-from ratewarden.policy.model import Ban, Blocklist, Policy, Rule
+from ratewarden.policy.model import Ban, Policy, Rule
 from ratewarden.storage import open_store
 from ratewarden.storage.memory import MemoryStore
 
@@ -257,7 +257,10 @@ class Engine:
             self.events.subscribe(on_event)
         self.body_limit = s.body_limit
         self.store_errors = 0
-        self._local: MemoryStore | None = None
+        # The in-process fallback of the rules with on_store_error="local", built here rather
+        # than at the first failure: threads failing at once must all count in this one store.
+        local = s.on_store_error == "local" or any(r.on_store_error == "local" for r in self.policy.rules)
+        self._local: MemoryStore | None = MemoryStore(clock=clock) if local else None
         self._failing = False
         self._needs_body = self.policy.needs_body
         p = self.policy
@@ -275,19 +278,23 @@ class Engine:
         self._by_scheme = any(r.match.schemes for r in p.rules) or any(b.match.schemes for b in p.bans)
 
     @classmethod
-    def for_rule(cls, rule_toml: str, *, base: Engine | None = None, **options: Any) -> Engine:
-        """An engine for one route's rules (``[[rule]]`` TOML text), e.g. for ``@limit`` decorators.
+    def for_rule(cls, rule: Rule | Mapping[str, Any], *, base: Engine | None = None, **options: Any) -> Engine:
+        """An engine for one route's rule, e.g. for ``@limit`` decorators: ``rule`` is a
+        :class:`~ratewarden.policy.model.Rule` or its spec as values, the keys of a ``[[rule]]``
+        (``{"name": "login", "limits": ["5/minute"], "key": "ip"}``), validated by the policy
+        file's own parsers (no TOML text is written or read; a profile never applies).
 
-        With ``base``, it shares the base engine's settings (headers, proxies, store, response
-        shape, JWT key, safelist), its clock and its event subscribers; bans and the blocklist
-        stay with the base engine (so nothing is counted twice). ``options`` go to ``Engine``.
+        With ``base``, it shares the base engine's settings (headers, proxies, store, default
+        algorithm, response shape, JWT key, safelist), its clock and its event subscribers; bans
+        and the blocklist stay with the base engine (so nothing is counted twice). Without, the
+        default settings and the ``RATEWARDEN_*`` setting overrides apply. ``options`` go to
+        ``Engine`` (``env``: the environment to read instead of ``os.environ``).
         """
+        env = options.pop("env", None)
+        options.pop("profile", None)  # a profile overrides a file's rules by name: none here
+        policy = rule_policy(rule, base=None if base is None else base.policy, env=env)
         if base is None:
-            return cls(rule_toml if "\n" in rule_toml else rule_toml + "\n", **options)
-        if "[ratewarden]" not in rule_toml:  # the base's default algorithm applies to the route's rules
-            rule_toml = f'[ratewarden]\nalgorithm = "{base.policy.settings.algorithm}"\n' + rule_toml
-        rules = loads_policy(rule_toml, source="<route>", env=options.pop("env", None)).rules
-        policy = replace(base.policy, rules=rules, bans=(), blocklist=Blocklist(), source="<route>")
+            return cls(policy, **options)
         options.setdefault("storage", base.store)
         options.setdefault("clock", base._fake_clock)
         engine = cls(policy, **options)
@@ -414,11 +421,16 @@ class Engine:
     def check_key(self, rule: str, key: str, cost: int = 1, *, attrs: Mapping[str, Any] | None = None) -> Verdict:
         """Decide one named rule for a key the caller chose (the decision service's
         ``{"rule": ..., "key": ..., "cost": ...}``), with the rule's limits, tiers (from ``attrs``),
-        headers and body; the match, key source, bans and lists are skipped. ``KeyError`` for an
-        unknown rule name; never raises otherwise."""
-        plan = self._plan(rule)
+        headers and body; the match, key source, bans and lists are skipped.
+
+        Bad input is the caller's error, never an admission: :class:`~ratewarden.errors.RequestError`
+        (its ``field`` names ``"rule"``, ``"key"``, ``"cost"`` or ``"attrs"``) for a cost that is
+        not an integer >= 0, a key that is not a non-empty string of at most ``max_key_length``
+        characters, attributes that are not a mapping; :class:`~ratewarden.errors.UnknownRuleError`
+        (also a ``KeyError``) for an unknown rule name. Never raises otherwise."""
+        plan, key, cost, attrs = self._key_request(rule, key, cost, attrs)
         try:
-            result: Verdict = self._drive(self._key_flow(plan, key, cost, attrs or {}))
+            result: Verdict = self._drive(self._key_flow(plan, key, cost, attrs))
             return result
         except Exception as exc:
             return self._internal_error(RequestFacts("", "", None), exc)
@@ -426,18 +438,46 @@ class Engine:
     async def acheck_key(
         self, rule: str, key: str, cost: int = 1, *, attrs: Mapping[str, Any] | None = None
     ) -> Verdict:
-        plan = self._plan(rule)
+        plan, key, cost, attrs = self._key_request(rule, key, cost, attrs)
         try:
-            result: Verdict = await self._adrive(self._key_flow(plan, key, cost, attrs or {}))
+            result: Verdict = await self._adrive(self._key_flow(plan, key, cost, attrs))
             return result
         except Exception as exc:
             return self._internal_error(RequestFacts("", "", None), exc)
 
-    def _plan(self, rule: str) -> _Plan:
+    def _key_request(
+        self, rule: object, key: object, cost: object, attrs: object
+    ) -> tuple[_Plan, str, int, Mapping[str, Any]]:
+        """The arguments of :meth:`check_key`, validated (see there)."""
+        plan = self._plan(rule)
+        if type(key) is not str:
+            raise RequestError("key", f"the key must be a string, not {_kind(key)}")
+        if not key.strip():
+            raise RequestError("key", f"the key must not be empty, not {key!r}")
+        limit = self.policy.settings.max_key_length
+        if len(key) > limit:
+            raise RequestError("key", f"the key is {len(key)} characters long; at most {limit} (max_key_length)")
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RequestError("key", f"the key is not valid Unicode text: {key!r}") from None
+        if type(cost) is not int or cost < 0:
+            raise RequestError("cost", f"the cost must be an integer >= 0, not {cost!r:.60}")
+        if attrs is None:
+            attrs = {}
+        elif not isinstance(attrs, Mapping):
+            raise RequestError("attrs", f"attrs must be a mapping of attribute names to values, not {_kind(attrs)}")
+        # A cost above every limit is denied as "never"; past LIMIT_MAX its size changes nothing,
+        # and a store never sees a number it cannot hold exactly.
+        return plan, key, min(cost, LIMIT_MAX + 1), attrs
+
+    def _plan(self, rule: object) -> _Plan:
+        if type(rule) is not str:
+            raise RequestError("rule", f"the rule must be a rule name (a string), not {_kind(rule)}")
         for plan in self._plans:
             if plan.rule.name == rule:
                 return plan
-        raise KeyError(f"no rule named {rule!r}")
+        raise UnknownRuleError(rule)
 
     def _key_flow(self, plan: _Plan, key: str, cost: int, attrs: Mapping[str, Any]) -> _Flow:
         r = plan.rule
@@ -449,7 +489,6 @@ class Engine:
             names = _names(r.name, wins)
         if not wins:
             return self._deny(ctx, "throttle", self.policy.response.status, math.inf, r.name, [], limit=0, remaining=0)
-        cost = max(0, int(cost))
         items = [(plan.prefix + key, w, cost) for w in wins]
         res = yield _Call("hit", items, [r.on_store_error] * len(items))
         if res.error is not None:
@@ -559,8 +598,8 @@ class Engine:
         local_idx = [i for i, m in enumerate(call.modes) if m == "local"]
         local: dict[int, Outcome] = {}
         if local_idx:
-            if self._local is None:
-                self._local = MemoryStore(clock=self._fake_clock)
+            if self._local is None:  # pragma: no cover - built in __init__ whenever a mode is "local"
+                raise RuntimeError("on_store_error='local' without its in-process store")
             outs = self._local.apply(call.op, [call.items[i] for i in local_idx])  # type: ignore[arg-type]
             local = dict(zip(local_idx, outs, strict=True))
         wait = round(self.policy.settings.store_error_retry_after * US)
@@ -1022,6 +1061,12 @@ class Engine:
                 detail,
             )
         )
+
+
+def _kind(value: object) -> str:
+    """How an error names a value of the wrong type: its type, and the value when short."""
+    text = repr(value)
+    return f"{type(value).__name__} {text}" if len(text) <= 40 else type(value).__name__
 
 
 def _secs(w: Window) -> str:

@@ -25,7 +25,7 @@ from ratewarden.core.algorithms import ALGORITHMS, Window, make_window
 from ratewarden.core.algorithms.base import Outcome
 from ratewarden.core.decision import Decision, deciding_index, to_decision
 from ratewarden.core.evaluate import Op
-from ratewarden.core.rates import US, Rate, parse_rates
+from ratewarden.core.rates import PERIOD_MAX, US, Rate, parse_rates
 from ratewarden.errors import ConfigError, StoreError
 from ratewarden.storage import open_store
 from ratewarden.storage.memory import MemoryStore
@@ -52,6 +52,24 @@ def _check_cost(cost: object) -> int:
     return cost
 
 
+def _short(value: object) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def _check_seconds(value: object, name: str) -> float:
+    """A positive, finite number of seconds up to ten years (a setting such as deny_retry_after)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= PERIOD_MAX / US:
+        raise ConfigError(f"{name} must be a number of seconds above 0 and at most 10 years, not {_short(value)}")
+    return float(value)
+
+
+def _check_algorithm(algorithm: object) -> str:
+    if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
+        raise ConfigError(f"unknown algorithm {algorithm!r:.60}; choose one of {', '.join(sorted(ALGORITHMS))}")
+    return algorithm
+
+
 def _check_key(key: object) -> str:
     if type(key) is not str:
         raise ConfigError(f"a key must be a string, not {type(key).__name__}")
@@ -63,14 +81,29 @@ def _rates_of(spec: RateSpec) -> tuple[Rate, ...]:
         return parse_rates(spec)
     if isinstance(spec, Rate):
         return (spec,)
+    if not isinstance(spec, list | tuple):
+        raise ConfigError(f"rates are a string such as '10/minute', a Rate, or a list of them, not {_short(spec)}")
     rates: list[Rate] = []
     for item in spec:
-        rates.extend(_rates_of(item))
+        if isinstance(item, str):
+            rates.extend(parse_rates(item))
+        elif isinstance(item, Rate):
+            rates.append(item)
+        else:
+            raise ConfigError(f"each rate in a list is a string or a Rate, not {_short(item)}")
     if not rates:
         raise ConfigError("no rate given")
     if len(set(rates)) != len(rates):
         raise ConfigError(f"a rate appears twice in {spec!r}")
     return tuple(rates)
+
+
+def _chargeable(windows: tuple[Window, ...]) -> tuple[Window, ...]:
+    """``windows`` if their algorithm can consume a cost after the fact, else ConfigError."""
+    for w in windows:
+        if type(w).charge is Window.charge:
+            raise ConfigError(f"the {w.name} algorithm cannot charge a cost after the fact (charge); use hit")
+    return windows
 
 
 class _LimiterBase:
@@ -86,18 +119,15 @@ class _LimiterBase:
         deny_retry_after: float = 1.0,
         **store_options: Any,
     ) -> None:
-        if algorithm not in ALGORITHMS:
-            raise ConfigError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(sorted(ALGORITHMS))}")
-        if on_store_error not in _FAIL_MODES:
-            raise ConfigError(f"on_store_error must be one of {_FAIL_MODES}, not {on_store_error!r}")
+        _check_algorithm(algorithm)
+        if not isinstance(on_store_error, str) or on_store_error not in _FAIL_MODES:
+            raise ConfigError(f"on_store_error must be one of {_FAIL_MODES}, not {on_store_error!r:.60}")
         if not isinstance(key_prefix, str):
-            raise ConfigError(f"key_prefix must be a string, not {key_prefix!r}")
-        if deny_retry_after <= 0:
-            raise ConfigError("deny_retry_after must be positive")
+            raise ConfigError(f"key_prefix must be a string, not {key_prefix!r:.60}")
         self.algorithm = algorithm
         self.on_store_error = on_store_error
         self.key_prefix = key_prefix
-        self.deny_retry_after = deny_retry_after
+        self.deny_retry_after = _check_seconds(deny_retry_after, "deny_retry_after")
         self._clock = clock
         if isinstance(storage, str):
             self.storage_url = storage
@@ -112,7 +142,9 @@ class _LimiterBase:
         self._fast_by: dict[str | None, dict[str, Window | tuple[Window, ...]]] = {None: self._fast}
         self._hitn = getattr(self._store, "hitn", None)
         self._ahit1 = getattr(self._store, "ahit1", None)
-        self._local: MemoryStore | None = None
+        # The in-process fallback of on_store_error="local", built here rather than at the first
+        # failure: threads failing at once must all count in this one store, never in one each.
+        self._local: MemoryStore | None = MemoryStore(clock=clock) if on_store_error == "local" else None
         self._failing = False
         #: failures of the store seen so far (every one, not once per outage)
         self.store_errors = 0
@@ -130,7 +162,7 @@ class _LimiterBase:
                 return self._plans[rates, algorithm]
             except (KeyError, TypeError):
                 pass
-        algo = algorithm or self.algorithm
+        algo = self.algorithm if algorithm is None else _check_algorithm(algorithm)
         wins = tuple(make_window(algo, r, **params) for r in _rates_of(rates))
         ids = [w.id for w in wins]
         if len(set(ids)) != len(ids):
@@ -180,10 +212,9 @@ class _LimiterBase:
                 self.on_store_error,
             )
         mode = self.on_store_error
-        if mode == "local":
-            if self._local is None:
-                self._local = MemoryStore(clock=self._clock)
-            return _Fallback(self._local.apply(op, [(key, w, cost) for w in windows], arg))
+        local = self._local
+        if local is not None:  # on_store_error == "local"
+            return _Fallback(local.apply(op, [(key, w, cost) for w in windows], arg))
         if mode == "deny" and op in ("hit", "acquire"):
             wait = round(self.deny_retry_after * US)
             return _Fallback((False, 0, wait, wait, None) for w in windows)
@@ -218,7 +249,11 @@ class Limiter(_LimiterBase):
         """Consume ``cost`` in every window, or in none; the deciding window's Decision."""
         # The hot path: one compiled window, plain arguments. Everything else takes _run.
         if not params and type(key) is str and type(cost) is int and cost >= 0 and type(rates) is str:
-            w: Any = (self._fast if algorithm is None else self._fast_by.get(algorithm, _EMPTY)).get(rates)
+            w: Any = (
+                self._fast
+                if algorithm is None
+                else (self._fast_by.get(algorithm, _EMPTY) if type(algorithm) is str else _EMPTY)
+            ).get(rates)
             if w is not None and (type(w) is not tuple or self._hitn is not None):
                 ws = w if type(w) is tuple else None
                 try:
@@ -268,7 +303,7 @@ class Limiter(_LimiterBase):
 
     def charge(self, key: str, rates: RateSpec, cost: int, *, algorithm: str | None = None, **params: Any) -> Decision:
         """Consume ``cost`` unconditionally: for costs known only after the work is done."""
-        windows = self.windows(rates, algorithm, **params)
+        windows = _chargeable(self.windows(rates, algorithm, **params))
         return self._decide(key, windows, self._run("charge", _check_key(key), windows, _check_cost(cost)))
 
     def acquire(self, key: str, rates: RateSpec, cost: int = 1) -> Decision:
@@ -348,7 +383,11 @@ class AsyncLimiter(_LimiterBase):
             and cost >= 0
             and type(rates) is str
         ):
-            w: Any = (self._fast if algorithm is None else self._fast_by.get(algorithm, _EMPTY)).get(rates)
+            w: Any = (
+                self._fast
+                if algorithm is None
+                else (self._fast_by.get(algorithm, _EMPTY) if type(algorithm) is str else _EMPTY)
+            ).get(rates)
             if w is not None and type(w) is not tuple:
                 try:
                     o = await ahit1(key, w, cost)
@@ -373,7 +412,7 @@ class AsyncLimiter(_LimiterBase):
     async def charge(
         self, key: str, rates: RateSpec, cost: int, *, algorithm: str | None = None, **params: Any
     ) -> Decision:
-        windows = self.windows(rates, algorithm, **params)
+        windows = _chargeable(self.windows(rates, algorithm, **params))
         return self._decide(key, windows, await self._run("charge", _check_key(key), windows, _check_cost(cost)))
 
     async def acquire(self, key: str, rates: RateSpec, cost: int = 1) -> Decision:

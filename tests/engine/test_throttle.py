@@ -409,13 +409,13 @@ def test_for_rule_shares_the_base_store_settings_and_events(make: MakeEngine, ev
         '[blocklist]\nips = ["203.0.113.0/24"]\n'
         '[[rule]]\nname = "all"\nlimits = ["100/minute"]\n'
     )
-    route = Engine.for_rule('[[rule]]\nname = "route"\nlimits = ["1/minute"]\n', base=base)
+    route = Engine.for_rule({"name": "route", "limits": ["1/minute"]}, base=base)
     assert route.store is base.store and route.policy.rules[0].algorithm == "fixed-window"
     v = route.check(req("/r"))
     assert v.allowed and v.headers[0][0] == "X-RateLimit-Limit"
     assert route.check(req("/r")).status == 429
     assert [ev.kind for ev in events] == ["throttle"], "the base engine's subscribers see route events"
     assert route.check(req("/r", ip="203.0.113.5")).allowed, "the blocklist stays with the base engine"
-    alone = Engine.for_rule('[[rule]]\nname = "solo"\nlimits = ["1/minute"]')
+    alone = Engine.for_rule({"name": "solo", "limits": ["1/minute"]})
     assert alone.policy.rules[0].algorithm == "gcra"
     alone.close()

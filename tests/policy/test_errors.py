@@ -38,6 +38,7 @@ def test_error_names_file_line_and_reason(path: Path) -> None:
     assert err.line == line, f"reported line {err.line}: {path.read_text().splitlines()[err.line - 1]!r}"
     assert reason in err.reason
     assert str(err) == f"{path}:{line}: {err.reason}"
+    assert err.errors == (err,), "one mistake, reported once (nothing that only follows from it)"
     assert err.line > 3, "the error points into the policy, below the fixture's header comments"
 
 

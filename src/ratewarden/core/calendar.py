@@ -29,6 +29,10 @@ class Calendar:
     def __init__(self, unit: str = "day", tz: str = "UTC", reset: str = "00:00") -> None:
         if unit not in ("day", "month"):
             raise ConfigError(f"a quota period is 'day' or 'month', not {unit!r}")
+        if not isinstance(tz, str) or not tz:
+            raise ConfigError(f"a quota time zone is an IANA name such as 'Europe/Paris', not {tz!r:.60}")
+        if not isinstance(reset, str):
+            raise ConfigError(f"a quota reset time is 'HH:MM' (24 h), not {reset!r:.60}")
         m = _RESET_RE.match(reset)
         if m is None:
             raise ConfigError(f"a quota reset time is 'HH:MM' (24 h), not {reset!r}")
@@ -46,15 +50,24 @@ class Calendar:
         start, end = self._cache
         if start <= now < end:
             return start, end
+        try:
+            bounds = self._bounds(now)
+        except (OverflowError, OSError, ValueError):
+            raise ConfigError(
+                f"the clock reads {now!r:.30} microseconds since the epoch, outside the calendar of a quota "
+                "(years 1 to 9999): check the clock given to the limiter"
+            ) from None
+        self._cache = bounds
+        return bounds
+
+    def _bounds(self, now: int) -> tuple[int, int]:
         local = datetime.fromtimestamp(now / US, UTC).astimezone(self.tz)
         day = local.date()
         start_dt = self._at(self._period_day(day))
         if self._ts(start_dt) > now:
             start_dt = self._at(self._step(self._period_day(day), -1))
         end_dt = self._at(self._step(start_dt.date(), 1))
-        bounds = (self._ts(start_dt), self._ts(end_dt))
-        self._cache = bounds
-        return bounds
+        return self._ts(start_dt), self._ts(end_dt)
 
     def _period_day(self, d: date) -> date:
         return d.replace(day=1) if self.months else d

@@ -1,7 +1,8 @@
 """``ratewarden check FILE``: validate a policy file and print the rules it understood.
 
-Exit status 0 when the file loads, 1 when it does not (the error names the file, the line and
-the reason). ``RATEWARDEN_PROFILE`` and the other environment overrides apply, as at run time.
+Exit status 0 when the file loads, 1 when it does not: every independent mistake is printed,
+in line order, as ``error: FILE:LINE: REASON`` (unknown keys with the nearest allowed one).
+``RATEWARDEN_PROFILE`` and the other environment overrides apply, as at run time.
 """
 
 from __future__ import annotations
@@ -90,12 +91,16 @@ def describe(policy: Policy) -> list[str]:
     return lines
 
 
-def check_main(path: str, out: TextIO = sys.stdout) -> int:
-    """Validate ``path``; print the rules (exit 0) or the error (exit 1)."""
+def check_main(path: str, out: TextIO | None = None) -> int:
+    """Validate ``path``; print the rules (exit 0) or every mistake (exit 1) to ``out`` (stdout)."""
+    out = out or sys.stdout
     try:
         policy = load_policy(path)
     except PolicyError as exc:
-        print(f"error: {exc}", file=out)
+        for e in exc.errors:  # every independent mistake, in line order
+            print(f"error: {e.location()}", file=out)
+        if len(exc.errors) > 1:
+            print(f"{len(exc.errors)} errors", file=out)
         return 1
     for line in describe(policy):
         print(line, file=out)

@@ -19,19 +19,25 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ratewarden.errors import ConfigError
 from ratewarden.policy.lines import LineIndex
-from ratewarden.policy.model import (
-    Policy,
-)
+from ratewarden.policy.model import Ban, Blocklist, KeyPart, Policy, Rule
 from ratewarden.policy.reader import KeyPath, PolicyError, parse_key
 from ratewarden.policy.sections import Sections
 
-__all__ = ["PolicyError", "load_policy", "loads_policy", "parse_key"]
+__all__ = ["PolicyError", "load_policy", "loads_policy", "parse_key", "rule_policy"]
 
 TOP_KEYS = ("ratewarden", "rule", "ban", "safelist", "blocklist", "jwt", "response", "profile")
+#: environment variables that override a ``[ratewarden]`` setting
+_ENV_SETTINGS = (
+    ("RATEWARDEN_STORAGE", "storage"),
+    ("RATEWARDEN_HEADERS", "headers"),
+    ("RATEWARDEN_ON_STORE_ERROR", "on_store_error"),
+)
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -45,6 +51,24 @@ def load_policy(
     except (OSError, UnicodeDecodeError) as exc:
         raise PolicyError(str(p), 0, f"cannot read the policy file: {exc}") from None
     return loads_policy(text, source=str(p), profile=profile, env=env, base_dir=p.parent)
+
+
+def rule_policy(
+    rule: Rule | Mapping[str, Any],
+    *,
+    base: Policy | None = None,
+    env: Mapping[str, str] | None = None,
+    source: str = "<route>",
+) -> Policy:
+    """A policy of one rule for limits written in code (a route's ``@limit``), built without any
+    TOML text: ``rule`` is a :class:`Rule` or its spec as values (``{"name": "login", "limits":
+    ["5/minute"], "key": "ip"}``, the keys of a ``[[rule]]``), validated by the parsers of the
+    policy file. With ``base`` the rule shares its settings, JWT key, safelist and response shape
+    (not its rules, bans or blocklist); without, the default settings and the ``RATEWARDEN_*``
+    setting overrides of the environment apply. A profile never applies: it overrides the rules
+    of a file by name. Raises :class:`PolicyError` (``<route>: reason``)."""
+    loader = _Loader("", source, os.environ if env is None else env, None, Path("."))
+    return loader.for_rule(rule, base)
 
 
 def loads_policy(
@@ -64,6 +88,13 @@ class _Loader(Sections):
         super().__init__(source, LineIndex(text), env, base_dir)
         self.text = text
         self.profile = profile if profile is not None else (env.get("RATEWARDEN_PROFILE") or None)
+        #: lines holding an unset ``${VAR}``: the mistakes they cause are not independent ones
+        self.unset: set[int] = set()
+
+    def _independent(self) -> list[PolicyError]:
+        """The mistakes found, without those an unset variable caused on its own line."""
+        unset = "the environment variable "
+        return [e for e in self.errors if e.line not in self.unset or e.reason.startswith(unset)] or self.errors
 
     def load(self) -> Policy:
         try:
@@ -72,54 +103,88 @@ class _Loader(Sections):
             m = re.search(r"at line (\d+)", str(exc))
             raise PolicyError(self.source, int(m.group(1)) if m else 0, f"not valid TOML: {exc}") from None
         self.known(raw, (), TOP_KEYS, "the top level")
-        raw = self.apply_profile(raw)
-        raw = self.substitute(raw, ())
-        settings_raw = self.table(raw, ("ratewarden",))
-        for var, key in (
-            ("RATEWARDEN_STORAGE", "storage"),
-            ("RATEWARDEN_HEADERS", "headers"),
-            ("RATEWARDEN_ON_STORE_ERROR", "on_store_error"),
-        ):
+        profiled = self.attempt(lambda: self.apply_profile(raw))
+        if profiled is None:  # the profile's shape is wrong: what it overrides is unknown
+            raise PolicyError.of(self.errors)
+        raw = self.substitute(profiled, ())
+        settings_raw = self.attempt(lambda: self.table(raw, ("ratewarden",))) or {}
+        for var, key in _ENV_SETTINGS:
             if self.env.get(var):
                 settings_raw = {**settings_raw, key: self.env[var]}
                 self.lines.alias(("ratewarden", key), ("<environment>",))
-        try:
-            settings = self.settings(settings_raw)
-        except PolicyError as exc:
-            for var, key in (
-                ("RATEWARDEN_STORAGE", "storage"),
-                ("RATEWARDEN_HEADERS", "headers"),
-                ("RATEWARDEN_ON_STORE_ERROR", "on_store_error"),
-            ):
-                if self.env.get(var) and exc.reason.startswith((f"'{key}'", key)):
-                    raise PolicyError(self.source, 0, f"{exc.reason} (from the environment variable {var})") from None
-            raise
+        first = len(self.errors)
+        settings = self.settings(settings_raw)
+        for i in range(first, len(self.errors)):
+            reason = self.errors[i].reason
+            for var, key in _ENV_SETTINGS:
+                if self.env.get(var) and reason.startswith((f"'{key}'", key)):
+                    self.errors[i] = PolicyError(self.source, 0, f"{reason} (from the environment variable {var})")
+        rules: list[Rule] = []
         rules_raw = raw.get("rule", [])
         if not isinstance(rules_raw, list):
-            self.fail(("rule",), "'rule' must be an array of tables: write [[rule]]")
-        rules = tuple(self.rule(r, ("rule", i), settings) for i, r in enumerate(rules_raw))
-        self.unique([r.name for r in rules], "rule")
+            self.report(("rule",), "'rule' must be an array of tables: write [[rule]]")
+            rules_raw = []
+        for i, r in enumerate(rules_raw):
+            rule = self.attempt(lambda r=r, i=i: self.rule(r, ("rule", i), settings))  # type: ignore[misc]
+            if rule is not None:
+                rules.append(rule)
+        self.unique(rules_raw, "rule")
+        bans: list[Ban] = []
         bans_raw = raw.get("ban", [])
         if not isinstance(bans_raw, list):
-            self.fail(("ban",), "'ban' must be an array of tables: write [[ban]]")
-        bans = tuple(self.ban(b, ("ban", i)) for i, b in enumerate(bans_raw))
-        self.unique([b.name for b in bans], "ban")
-        jwt_cfg = self.jwt(raw["jwt"]) if "jwt" in raw else None
-        if jwt_cfg is None:
-            for i, r in enumerate(rules):
-                if any(p.kind == "jwt" for p in r.key.parts):
-                    self.fail(("rule", i, "key"), f"rule {r.name!r} uses a jwt: key but there is no [jwt] table")
+            self.report(("ban",), "'ban' must be an array of tables: write [[ban]]")
+            bans_raw = []
+        for i, b in enumerate(bans_raw):
+            ban = self.attempt(lambda b=b, i=i: self.ban(b, ("ban", i)))  # type: ignore[misc]
+            if ban is not None:
+                bans.append(ban)
+        self.unique(bans_raw, "ban")
+        jwt_cfg = self.attempt(lambda: self.jwt(raw["jwt"])) if "jwt" in raw else None
+        if "jwt" not in raw:
+            for i, r in enumerate(rules_raw):
+                if isinstance(r, dict) and any(p.kind == "jwt" for p in _key_parts(r.get("key"))):
+                    self.report(
+                        ("rule", i, "key"), f"rule {r.get('name')!r} uses a jwt: key but there is no [jwt] table"
+                    )
+        safelist = self.attempt(lambda: self.safelist(self.table(raw, ("safelist",))))
+        blocklist = self.attempt(lambda: self.blocklist(self.table(raw, ("blocklist",))))
+        response = self.attempt(lambda: self.response(self.table(raw, ("response",))))
+        if self.errors or safelist is None or blocklist is None or response is None:
+            raise PolicyError.of(self._independent())
         return Policy(
             settings=settings,
-            rules=rules,
-            bans=bans,
-            safelist=self.safelist(self.table(raw, ("safelist",))),
-            blocklist=self.blocklist(self.table(raw, ("blocklist",))),
+            rules=tuple(rules),
+            bans=tuple(bans),
+            safelist=safelist,
+            blocklist=blocklist,
             jwt=jwt_cfg,
-            response=self.response(self.table(raw, ("response",))),
+            response=response,
             source=self.source,
             profile=self.profile,
         )
+
+    def for_rule(self, rule: Rule | Mapping[str, Any], base: Policy | None) -> Policy:
+        """See :func:`rule_policy`."""
+        self.profile = None
+        if base is not None:
+            settings = base.settings
+        else:
+            settings = self.settings({key: self.env[var] for var, key in _ENV_SETTINGS if self.env.get(var)})
+        if isinstance(rule, Rule):
+            built: Rule | None = rule
+        elif isinstance(rule, Mapping):
+            spec = dict(rule)
+            built = self.attempt(lambda: self.rule(spec, ("rule", 0), settings))
+            jwt_key = built is not None and any(p.kind == "jwt" for p in built.key.parts)
+            if jwt_key and (base is None or base.jwt is None):
+                self.report(("rule", 0, "key"), "the rule uses a jwt: key but the policy has no [jwt] table")
+        else:
+            self.fail((), f"a rule is a Rule or a mapping of [[rule]] keys to values, not {type(rule).__name__}")
+        if self.errors or built is None:
+            raise PolicyError.of(self.errors)
+        if base is None:
+            return Policy(settings=settings, rules=(built,), source=self.source)
+        return replace(base, rules=(built,), bans=(), blocklist=Blocklist(), source=self.source, profile=None)
 
     def apply_profile(self, raw: dict[str, Any]) -> dict[str, Any]:
         profiles = raw.pop("profile", {})
@@ -176,7 +241,9 @@ class _Loader(Sections):
                     return self.env[name]
                 if default is not None:
                     return default
-                self.fail(path, f"the environment variable {name} is not set (referenced as ${{{name}}})")
+                self.report(path, f"the environment variable {name} is not set (referenced as ${{{name}}})")
+                self.unset.add(self.lines.line(path))
+                return m.group(0)  # left as written; what it causes on this line is not reported
 
             return _ENV_RE.sub(repl, value)
         if isinstance(value, dict):
@@ -186,3 +253,13 @@ class _Loader(Sections):
         return value
 
     # -- helpers -----------------------------------------------------------------------------
+
+
+def _key_parts(text: object) -> tuple[KeyPart, ...]:
+    """The parts of a key spec, or none when it does not parse (reported on its own)."""
+    if text is None:
+        text = "ip"
+    try:
+        return parse_key(text).parts  # type: ignore[arg-type]
+    except ConfigError:
+        return ()

@@ -164,7 +164,7 @@ class JWTConfig:
     jwks: Mapping[str, Any] = field(default_factory=dict)  # kid -> PyJWK
     header: str = "authorization"
     cookie: str = ""
-    audience: str | None = None
+    audience: str | tuple[str, ...] | None = None  # a token must name one of them
     issuer: str | None = None
     leeway: float = 0.0
     max_length: int = 8192

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from ratewarden.core.algorithms import ALGORITHMS, make_window
@@ -11,8 +12,8 @@ from ratewarden.core.algorithms.base import Window
 from ratewarden.core.algorithms.sliding_log import SlidingLog
 from ratewarden.core.algorithms.sliding_window import SlidingWindow
 from ratewarden.core.calendar import Calendar
-from ratewarden.core.rates import Rate, parse_rates
-from ratewarden.errors import ConfigError, RateParseError
+from ratewarden.core.rates import LIMIT_MAX, Rate, parse_rates
+from ratewarden.errors import ConfigError, RateParseError, RatewardenError
 from ratewarden.policy.model import (
     BODY_VARIABLES,
     Ban,
@@ -25,9 +26,14 @@ from ratewarden.policy.model import (
     Settings,
     Tiers,
 )
-from ratewarden.policy.reader import HEADER_NAME_RE, KeyPath, Reader
+from ratewarden.policy.reader import HEADER_NAME_RE, KeyPath, PolicyError, Reader, did_you_mean, show_value
 
-__all__ = ["Sections"]
+__all__ = ["FAIL_MODES", "POLICY_ALGORITHMS", "Sections"]
+
+#: what a policy may name as an algorithm: every one but ``concurrency`` (a lease held across a
+#: request needs ``Limiter.lease``, not a rule)
+POLICY_ALGORITHMS = tuple(a for a in ALGORITHMS if a != "concurrency")
+FAIL_MODES = ("allow", "deny", "local")
 
 SETTINGS_KEYS = (
     "storage",
@@ -100,43 +106,71 @@ class Sections(Reader):
     """Validates each section into its model dataclass."""
 
     def settings(self, t: dict[str, Any]) -> Settings:
+        """``[ratewarden]``; each bad setting is reported and its default used meanwhile."""
         p: KeyPath = ("ratewarden",)
         self.known(t, p, SETTINGS_KEYS, "[ratewarden]")
         d = Settings()
-        algorithm = self.choice(t, (*p, "algorithm"), tuple(a for a in ALGORITHMS if a != "concurrency"), d.algorithm)
-        storage = self.string(t, (*p, "storage"), d.storage)
-        if "://" not in storage:
-            self.fail(
-                (*p, "storage"), f"storage must be a URL such as 'memory://' or 'redis://host:6379/0', not {storage!r}"
-            )
-        retry = t.get("store_error_retry_after", d.store_error_retry_after)
-        if isinstance(retry, bool) or not isinstance(retry, int | float) or retry <= 0:
-            self.fail((*p, "store_error_retry_after"), "'store_error_retry_after' must be a positive number of seconds")
+
+        def get(read: Callable[[], Any], default: Any) -> Any:
+            v = self.attempt(read)
+            return default if v is None else v
+
         return Settings(
-            storage=storage,
-            headers=self.choice(t, (*p, "headers"), ("draft", "legacy", "both", "none"), d.headers),  # type: ignore[arg-type]
-            legacy_reset=self.choice(t, (*p, "legacy_reset"), ("seconds", "epoch"), d.legacy_reset),  # type: ignore[arg-type]
-            on_store_error=self.choice(t, (*p, "on_store_error"), ("allow", "deny", "local"), d.on_store_error),
-            store_error_status=self.integer(t, (*p, "store_error_status"), d.store_error_status, 400, 599),
-            store_error_retry_after=float(retry),
-            trusted_proxies=self.networks(t, (*p, "trusted_proxies")),
-            proxy_header=self.choice(t, (*p, "proxy_header"), ("x-forwarded-for", "forwarded"), d.proxy_header),  # type: ignore[arg-type]
-            ipv6_prefix=self.integer(t, (*p, "ipv6_prefix"), d.ipv6_prefix, 1, 128),
-            ipv4_prefix=self.integer(t, (*p, "ipv4_prefix"), d.ipv4_prefix, 1, 32),
-            algorithm=algorithm,
-            key_prefix=self.string(t, (*p, "key_prefix"), d.key_prefix),
-            body_limit=self.integer(t, (*p, "body_limit"), d.body_limit, 0, 16 * 1024 * 1024),
-            session_cookie=self.string(t, (*p, "session_cookie"), d.session_cookie),
-            exempt=self.paths(t, (*p, "exempt")),
-            max_key_length=self.integer(t, (*p, "max_key_length"), d.max_key_length, 16, 4096),
+            storage=get(lambda: self.storage(t, (*p, "storage"), d.storage), d.storage),
+            headers=get(
+                lambda: self.choice(t, (*p, "headers"), ("draft", "legacy", "both", "none"), d.headers), d.headers
+            ),
+            legacy_reset=get(
+                lambda: self.choice(t, (*p, "legacy_reset"), ("seconds", "epoch"), d.legacy_reset), d.legacy_reset
+            ),
+            on_store_error=get(
+                lambda: self.choice(t, (*p, "on_store_error"), FAIL_MODES, d.on_store_error), d.on_store_error
+            ),
+            store_error_status=get(
+                lambda: self.integer(t, (*p, "store_error_status"), d.store_error_status, 400, 599),
+                d.store_error_status,
+            ),
+            store_error_retry_after=get(
+                lambda: self.seconds(t, (*p, "store_error_retry_after"), d.store_error_retry_after),
+                d.store_error_retry_after,
+            ),
+            trusted_proxies=get(lambda: self.networks(t, (*p, "trusted_proxies")), d.trusted_proxies),
+            proxy_header=get(
+                lambda: self.choice(t, (*p, "proxy_header"), ("x-forwarded-for", "forwarded"), d.proxy_header),
+                d.proxy_header,
+            ),
+            ipv6_prefix=get(lambda: self.integer(t, (*p, "ipv6_prefix"), d.ipv6_prefix, 1, 128), d.ipv6_prefix),
+            ipv4_prefix=get(lambda: self.integer(t, (*p, "ipv4_prefix"), d.ipv4_prefix, 1, 32), d.ipv4_prefix),
+            algorithm=get(lambda: self.algorithm(t, (*p, "algorithm"), d.algorithm), d.algorithm),
+            key_prefix=get(lambda: self.string(t, (*p, "key_prefix"), d.key_prefix), d.key_prefix),
+            body_limit=get(
+                lambda: self.integer(t, (*p, "body_limit"), d.body_limit, 0, 16 * 1024 * 1024), d.body_limit
+            ),
+            session_cookie=get(lambda: self.string(t, (*p, "session_cookie"), d.session_cookie), d.session_cookie),
+            exempt=get(lambda: self.paths(t, (*p, "exempt")), d.exempt),
+            max_key_length=get(
+                lambda: self.integer(t, (*p, "max_key_length"), d.max_key_length, 16, 4096), d.max_key_length
+            ),
         )
+
+    def storage(self, t: dict[str, Any], path: KeyPath, default: str) -> str:
+        storage = self.string(t, path, default)
+        if "://" not in storage:
+            self.fail(path, f"storage must be a URL such as 'memory://' or 'redis://host:6379/0', not {storage!r}")
+        return storage
+
+    def algorithm(self, t: dict[str, Any], path: KeyPath, default: str) -> str:
+        """An algorithm a policy can use (every one but ``concurrency``, which needs a lease)."""
+        if t.get(str(path[-1])) == "concurrency":
+            self.fail(path, "the concurrency algorithm is not available in a policy; use Limiter.lease")
+        return self.choice(t, path, POLICY_ALGORITHMS, default)
 
     def windows(
         self, rates: tuple[Rate, ...], algorithm: str, params: dict[str, Any], path: KeyPath
     ) -> tuple[Window, ...]:
         try:
             wins = tuple(make_window(algorithm, r, **params) for r in rates)
-        except ConfigError as exc:
+        except RatewardenError as exc:
             self.fail(path, str(exc))
         ids = [w.id for w in wins]
         if len(set(ids)) != len(ids):
@@ -146,7 +180,7 @@ class Sections(Reader):
     def rates(self, value: Any, path: KeyPath) -> tuple[Rate, ...]:
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list) or not items or not all(isinstance(x, str) for x in items):
-            self.fail(path, f'limits must be a rate string or a list of them, e.g. ["5/20 minutes"], not {value!r}')
+            self.fail(path, f'limits must be a rate string or a list of them, e.g. ["5/20 minutes"], not {value!r:.60}')
         out: list[Rate] = []
         for x in items:
             try:
@@ -157,23 +191,81 @@ class Sections(Reader):
             self.fail(path, "a rate appears twice in limits")
         return tuple(out)
 
-    def rule(self, t: Any, path: KeyPath, settings: Settings) -> Rule:
+    def rule(self, t: Any, path: KeyPath, settings: Settings) -> Rule | None:
+        """One ``[[rule]]``; None when it has mistakes (each independent one is reported)."""
         if not isinstance(t, dict):
             self.fail(path, "each [[rule]] must be a table")
-        self.known(t, path, RULE_KEYS, "[[rule]]")
+        start = len(self.errors)
+        meant = self.known(t, path, RULE_KEYS, "[[rule]]")  # a misspelt key is not also "missing"
+        name = None if "name" in meant and "name" not in t else self.attempt(lambda: self.name(t, path, "rule"))
+        label = repr(name) if name is not None else f"#{int(path[-1]) + 1}"
+        algorithm = self.attempt(lambda: self.algorithm(t, (*path, "algorithm"), settings.algorithm))
+        params = None if algorithm is None else self.attempt(lambda: self.params(t, path, algorithm))
+        rates = None
+        if "limits" not in t:
+            if "limits" not in meant:
+                self.report(path, f"rule {label} has no 'limits' (e.g. limits = [\"10/minute\"])")
+        else:
+            rates = self.attempt(lambda: self.rates(t["limits"], (*path, "limits")))
+        windows = None
+        if rates is not None and algorithm is not None and params is not None:
+            windows = self.attempt(lambda: self.windows(rates, algorithm, params, (*path, "limits")))
+        cost = self.attempt(lambda: self.cost(t.get("cost", 1), (*path, "cost")))
+        if cost is not None and windows is not None and cost.after_response and not all(map(_can_charge, windows)):
+            self.report((*path, "cost"), f"{algorithm} cannot charge a cost after the response")
+        tiers = None
+        if "tiers" in t and rates is not None and algorithm is not None and params is not None:
+            tiers = self.attempt(lambda: self.tiers(t["tiers"], (*path, "tiers"), rates, algorithm, params))
+        on_err = self.attempt(lambda: self.choice(t, (*path, "on_store_error"), FAIL_MODES, settings.on_store_error))
+        match = self.attempt(lambda: self.match(t, path))
+        key = self.attempt(lambda: self.key(t, (*path, "key"), "ip"))
+        fallback = self.attempt(lambda: (self.fallback(t, (*path, "fallback")),))
+        shadow = self.attempt(lambda: self.boolean(t, (*path, "shadow")))
+        exempt = self.attempt(lambda: self.paths(t, (*path, "exempt")))
+        if (
+            len(self.errors) > start
+            or name is None
+            or algorithm is None
+            or windows is None
+            or cost is None
+            or on_err is None
+            or match is None
+            or key is None
+            or fallback is None
+            or shadow is None
+            or exempt is None
+        ):
+            return None
+        return Rule(
+            name=name,
+            match=match,
+            key=key,
+            fallback=fallback[0],
+            windows=windows,
+            algorithm=algorithm,
+            cost=cost,
+            tiers=tiers,
+            shadow=shadow,
+            exempt=exempt,
+            on_store_error=on_err,
+            line=self.lines.line(path),
+        )
+
+    def name(self, t: dict[str, Any], path: KeyPath, what: str) -> str:
         name = self.string(t, (*path, "name"))
         if not _NAME_RE.match(name):
-            self.fail((*path, "name"), f"a rule name is 1-64 letters, digits, '_', '-', '.', ':' or '/', not {name!r}")
-        if "limits" not in t:
-            self.fail(path, f"rule {name!r} has no 'limits' (e.g. limits = [\"10/minute\"])")
-        algorithm = self.choice(t, (*path, "algorithm"), tuple(ALGORITHMS), settings.algorithm)
-        if algorithm == "concurrency":
-            self.fail((*path, "algorithm"), "the concurrency algorithm is not available in a policy; use Limiter.lease")
+            self.fail(
+                (*path, "name"), f"a {what} name is 1-64 letters, digits, '_', '-', '.', ':' or '/', not {name!r:.80}"
+            )
+        return name
+
+    def params(self, t: dict[str, Any], path: KeyPath, algorithm: str) -> dict[str, Any]:
+        """The algorithm's parameters: ``burst`` (gcra, token-bucket), ``period`` (quota)."""
         params: dict[str, Any] = {}
         if "burst" in t:
             if algorithm not in ("gcra", "token-bucket"):
                 self.fail((*path, "burst"), f"'burst' applies to gcra and token-bucket, not {algorithm}")
-            params["burst"] = self.integer(t, (*path, "burst"), 1, 1, 2**40)
+            params["burst"] = self.integer(t, (*path, "burst"), 1, 1, LIMIT_MAX)
         if "period" in t:
             pp = (*path, "period")
             if algorithm != "quota":
@@ -186,31 +278,12 @@ class Sections(Reader):
                 Calendar("day", params["tz"], params["reset"])
             except ConfigError as exc:
                 self.fail(pp, str(exc))
-        rates = self.rates(t["limits"], (*path, "limits"))
-        windows = self.windows(rates, algorithm, params, (*path, "limits"))
-        cost = self.cost(t.get("cost", 1), (*path, "cost"))
-        if cost.after_response and any(not _can_charge(w) for w in windows):
-            self.fail((*path, "cost"), f"{algorithm} cannot charge a cost after the response")
-        on_err = self.choice(t, (*path, "on_store_error"), ("allow", "deny", "local"), settings.on_store_error)
-        return Rule(
-            name=name,
-            match=self.match(t, path),
-            key=self.key(t, (*path, "key"), "ip"),
-            fallback=self.fallback(t, (*path, "fallback")),
-            windows=windows,
-            algorithm=algorithm,
-            cost=cost,
-            tiers=self.tiers(t["tiers"], (*path, "tiers"), rates, algorithm, params) if "tiers" in t else None,
-            shadow=self.boolean(t, (*path, "shadow")),
-            exempt=self.paths(t, (*path, "exempt")),
-            on_store_error=on_err,
-            line=self.lines.line(path),
-        )
+        return params
 
     def cost(self, v: Any, path: KeyPath) -> CostSpec:
         if type(v) is int:
-            if v < 0:
-                self.fail(path, f"cost must be >= 0, not {v}")
+            if not 0 <= v <= LIMIT_MAX:
+                self.fail(path, f"cost must be >= 0 and at most {LIMIT_MAX:,} (10^12), not {show_value(v)}")
             return CostSpec("constant", v)
         if isinstance(v, str):
             for prefix, source in (("response.header:", "response_header"), ("header:", "header")):
@@ -219,7 +292,7 @@ class Sections(Reader):
                     if not HEADER_NAME_RE.match(h):
                         self.fail(path, f"{h!r} is not a valid header name")
                     return CostSpec(source, 1, h.lower())  # type: ignore[arg-type]
-        self.fail(path, f"cost must be an integer, 'header:NAME' or 'response.header:NAME', not {v!r}")
+        self.fail(path, f"cost must be an integer, 'header:NAME' or 'response.header:NAME', not {show_value(v)}")
 
     def tiers(self, t: Any, path: KeyPath, rates: tuple[Rate, ...], algorithm: str, params: dict[str, Any]) -> Tiers:
         if not isinstance(t, dict):
@@ -237,8 +310,14 @@ class Sections(Reader):
                 continue
             tp = (*path, name)
             if mode == "multiply":
-                if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
-                    self.fail(tp, f'tier {name!r} must be a multiplier >= 0 (mode = "multiply"), not {v!r}')
+                top = LIMIT_MAX / max(r.limit for r in rates)  # no limit may grow past LIMIT_MAX
+                number = not isinstance(v, bool) and isinstance(v, int | float)
+                if not number or not 0 <= v <= top:  # NaN fails too
+                    self.fail(
+                        tp,
+                        f'tier {name!r} must be a multiplier >= 0 (mode = "multiply") and at most {top:g} '
+                        f"(no limit above {LIMIT_MAX:,}), not {show_value(v)}",
+                    )
                 factors[name] = float(v)
                 windows[name] = () if v == 0 else self.windows(tuple(r.scaled(v) for r in rates), algorithm, params, tp)
             elif v in (0, "0"):
@@ -247,39 +326,64 @@ class Sections(Reader):
                 windows[name] = self.windows(self.rates(v, tp), algorithm, params, tp)
         if not windows:
             self.fail(path, "tiers name no tier")
-        if default is not None and default not in windows:
+        if default is not None and (not isinstance(default, str) or default not in windows):
             self.fail((*path, "default"), f"the default tier {default!r} is not one of {', '.join(windows)}")
         return Tiers(attr, mode, factors, windows, default)  # type: ignore[arg-type]
 
-    def ban(self, t: Any, path: KeyPath) -> Ban:
+    def ban(self, t: Any, path: KeyPath) -> Ban | None:
+        """One ``[[ban]]``; None when it has mistakes (each independent one is reported)."""
         if not isinstance(t, dict):
             self.fail(path, "each [[ban]] must be a table")
-        self.known(t, path, BAN_KEYS, "[[ban]]")
-        name = self.string(t, (*path, "name"))
-        if not _NAME_RE.match(name):
-            self.fail((*path, "name"), f"a ban name is 1-64 letters, digits, '_', '-', '.', ':' or '/', not {name!r}")
-        match = self.match(t, path, statuses=True)
-        mode = self.choice(t, (*path, "mode"), ("fail2ban", "allow2ban"), "fail2ban" if match.statuses else "allow2ban")
-        if mode == "fail2ban" and not match.statuses:
-            self.fail((*path, "match"), "a fail2ban ban needs match.status, the response statuses that count")
+        start = len(self.errors)
+        meant = self.known(t, path, BAN_KEYS, "[[ban]]")  # a misspelt key is not also "missing"
+        name = None if "name" in meant and "name" not in t else self.attempt(lambda: self.name(t, path, "ban"))
+        label = repr(name) if name is not None else f"#{int(path[-1]) + 1}"
+        match = self.attempt(lambda: self.match(t, path, statuses=True))
+        mode = None
+        if match is not None:
+            default_mode = "fail2ban" if match.statuses else "allow2ban"
+            mode = self.attempt(lambda: self.choice(t, (*path, "mode"), ("fail2ban", "allow2ban"), default_mode))
+            if mode == "fail2ban" and not match.statuses:
+                self.report((*path, "match"), "a fail2ban ban needs match.status, the response statuses that count")
+        mx = None
         if "max" not in t:
-            self.fail(path, f"ban {name!r} has no 'max'")
-        mx = self.integer(t, (*path, "max"), 1, 1, 1_000_000)
-        within = self.duration(t, (*path, "within"))
-        ban_for = self.duration(t, (*path, "ban_for"))
+            if "max" not in meant:
+                self.report(path, f"ban {label} has no 'max'")
+        else:
+            mx = self.attempt(lambda: self.integer(t, (*path, "max"), 1, 1, 1_000_000))
+        within, ban_for = (
+            None if k in meant and k not in t else self.attempt(lambda k=k: self.duration(t, (*path, k)))  # type: ignore[misc]
+            for k in ("within", "ban_for")
+        )
+        key = self.attempt(lambda: self.key(t, (*path, "key"), "ip"))
+        fallback = self.attempt(lambda: (self.fallback(t, (*path, "fallback")),))
+        shadow = self.attempt(lambda: self.boolean(t, (*path, "shadow")))
+        if (
+            len(self.errors) > start
+            or name is None
+            or match is None
+            or mode is None
+            or mx is None
+            or within is None
+            or ban_for is None
+            or key is None
+            or fallback is None
+            or shadow is None
+        ):
+            return None
         counter: Window = SlidingLog(Rate(mx, within)) if mx <= 1000 else SlidingWindow(Rate(mx, within))
         return Ban(
             name=name,
             match=match,
-            key=self.key(t, (*path, "key"), "ip"),
-            fallback=self.fallback(t, (*path, "fallback")),
+            key=key,
+            fallback=fallback[0],
             mode=mode,  # type: ignore[arg-type]
             max=mx,
             within_us=within,
             ban_for_us=ban_for,
             counter=counter,
             ban=SlidingLog(Rate(1, ban_for)),
-            shadow=self.boolean(t, (*path, "shadow")),
+            shadow=shadow,
             line=self.lines.line(path),
         )
 
@@ -354,9 +458,23 @@ class Sections(Reader):
                 pyjwt.get_algorithm_by_name(algorithms[0]).prepare_key(public_key)
             except Exception as exc:
                 self.fail((*p, src), f"not a usable public key for {algorithms[0]}: {exc}")
-        leeway = t.get("leeway", 0)
-        if isinstance(leeway, bool) or not isinstance(leeway, int | float) or leeway < 0:
-            self.fail((*p, "leeway"), "'leeway' must be a number of seconds >= 0")
+        start = len(self.errors)
+        leeway = self.attempt(lambda: self.seconds(t, (*p, "leeway"), 0, zero=True))
+        audience = t.get("audience")
+        if audience is not None and not (
+            (isinstance(audience, str) and audience)
+            or (isinstance(audience, list) and audience and all(isinstance(a, str) and a for a in audience))
+        ):
+            self.report(
+                (*p, "audience"), f"'audience' must be a string or a list of strings, not {show_value(audience)}"
+            )
+        issuer = t.get("issuer")
+        if issuer is not None and not (isinstance(issuer, str) and issuer):
+            self.report((*p, "issuer"), f"'issuer' must be a string, not {show_value(issuer)}")
+        if len(self.errors) > start or leeway is None:  # hand them to the caller, once
+            found = self.errors[start:]
+            del self.errors[start:]
+            raise PolicyError.of(found)
         header = self.string(t, (*p, "header"), "authorization").lower()
         return JWTConfig(
             algorithms=algorithms,
@@ -365,9 +483,9 @@ class Sections(Reader):
             jwks=jwks,
             header=header,
             cookie=self.string(t, (*p, "cookie"), ""),
-            audience=t.get("audience"),
-            issuer=t.get("issuer"),
-            leeway=float(leeway),
+            audience=tuple(audience) if isinstance(audience, list) else audience,
+            issuer=issuer,
+            leeway=leeway,
         )
 
     def load_jwks(self, content: str, path: KeyPath) -> dict[str, Any]:
@@ -392,10 +510,12 @@ class Sections(Reader):
         if not isinstance(body, dict) or not body:
             self.fail((*p, "body"), "body must be a table of output field = variable")
         for k, v in body.items():
-            if v not in BODY_VARIABLES:
+            if not isinstance(v, str) or v not in BODY_VARIABLES:
                 self.fail(
                     (*p, "body", k),
-                    f"unknown body variable {v!r} for {k!r}; use one of {', '.join(sorted(BODY_VARIABLES))}",
+                    f"unknown body variable {show_value(v)} for {k!r};"
+                    f"{did_you_mean(v, sorted(BODY_VARIABLES)) if isinstance(v, str) else ''}"
+                    f" use one of {', '.join(sorted(BODY_VARIABLES))}",
                 )
         strs = {k: self.string(t, (*p, k), getattr(d, k)) for k in RESPONSE_KEYS if k not in ("status", "body")}
         return ResponseConfig(status=self.integer(t, (*p, "status"), 429, 400, 599), body=dict(body), **strs)

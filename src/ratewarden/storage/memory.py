@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ratewarden.clock import micros
 from ratewarden.core.algorithms.base import Outcome, Window
 from ratewarden.core.evaluate import Op, run
 from ratewarden.errors import ConfigError
@@ -77,7 +78,7 @@ class MemoryStore:
         if clock is None:
             self.now: Callable[[], int] = _now_us
         else:
-            self.now = lambda: int(clock() * 1_000_000 + 0.5)
+            self.now = micros(clock)
         self._lock = threading.Lock()
         self._tables: dict[str, _Table] = {}
         self._count = 0

@@ -42,6 +42,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
+from ratewarden.clock import micros
 from ratewarden.core.algorithms.base import Outcome, Window
 from ratewarden.core.evaluate import Op, run
 from ratewarden.errors import ConfigError, StoreError
@@ -223,7 +224,7 @@ class SQLiteStore:
         if clock is None:
             self.now: Callable[[], int] = _now_us
         else:
-            self.now = lambda: int(clock() * 1_000_000 + 0.5)
+            self.now = micros(clock)
         self._local = threading.local()
         self._conns: weakref.WeakSet[_Conn] = weakref.WeakSet()
         self._conns_lock = threading.Lock()

@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from ratewarden.core.algorithms.base import NEVER, Outcome, Window, ceil_div
-from ratewarden.core.rates import Rate
+from ratewarden.core.rates import LIMIT_MAX, Rate
 from ratewarden.errors import ConfigError
 
 __all__ = ["GCRA"]
@@ -39,8 +39,8 @@ class GCRA(Window):
         super().__init__(rate)
         if burst is None:
             burst = rate.limit
-        if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
-            raise ConfigError(f"burst must be a positive integer, not {burst!r}")
+        if isinstance(burst, bool) or not isinstance(burst, int) or not 1 <= burst <= LIMIT_MAX:
+            raise ConfigError(f"burst must be an integer from 1 to 10^12, not {burst!r:.60}")
         self.burst = burst
         self.unit = ceil_div(rate.period, rate.limit)  # the emission interval T, rounded up
         self.tau = burst * self.unit  # a whole number of T: a full burst always fits

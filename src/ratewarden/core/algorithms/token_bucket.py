@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ratewarden.core.algorithms.base import NEVER, Outcome, Window, _late, ceil_div
-from ratewarden.core.rates import Rate
+from ratewarden.core.rates import LIMIT_MAX, Rate
 from ratewarden.errors import ConfigError
 
 __all__ = ["TokenBucket"]
@@ -27,8 +27,8 @@ class TokenBucket(Window):
         super().__init__(rate)
         if burst is None:
             burst = rate.limit
-        if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
-            raise ConfigError(f"burst must be a positive integer, not {burst!r}")
+        if isinstance(burst, bool) or not isinstance(burst, int) or not 1 <= burst <= LIMIT_MAX:
+            raise ConfigError(f"burst must be an integer from 1 to 10^12, not {burst!r:.60}")
         self.burst = burst
         self.full = burst * rate.period
         if burst != rate.limit:

@@ -33,6 +33,7 @@ from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 from redis.retry import Retry
 
+from ratewarden.clock import micros
 from ratewarden.core.algorithms import Quota
 from ratewarden.core.algorithms.base import Outcome, Window
 from ratewarden.core.evaluate import Op
@@ -106,7 +107,7 @@ class RedisStore:
         _test_now: Callable[[], float] | None = None,
         url: str = "redis://",
     ) -> None:
-        now_us = None if _test_now is None else (lambda: int(_test_now() * 1_000_000 + 0.5))
+        now_us = None if _test_now is None else micros(_test_now)
         self.codec = Codec(key_prefix, max_key_length, clock, now_us)
         self.url = url
         self.cluster = cluster
