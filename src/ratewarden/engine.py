@@ -64,7 +64,7 @@ from ratewarden.http.responses import DenialKind, denial_body
 from ratewarden.limiter import AsyncLimiter, Limiter
 from ratewarden.policy.keys import RequestContext
 from ratewarden.policy.load import load_policy, loads_policy
-from ratewarden.policy.match import matches, normalize_path, path_matches
+from ratewarden.policy.match import exempt_path, matches, normalize_path, path_matches, route_path
 from ratewarden.policy.model import Ban, Blocklist, Policy, Rule
 from ratewarden.storage import open_store
 from ratewarden.storage.memory import MemoryStore
@@ -301,7 +301,8 @@ class Engine:
         if not ex:
             return False
         try:
-            return path_matches(ex, normalize_path(facts.path or "/"))
+            path = route_path(facts.path or "/")
+            return exempt_path(ex, path, normalize_path(path))
         except Exception:  # pragma: no cover - defensive: never raise on client input
             return False
 
@@ -577,10 +578,12 @@ class Engine:
     # -- the logic, written once ----------------------------------------------------------------
 
     def _matches(self, match: Any, ctx: RequestContext) -> bool:
-        return matches(match, ctx.method, ctx.path, ctx.host if match.hosts else "", ctx.facts.scheme)
+        return matches(match, ctx.method, ctx.path, ctx.host if match.hosts else "", ctx.facts.scheme, ctx.norm_path)
 
     def _applies(self, rule: Rule, ctx: RequestContext) -> bool:
-        return self._matches(rule.match, ctx) and not (rule.exempt and path_matches(rule.exempt, ctx.path))
+        return self._matches(rule.match, ctx) and not (
+            rule.exempt and exempt_path(rule.exempt, ctx.path, ctx.norm_path)
+        )
 
     def _windows(self, rule: Rule, ctx: RequestContext) -> tuple[Window, ...]:
         t = rule.tiers
@@ -608,7 +611,7 @@ class Engine:
 
     def _safelisted(self, ctx: RequestContext) -> bool:
         sl = self.policy.safelist
-        if sl.paths and path_matches(sl.paths, ctx.path):
+        if sl.paths and exempt_path(sl.paths, ctx.path, ctx.norm_path):
             return True
         if sl.secret_header:
             given = ctx.header(sl.secret_header)
@@ -624,7 +627,7 @@ class Engine:
 
     def _blocklisted(self, ctx: RequestContext) -> bool:
         bl = self.policy.blocklist
-        if bl.paths and path_matches(bl.paths, ctx.path):
+        if bl.paths and (path_matches(bl.paths, ctx.path) or path_matches(bl.paths, ctx.norm_path)):
             return True
         if bl.networks:
             ip = ctx.ip
@@ -640,7 +643,7 @@ class Engine:
             return route
         p = self.policy
         s = p.settings
-        exempt = bool(s.exempt) and path_matches(s.exempt, ctx.path)
+        exempt = bool(s.exempt) and exempt_path(s.exempt, ctx.path, ctx.norm_path)
         plans = tuple(pl for pl in self._plans if self._applies(pl.rule, ctx))
         bans = tuple(b for b in p.bans if self._matches(b.match, ctx))
         policy = None

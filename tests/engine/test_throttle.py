@@ -212,7 +212,9 @@ exempt = ["/metrics"]
     for path in ("/healthz", "/static/app.js", "/metrics") * 20:
         v = e.check(req(path))
         assert v.allowed and v.headers == [], path
-    assert e.exempt(req("/healthz")) and e.exempt(req("//healthz")) and not e.exempt(req("/metrics"))
+    assert e.exempt(req("/healthz")) and not e.exempt(req("/metrics"))
+    # exempt only when exempt however the path is read: routers do not collapse "//" (a 404 there)
+    assert not e.exempt(req("//healthz")) and not e.exempt(req("/users/../healthz"))
     assert e.check(req("/")).allowed and e.check(req("/")).allowed
     assert not e.check(req("/")).allowed
 

@@ -29,13 +29,14 @@ from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs
 
-from ratewarden.policy.match import host_of, normalize_path
+from ratewarden.policy.match import host_of, normalize_path, route_path
 from ratewarden.policy.model import JWTConfig, KeySpec, Network, Policy
 
 __all__ = ["RequestContext", "client_address", "parse_forwarded", "verify_jwt"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _MAX_HOPS = 64  # never walk more hops than this
+_SCAN = 16384  # characters of a proxy header read, from its right end
 _FORWARDED_FOR = re.compile(r'(?i)(?:^|[;,\s])for\s*=\s*("(?:[^"\\]|\\.)*"|[^;,\s]*)')
 
 
@@ -67,9 +68,39 @@ def _parse_ip(text: str) -> IPAddress | None:
     return ip
 
 
+def _elements_from_right(value: str, limit: int = _MAX_HOPS) -> list[str]:
+    """The last ``limit`` comma-separated elements of a list header, split right to left with
+    quoted strings kept whole. The right end is what the trusted proxies appended, so it is read
+    first; whatever the client put on the left (padding, an unterminated quote) can only make
+    the left-most elements malformed, never swallow a proxy's element."""
+    out: list[str] = []
+    end = len(value)
+    quoted = False
+    i = end - 1
+    stop = max(0, end - _SCAN)  # never scan more than the last _SCAN characters
+    while i >= stop and len(out) < limit:
+        c = value[i]
+        if c == '"':
+            quoted = not quoted
+        elif c == "," and not quoted:
+            out.append(value[i + 1 : end])
+            end = i
+        i -= 1
+    if len(out) < limit:
+        # the left-most element: whole only if the scan reached the start with balanced quotes
+        out.append(value[stop:end] if stop == 0 and not quoted else "")
+    out.reverse()
+    return out
+
+
 def parse_forwarded(value: str) -> list[str]:
-    """The ``for=`` values of an RFC 7239 ``Forwarded`` header, left to right (raw)."""
-    return [m.group(1).strip('"') for m in _FORWARDED_FOR.finditer(value[:16384])]
+    """The ``for=`` value of each element of an RFC 7239 ``Forwarded`` header, left to right
+    (raw; ``""`` for an element without a usable ``for=``), the last 64 elements at most."""
+    hops: list[str] = []
+    for element in _elements_from_right(value):
+        m = _FORWARDED_FOR.search(element)
+        hops.append(m.group(1).strip('"') if m else "")
+    return hops
 
 
 def _trusted(ip: IPAddress, proxies: tuple[Network, ...]) -> bool:
@@ -86,8 +117,8 @@ def client_address(
     raw = headers.get(header, "")
     if not raw:
         return ip
-    hops = parse_forwarded(raw) if header == "forwarded" else raw[-16384:].split(",")
-    for hop in reversed(hops[-_MAX_HOPS:]):
+    hops = parse_forwarded(raw) if header == "forwarded" else _elements_from_right(raw)
+    for hop in reversed(hops):
         h = parse_ip(hop)
         if h is None:
             return ip  # garbage: stay at the last trusted hop, never mint a key from it
@@ -207,6 +238,7 @@ class RequestContext:
         "clock",
         "facts",
         "method",
+        "norm_path",
         "path",
         "policy",
     )
@@ -218,7 +250,8 @@ class RequestContext:
         self.policy = policy
         self.clock = clock
         self.method = (facts.method or "GET").upper()[:32]
-        self.path = normalize_path(facts.path or "/")
+        self.path = route_path(facts.path or "/")  # as the app's router sees it
+        self.norm_path = normalize_path(self.path)  # dot segments resolved, slashes collapsed
         self._host: str | None = None
         self._ipkey: str | None = None
         self._ip: Any = self._UNSET
