@@ -30,6 +30,7 @@ from typing import Any
 
 from ratewarden.engine import Engine, RequestFacts, Verdict
 from ratewarden.errors import ConfigError
+from ratewarden.http.headers import RATE_LIMIT_FIELDS, merge_headers
 
 __all__ = [
     "LazyHeaders",
@@ -156,6 +157,27 @@ def _latin1(pairs: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
             value = v.encode("latin-1", "replace")
         out.append((name, value))
     return out
+
+
+_RATE_LIMIT_NAMES = frozenset(n.encode() for n in RATE_LIMIT_FIELDS)
+
+
+def _with_headers(
+    raw: Iterable[tuple[bytes, bytes]], extra: list[tuple[bytes, bytes]], headers: list[tuple[str, str]]
+) -> list[tuple[bytes, bytes]]:
+    """The app's response headers plus the verdict's; when the app's response already carries
+    rate-limit fields (a per-route limit, e.g. the FastAPI dependency), the two sets are merged
+    (one legacy value, the most restrictive; the draft lists joined)."""
+    pairs = list(raw)
+    mine = [
+        (bytes(n).decode("latin-1"), bytes(v).decode("latin-1"))
+        for n, v in pairs
+        if bytes(n).lower() in _RATE_LIMIT_NAMES
+    ]
+    if not mine:
+        return [*pairs, *extra]
+    rest = [(n, v) for n, v in pairs if bytes(n).lower() not in _RATE_LIMIT_NAMES]
+    return [*rest, *_latin1(merge_headers(mine, headers))]
 
 
 def _decode_pairs(raw: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -307,7 +329,7 @@ class RateLimitMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start" and not started:
-                message["headers"] = [*message.get("headers", ()), *extra]
+                message["headers"] = _with_headers(message.get("headers", ()), extra, verdict.headers)
                 started.append(message)
             await send(message)
 

@@ -26,6 +26,7 @@ from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse
 
 from ratewarden.asgi import USER_ATTRS, LazyHeaders, RouteLimit, build_engine, identity_of, join_headers, safe_text
+from ratewarden.http.headers import RATE_LIMIT_FIELDS, merge_headers
 from ratewarden.wsgi import environ_facts
 
 if TYPE_CHECKING:
@@ -110,6 +111,13 @@ def _denial(verdict: Verdict) -> HttpResponse:
 
 
 def _add_headers(response: HttpResponse, headers: Iterable[tuple[str, str]]) -> None:
+    """Add the verdict's headers; rate-limit fields a per-view limit already set are merged with
+    them (one legacy value, the most restrictive; the draft lists joined)."""
+    existing = [(name, str(response[name])) for name in RATE_LIMIT_FIELDS if response.has_header(name)]
+    if existing:
+        for name, _ in existing:
+            del response[name]
+        headers = merge_headers(existing, list(headers))
     seen: set[str] = set()
     for name, value in headers:
         lower = name.lower()

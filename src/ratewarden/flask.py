@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from flask import Flask, Response, g, request
 
 from ratewarden.asgi import USER_ATTRS, LazyHeaders, RouteLimit, build_engine, join_headers
+from ratewarden.http.headers import merge_headers
 from ratewarden.wsgi import environ_facts, read_body
 
 if TYPE_CHECKING:
@@ -134,9 +135,11 @@ class RateWarden:
         if state is None:
             return response
         if not state.denied:
-            for _engine, _facts, verdict in state.checked:
-                for name, value in verdict.headers:
-                    response.headers.add(name, value)
+            merged: list[tuple[str, str]] = []
+            for _engine, _facts, verdict in state.checked:  # the policy's and the view's: one set
+                merged = merge_headers(merged, verdict.headers)
+            for name, value in merged:
+                response.headers.add(name, value)
         headers = LazyHeaders(lambda: join_headers(response.headers.items()))
         for engine, facts, verdict in state.checked:  # denials too: Allow2Ban counts every request
             if verdict.pending is not None:  # else after() is a no-op (engine contract)
