@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -42,10 +43,8 @@ def posts(request: HttpRequest) -> HttpResponse:
 def echo(request: HttpRequest) -> HttpResponse:
     """What a Django view acts on: ``request.GET``/``POST``/``COOKIES`` and ``json.loads(request.body)``."""
     data: Any = None
-    try:
+    with contextlib.suppress(ValueError):
         data = json.loads(request.body) if request.body else None
-    except ValueError:
-        pass
     return JsonResponse(
         {
             "json": data,

@@ -15,7 +15,8 @@
 
 When two checks put headers on one response (the policy file's middleware and a per-route limit),
 :func:`merge_headers` combines them: the legacy fields keep one value, the most restrictive
-window's (fewest units left, then the longest wait); the draft fields are lists and are joined.
+window's (fewest units left, then the longest wait); the draft fields are lists, so each
+check's field line is kept (two lines of a list field mean their joined list).
 """
 
 from __future__ import annotations
@@ -142,10 +143,8 @@ def _legacy(headers: Sequence[tuple[str, str]]) -> tuple[int, int, int] | None:
 
 def merge_headers(first: Sequence[tuple[str, str]], second: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
     """The rate-limit fields of two checks of one request as one set: one legacy triple (the more
-    restrictive of the two) and each draft field once, its two lists joined. Fields other than
-    the rate-limit ones are kept from both, in order."""
+    restrictive of the two); every other field (the draft lists included) kept from both, in order."""
     out: list[tuple[str, str]] = []
-    draft: dict[str, int] = {}  # lower-case name -> index in out
     a, b = _legacy(first), _legacy(second)
     legacy_from = second if a is None or (b is not None and b < a) else first
     wrote_legacy = False
@@ -157,11 +156,5 @@ def merge_headers(first: Sequence[tuple[str, str]], second: Sequence[tuple[str, 
                     out.extend((n, v) for n, v in legacy_from if n.lower() in LEGACY)
                     wrote_legacy = True
                 continue
-            if key in DRAFT and key in draft:
-                i = draft[key]
-                out[i] = (out[i][0], f"{out[i][1]}, {value}")
-                continue
-            if key in DRAFT:
-                draft[key] = len(out)
             out.append((name, value))
     return out
