@@ -83,7 +83,7 @@ class RequestFacts:
     method: str
     path: str  # decoded; undecodable bytes replaced (never raises)
     client_ip: str | None  # the socket peer, before any proxy header is believed
-    headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names, repeats joined by ", "
+    headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names; a repeat as the app sees it
     query_string: str = ""
     host: str = ""
     scheme: str = "http"  # "http", "https", "ws", "wss"
@@ -92,6 +92,9 @@ class RequestFacts:
     body: bytes | None = None  # only when Engine.needs_body(facts); at most Engine.body_limit
     body_truncated: bool = False  # True when the body was larger than the cap
     content_type: str = ""
+    #: how the app's framework reads cookies, the query and the body (a
+    #: :class:`~ratewarden.policy.keys.FieldReader`); None: Starlette's rules
+    reader: Any = None
 
 
 @dataclass(slots=True)

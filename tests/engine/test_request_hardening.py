@@ -1,8 +1,13 @@
 """Request-side hardening at the engine level: proxy headers read from the right, HEAD counted
-as GET, paths matched as the router sees them, legacy headers with one value."""
+as GET, paths matched as the router sees them, body/query/cookie keys read as the framework
+reads them."""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+import pytest
 from rw_engine_helpers import MakeEngine, req
 
 from ratewarden.policy import loads_policy
@@ -113,3 +118,108 @@ algorithm = "fixed-window"
     # normalised it is /public/x, but the router runs a /users/{id}/public/{f} handler: counted
     assert [e.check(req("/users/../public/x")).allowed for _ in range(3)] == [True, True, False]
     assert e.check(req("/public/x")).allowed and e.exempt(req("/public/x"))
+
+
+# -- body:, query:, cookie: keys read what the handler reads (Starlette's rules by default) --------
+
+KEYED = """
+[[rule]]
+name = "by-email"
+match = { path = "/login" }
+key = "body:email"
+limits = ["3/hour"]
+algorithm = "fixed-window"
+
+[[rule]]
+name = "by-nested"
+match = { path = "/nested" }
+key = "body:user.email"
+limits = ["3/hour"]
+algorithm = "fixed-window"
+
+[[rule]]
+name = "by-query"
+match = { path = "/search" }
+key = "query:email"
+limits = ["3/hour"]
+algorithm = "fixed-window"
+
+[[rule]]
+name = "by-cookie"
+match = { path = "/app" }
+key = "cookie:sid"
+limits = ["3/hour"]
+algorithm = "fixed-window"
+"""
+
+
+def _from_many_ips(e: Any, make_req: Any, n: int = 6) -> list[bool]:
+    """``n`` requests from ``n`` addresses: only the key under test can tie them together."""
+    return [e.check(make_req(f"203.0.113.{i + 1}")).allowed for i in range(n)]
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le"])
+def test_json_in_every_encoding_json_loads_accepts_is_the_same_key(make: MakeEngine, encoding: str) -> None:
+    e = make(KEYED)
+    body = '{"email": "victim@example.com"}'
+    for _ in range(3):
+        assert e.check(
+            req("/login", "198.51.100.1", "POST", body=body.encode(), content_type="application/json")
+        ).allowed
+    got = _from_many_ips(
+        e, lambda ip: req("/login", ip, "POST", body=body.encode(encoding), content_type="application/json")
+    )
+    assert got == [False] * 6
+
+
+@pytest.mark.parametrize("ctype", ["text/plain", "", "application/octet-stream"])
+def test_json_sent_as_another_type_is_read_as_starlette_reads_it(make: MakeEngine, ctype: str) -> None:
+    e = make(KEYED)
+    body = b'  {"email": "victim@example.com"}'
+    got = _from_many_ips(e, lambda ip: req("/login", ip, "POST", body=body, content_type=ctype))
+    assert got == [True] * 3 + [False] * 3
+
+
+def test_a_literal_dotted_field_never_shadows_the_nested_one(make: MakeEngine) -> None:
+    e = make(KEYED)
+    n = iter(range(100))
+
+    def make_req(ip: str) -> Any:
+        doc = {"user": {"email": "victim@example.com"}, "user.email": f"rotating-{next(n)}"}
+        return req("/nested", ip, "POST", body=json.dumps(doc).encode(), content_type="application/json")
+
+    assert _from_many_ips(e, make_req) == [True] * 3 + [False] * 3
+
+
+def test_a_repeated_query_or_form_field_is_the_last_one_as_in_starlette(make: MakeEngine) -> None:
+    e = make(KEYED)
+    n = iter(range(100))
+    got = _from_many_ips(e, lambda ip: req("/search", ip, query_string=f"email=r{next(n)}&email=victim"))
+    assert got == [True] * 3 + [False] * 3
+    form = "application/x-www-form-urlencoded"
+    got = _from_many_ips(
+        e, lambda ip: req("/login", ip, "POST", body=f"email=r{next(n)}&email=victim".encode(), content_type=form)
+    )
+    assert got == [True] * 3 + [False] * 3
+
+
+@pytest.mark.parametrize(
+    "cookie",
+    ["sid=rotating-{i}; sid=victim", 'x="a\\"b; sid=victim; y=1', 'bad"cookie{i}; sid=victim', "a=b=c{i}; sid=victim"],
+)
+def test_a_duplicate_or_malformed_cookie_never_hides_the_real_one(make: MakeEngine, cookie: str) -> None:
+    e = make(KEYED)
+    n = iter(range(100))
+    got = _from_many_ips(e, lambda ip: req("/app", ip, headers={"cookie": cookie.replace("{i}", str(next(n)))}))
+    assert got == [True] * 3 + [False] * 3
+
+
+def test_a_differing_repeat_is_absent_when_the_framework_is_unknown() -> None:
+    from ratewarden.policy.keys import FieldReader, RequestContext
+
+    policy = loads_policy(KEYED)
+    refuse = FieldReader("refuse")
+    ctx = RequestContext(req("/search", query_string="email=a&email=b", reader=refuse), policy, lambda: 0.0)
+    assert ctx.query("email") is None
+    ctx = RequestContext(req("/search", query_string="email=a&email=a", reader=refuse), policy, lambda: 0.0)
+    assert ctx.query("email") == "a"

@@ -25,14 +25,20 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from functools import lru_cache
-from http.cookies import CookieError, SimpleCookie
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qsl
 
 from ratewarden.policy.match import host_of, normalize_path, route_path
 from ratewarden.policy.model import JWTConfig, KeySpec, Network, Policy
 
-__all__ = ["RequestContext", "client_address", "parse_forwarded", "verify_jwt"]
+__all__ = [
+    "FieldReader",
+    "RequestContext",
+    "client_address",
+    "parse_cookies",
+    "parse_forwarded",
+    "verify_jwt",
+]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _MAX_HOPS = 64  # never walk more hops than this
@@ -215,6 +221,11 @@ def _encodable(v: str) -> bool:
     return True
 
 
+def _text(v: Any) -> str | None:
+    """A field's value: a non-empty string, else absent (missing, empty or ambiguous)."""
+    return v if isinstance(v, str) and v else None
+
+
 def _scalar(v: Any) -> str | None:
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -222,6 +233,108 @@ def _scalar(v: Any) -> str | None:
         s = str(v)
         return s if s else None
     return None
+
+
+_UNQUOTE = re.compile(r"\\(?:([0-3][0-7][0-7])|(.))")
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+_MAX_FIELDS = 1000
+#: a field sent twice with different values where the framework's choice is unknown
+AMBIGUOUS: Any = object()
+
+
+def _unquote(value: str) -> str:
+    """A cookie value as ``http.cookies`` unquotes it (``"a\\"b"`` -> ``a"b``)."""
+    if len(value) < 2 or value[0] != '"' or value[-1] != '"':
+        return value
+    return _UNQUOTE.sub(lambda m: chr(int(m[1], 8)) if m[1] else m[2], value[1:-1])
+
+
+def _pairs_cookie(raw: str) -> list[tuple[str, str]]:
+    """The ``(name, value)`` chunks of a ``Cookie`` header the way browsers, Django and Starlette
+    read it: split on ``;``, a chunk without ``=`` is a value with an empty name, a malformed
+    chunk never hides the chunks after it (``SimpleCookie`` stops at the first one)."""
+    out: list[tuple[str, str]] = []
+    for chunk in raw[:65536].split(";"):
+        key, eq, val = chunk.partition("=")
+        if not eq:
+            key, val = "", chunk
+        key, val = key.strip(), val.strip()
+        if key or val:
+            out.append((key, _unquote(val)))
+    return out
+
+
+def _pick(pairs: list[tuple[str, str]], duplicates: str) -> dict[str, Any]:
+    """One value per name: the ``first`` or the ``last`` one, as the framework picks it, or
+    :data:`AMBIGUOUS` (``refuse``) when the values differ and the framework is unknown."""
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k not in out or duplicates == "last":
+            out[k] = v
+        elif duplicates == "refuse" and out[k] != v:
+            out[k] = AMBIGUOUS
+    return out
+
+
+def parse_cookies(raw: str, duplicates: str = "last") -> dict[str, Any]:
+    """A ``Cookie`` header as a dict (see :func:`_pairs_cookie`); ``duplicates``: ``last``
+    (Starlette, Django), ``first`` (Werkzeug/Flask) or ``refuse``."""
+    return _pick(_pairs_cookie(raw), duplicates)
+
+
+def _media_type(facts: Any) -> str:
+    raw: str = facts.content_type or facts.headers.get("content-type", "")
+    return raw.split(";", 1)[0].strip().lower()
+
+
+class FieldReader:
+    """How the application's framework reads cookies, the query string and the body, so that
+    ``cookie:``, ``query:`` and ``body:`` keys take the very value the handler will act on.
+
+    This default follows Starlette (and FastAPI): a field or cookie sent twice is the *last*
+    one; cookies are parsed leniently (Django's and Starlette's parser: a malformed cookie
+    never hides the ones after it); a ``application/x-www-form-urlencoded`` body is a form,
+    every other body is JSON whatever its ``Content-Type`` says (``request.json()`` does not
+    look at it), in any encoding ``json.loads`` detects (UTF-8/16/32, with or without a BOM).
+    A ``multipart/form-data`` body is not parsed (the key is absent). ``duplicates="first"``
+    is Werkzeug's choice, ``"refuse"`` treats differing repeats as absent (a plain WSGI app
+    whose framework is unknown). Adapters for Flask and Django pass readers that ask the
+    framework itself. Nothing here raises: an unreadable value is absent."""
+
+    def __init__(self, duplicates: str = "last") -> None:
+        self.duplicates = duplicates
+
+    def cookies(self, facts: Any) -> Mapping[str, Any]:
+        return parse_cookies(facts.headers.get("cookie", ""), self.duplicates)
+
+    def query(self, facts: Any) -> Mapping[str, Any]:
+        try:
+            pairs = parse_qsl(facts.query_string[:65536], keep_blank_values=True, max_num_fields=_MAX_FIELDS)
+        except ValueError:
+            return {}
+        return _pick(pairs, self.duplicates)
+
+    def body(self, facts: Any) -> tuple[str, Any] | None:
+        """``("json", value)`` or ``("form", {name: value})``, or None (absent or unreadable)."""
+        if facts.body is None or facts.body_truncated:
+            return None
+        mtype = _media_type(facts)
+        if mtype == "multipart/form-data":
+            return None
+        if mtype == "application/x-www-form-urlencoded":
+            try:
+                text = facts.body.decode("utf-8")
+                pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=_MAX_FIELDS)
+            except ValueError:  # UnicodeDecodeError included
+                return None
+            return "form", _pick(pairs, self.duplicates)
+        try:
+            return "json", json.loads(facts.body)
+        except (ValueError, RecursionError):  # UnicodeDecodeError included
+            return None
+
+
+DEFAULT_READER = FieldReader()
 
 
 class RequestContext:
@@ -255,8 +368,8 @@ class RequestContext:
         self._host: str | None = None
         self._ipkey: str | None = None
         self._ip: Any = self._UNSET
-        self._cookies: dict[str, str] | None = None
-        self._query: dict[str, list[str]] | None = None
+        self._cookies: dict[str, Any] | None = None
+        self._query: dict[str, Any] | None = None
         self._body: Any = self._UNSET
         self._claims: Any = self._UNSET
 
@@ -284,67 +397,53 @@ class RequestContext:
         v = self.facts.headers.get(name)
         return v if v else None
 
+    @property
+    def reader(self) -> FieldReader:
+        r = getattr(self.facts, "reader", None)
+        return DEFAULT_READER if r is None else r
+
     def cookie(self, name: str) -> str | None:
         if self._cookies is None:
-            self._cookies = {}
-            raw = self.facts.headers.get("cookie", "")
-            if raw:
-                jar: SimpleCookie = SimpleCookie()
-                try:
-                    jar.load(raw[:65536])
-                except CookieError:
-                    for part in raw[:65536].split(";"):
-                        k, _, v = part.strip().partition("=")
-                        if k and v:
-                            self._cookies.setdefault(k, v)
-                else:
-                    self._cookies = {k: m.value for k, m in jar.items()}
-        v = self._cookies.get(name)
-        return v if v else None
+            try:
+                self._cookies = dict(self.reader.cookies(self.facts))
+            except Exception:  # a framework's parser failing on client input: absent
+                self._cookies = {}
+        return _text(self._cookies.get(name))
 
     def query(self, name: str) -> str | None:
         if self._query is None:
             try:
-                self._query = parse_qs(self.facts.query_string[:65536], max_num_fields=1000)
-            except ValueError:
+                self._query = dict(self.reader.query(self.facts))
+            except Exception:
                 self._query = {}
-        vals = self._query.get(name)
-        return vals[0] if vals and vals[0] else None
+        return _text(self._query.get(name))
 
     def body_field(self, name: str) -> str | None:
+        """``body:FIELD``: in JSON a dotted name is a path (``user.email`` is ``{"user":
+        {"email": ...}}``, never a literal ``"user.email"`` key beside it: the handler reads
+        the nested one); in a form it is the field's name."""
         if self._body is self._UNSET:
-            self._body = self._parse_body()
-        node: Any = self._body
-        if isinstance(node, dict) and name in node:
-            return _scalar(node[name])
+            self._body = None
+            if not self.oversize():
+                try:
+                    self._body = self.reader.body(self.facts)
+                except Exception:
+                    self._body = None
+        if self._body is None:
+            return None
+        kind, node = self._body
+        if kind == "form":
+            return _text(node.get(name)) if isinstance(node, Mapping) else None
         for part in name.split("."):
             if not isinstance(node, dict) or part not in node:
                 return None
             node = node[part]
         return _scalar(node)
 
-    def _parse_body(self) -> Any:
+    def oversize(self) -> bool:
+        """The body was larger than ``body_limit``: no ``body:`` key can be read from it."""
         f = self.facts
-        if f.body is None or f.body_truncated or len(f.body) > self.policy.settings.body_limit:
-            return None
-        ctype = (f.content_type or f.headers.get("content-type", "")).lower()
-        try:
-            text = f.body.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-        if "json" in ctype or (not ctype and text.lstrip().startswith("{")):
-            try:
-                return json.loads(text)
-            except (ValueError, RecursionError):
-                return None
-        if "x-www-form-urlencoded" in ctype:
-            try:
-                return {k: v[0] for k, v in parse_qs(text, max_num_fields=1000).items()}
-            except ValueError:
-                return None
-        if "multipart/form-data" in ctype:
-            return None
-        return None
+        return bool(f.body_truncated) or (f.body is not None and len(f.body) > self.policy.settings.body_limit)
 
     @property
     def claims(self) -> dict[str, Any] | None:
