@@ -43,11 +43,12 @@ def posts(request: HttpRequest) -> HttpResponse:
 def echo(request: HttpRequest) -> HttpResponse:
     """What a Django view acts on: ``request.GET``/``POST``/``COOKIES`` and ``json.loads(request.body)``."""
     data: Any = None
-    with contextlib.suppress(ValueError):
-        data = json.loads(request.body) if request.body else None
+    if request.content_type not in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        with contextlib.suppress(ValueError):
+            data = json.loads(request.body) if request.body else None
     return JsonResponse(
         {
-            "json": data,
+            "json": data.get("email") if isinstance(data, dict) else data,
             "form": request.POST.get("email"),
             "query": request.GET.get("email"),
             "cookie": request.COOKIES.get("sid"),

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from fastapi import Depends, FastAPI
 from flask import Flask, jsonify
+from flask import request as flask_request
 from rw_django_views import configure
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -194,3 +195,166 @@ def test_draft_headers_of_two_checks_are_both_kept(clock: FakeClock) -> None:
     r = app.test_client().get("/report")
     assert r.headers.getlist("RateLimit-Policy") == ['"site";q=50;w=3600', '"report";q=10;w=3600']
     assert r.headers.getlist("X-RateLimit-Limit") == ["10"]
+
+
+# -- cookie:, query:, body: keys are what the handler gets ---------------------------------------
+
+FIELDS = """
+[[rule]]
+name = "q"
+match = { path = "/echo", methods = ["GET"] }
+key = "query:email"
+fallback = "skip"
+limits = ["3/hour"]
+algorithm = "fixed-window"
+
+[[rule]]
+name = "c"
+match = { path = "/echo", methods = ["PUT"] }
+key = "cookie:sid"
+fallback = "skip"
+limits = ["3/hour"]
+algorithm = "fixed-window"
+
+[[rule]]
+name = "b"
+match = { path = "/echo", methods = ["POST"] }
+key = "body:email"
+fallback = "skip"
+limits = ["3/hour"]
+algorithm = "fixed-window"
+"""
+
+FORM = "application/x-www-form-urlencoded"
+BOUNDARY = "rwboundary"
+MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
+
+
+def multipart(*fields: tuple[str, str]) -> bytes:
+    parts = [f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n' for k, v in fields]
+    return ("".join(parts) + f"--{BOUNDARY}--\r\n").encode()
+
+
+def _cases(first_wins: bool) -> list[tuple[str, str, Any]]:
+    """(method, what the handler reports, request keywords for attempt i): the handler gets
+    ``victim`` every time while the part it ignores changes."""
+    dup = (lambda i: f"email=victim&email=r{i}") if first_wins else (lambda i: f"email=r{i}&email=victim")
+    sid = (lambda i: f"sid=victim; sid=r{i}") if first_wins else (lambda i: f"sid=r{i}; sid=victim")
+    fields = [("email", "victim"), ("email", "r")] if first_wins else [("email", "r"), ("email", "victim")]
+    return [
+        ("GET", "query", lambda i: {"query": dup(i)}),
+        ("PUT", "cookie", lambda i: {"cookie": sid(i)}),
+        ("PUT", "cookie", lambda i: {"cookie": f'x="a\\"b{i}; sid=victim'}),  # malformed before the real one
+        ("POST", "form", lambda i: {"body": dup(i).encode(), "ctype": FORM}),
+        ("POST", "form", lambda i: {"body": multipart(*fields, ("pad", str(i))), "ctype": MULTIPART}),
+        (
+            "POST",
+            "json",
+            lambda i: {"body": f'{{"email": "victim", "p": {i}}}'.encode("utf-16"), "ctype": "application/json"},
+        ),
+        (
+            "POST",
+            "json",
+            lambda i: {"body": f'{{"email": "victim", "p": {i}}}'.encode("utf-8-sig"), "ctype": "application/json"},
+        ),
+    ]
+
+
+def _flask_app(clock: FakeClock) -> Flask:
+    app = Flask(__name__)
+
+    @app.route("/echo", methods=["GET", "PUT", "POST"])
+    def echo() -> Any:
+        return jsonify(
+            query=flask_request.args.get("email"),
+            cookie=flask_request.cookies.get("sid"),
+            form=flask_request.form.get("email"),
+            json=(flask_request.get_json(silent=True) or {}).get("email"),
+        )
+
+    RateWarden(app, policy=FIELDS, clock=clock, env={})
+    return app
+
+
+@pytest.mark.parametrize("case", range(7))
+def test_flask_keys_are_what_werkzeug_hands_the_view(clock: FakeClock, case: int) -> None:
+    method, seen, make = _cases(first_wins=True)[case]
+    c = _flask_app(clock).test_client(use_cookies=False)
+    got = []
+    for i in range(5):
+        kw = make(i)
+        headers = {"Cookie": kw["cookie"]} if "cookie" in kw else {}
+        r = c.open(
+            "/echo?" + kw.get("query", ""),
+            method=method,
+            data=kw.get("body"),
+            content_type=kw.get("ctype"),
+            headers=headers,
+            environ_base={"REMOTE_ADDR": f"203.0.113.{i + 1}"},
+        )
+        if r.status_code == 200:
+            assert r.get_json()[seen] == "victim", r.get_json()
+        got.append(r.status_code)
+    assert got == [200, 200, 200, 429, 429]
+
+
+@pytest.mark.parametrize("case", range(7))
+def test_django_keys_are_what_django_hands_the_view(django_policy: Any, case: int) -> None:
+    method, seen, make = _cases(first_wins=False)[case]
+    got = []
+    with django_policy(FIELDS):
+        for i in range(5):
+            kw = make(i)
+            c = DjangoClient(REMOTE_ADDR=f"203.0.113.{i + 1}")
+            extra = {"HTTP_COOKIE": kw["cookie"]} if "cookie" in kw else {}
+            r = c.generic(
+                method,
+                "/echo?" + kw.get("query", ""),
+                data=kw.get("body", b""),
+                content_type=kw.get("ctype", "application/octet-stream"),
+                **extra,
+            )
+            if r.status_code == 200:
+                assert r.json()[seen] == "victim", r.json()
+            got.append(r.status_code)
+    assert got == [200, 200, 200, 429, 429]
+
+
+def test_django_reads_json_sent_as_text_plain_as_its_views_do(django_policy: Any) -> None:
+    got = []
+    with django_policy(FIELDS):
+        for i in range(5):
+            c = DjangoClient(REMOTE_ADDR=f"203.0.113.{i + 1}")
+            r = c.post("/echo", data=f'{{"email": "victim", "p": {i}}}', content_type="text/plain")
+            got.append(r.status_code)
+            if r.status_code == 200:
+                assert r.json()["json"] == "victim"
+    assert got == [200, 200, 200, 429, 429]
+
+
+async def st_echo(request: Request) -> JSONResponse:
+    data = await request.json() if request.method == "POST" else {}
+    return JSONResponse(
+        {"query": request.query_params.get("email"), "cookie": request.cookies.get("sid"), "json": data.get("email")}
+    )
+
+
+@pytest.mark.parametrize("case", [0, 1, 2, 5, 6])
+def test_starlette_keys_are_what_starlette_hands_the_handler(clock: FakeClock, case: int) -> None:
+    method, seen, make = _cases(first_wins=False)[case]
+    app = Starlette(
+        routes=[Route("/echo", st_echo, methods=["GET", "PUT", "POST"])],
+        middleware=[Middleware(RateLimitMiddleware, policy=FIELDS, clock=clock, env={})],
+    )
+    got = []
+    with TestClient(app) as c:
+        for i in range(5):
+            kw = make(i)
+            headers = {"cookie": kw["cookie"]} if "cookie" in kw else {}
+            if "ctype" in kw:
+                headers["content-type"] = kw["ctype"]
+            r = c.request(method, "/echo?" + kw.get("query", ""), content=kw.get("body"), headers=headers)
+            if r.status_code == 200:
+                assert r.json()[seen] == "victim", r.json()
+            got.append(r.status_code)
+    assert got == [200, 200, 200, 429, 429]
