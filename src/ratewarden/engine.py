@@ -272,6 +272,7 @@ class Engine:
             or p.blocklist.paths
         )
         self._plans = [_Plan.of(r) for r in p.rules]
+        self._oversize_deny = any(r.on_oversize_body == "deny" for r in p.rules)
         self._routes: dict[tuple[str, str, str, str], _Route] = {}
         self._draft = s.headers == "draft"
         self._by_host = any(r.match.hosts for r in p.rules) or any(b.match.hosts for b in p.bans)
@@ -409,6 +410,10 @@ class Engine:
             listed = self._lists(ctx, op == "peek")
             if listed is not None:
                 return listed
+        if self._oversize_deny and ctx.oversize():
+            for plan in route.plans:
+                if plan.rule.on_oversize_body == "deny":
+                    return self._too_large(ctx, plan.rule, op == "peek")
         if route.fast:
             t = self._throttle(ctx, route, op)
             if t.items and t.no_budget is None:
@@ -985,6 +990,15 @@ class Engine:
             now=self._clock(),
         )
         return Verdict(False, status, hs, body, retry_after=retry, rule=rule)
+
+    def _too_large(self, ctx: RequestContext, rule: Rule, quiet: bool) -> Verdict:
+        """413 for a body over ``body_limit`` under ``on_oversize_body = "deny"``: the key cannot
+        be read, and no wait helps (no Retry-After), so the client must send a smaller body."""
+        if not quiet:
+            self._emit("throttle", ctx, rule.name, None, status=413, detail="body over body_limit")
+        v = self._deny(ctx, "too_large", 413, math.inf, rule.name, [], limit=self.policy.settings.body_limit)
+        v.retry_after = 0.0
+        return v
 
     def _unavailable(self, ctx: RequestContext) -> Verdict:
         s = self.policy.settings

@@ -358,3 +358,30 @@ def test_starlette_keys_are_what_starlette_hands_the_handler(clock: FakeClock, c
                 assert r.json()[seen] == "victim", r.json()
             got.append(r.status_code)
     assert got == [200, 200, 200, 429, 429]
+
+
+def test_an_oversize_body_is_refused_with_413_through_starlette_and_flask(clock: FakeClock) -> None:
+    policy = """
+[ratewarden]
+body_limit = 64
+
+[[rule]]
+name = "b"
+match = { path = "/echo", methods = ["POST"] }
+key = "body:email"
+limits = ["3/hour"]
+on_oversize_body = "deny"
+"""
+    big = b'{"email": "victim", "pad": "' + b"x" * 200 + b'"}'
+    app = Starlette(
+        routes=[Route("/echo", st_echo, methods=["POST"])],
+        middleware=[Middleware(RateLimitMiddleware, policy=policy, clock=clock, env={})],
+    )
+    with TestClient(app) as c:
+        r = c.post("/echo", content=big, headers={"content-type": "application/json"})
+        assert (r.status_code, r.json()["error"]) == (413, "body_too_large")
+        assert c.post("/echo", content=b'{"email": "victim"}').status_code == 200
+    fapp = _flask_app(clock)
+    RateWarden(fapp, policy=policy, clock=clock, env={})
+    fr = fapp.test_client().post("/echo", data=big, content_type="application/json")
+    assert fr.status_code == 413

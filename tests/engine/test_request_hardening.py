@@ -223,3 +223,49 @@ def test_a_differing_repeat_is_absent_when_the_framework_is_unknown() -> None:
     assert ctx.query("email") is None
     ctx = RequestContext(req("/search", query_string="email=a&email=a", reader=refuse), policy, lambda: 0.0)
     assert ctx.query("email") == "a"
+
+
+OVERSIZE = """
+[ratewarden]
+body_limit = 64
+
+[[rule]]
+name = "login"
+match = { path = "/login" }
+key = "body:email"
+limits = ["3/hour"]
+algorithm = "fixed-window"
+on_oversize_body = "deny"
+"""
+
+
+def test_a_body_over_body_limit_is_refused_with_413_when_the_rule_says_deny(make: MakeEngine) -> None:
+    e = make(OVERSIZE)
+    big = b'{"email": "victim@example.com", "pad": "' + b"x" * 100 + b'"}'
+    v = e.check(req("/login", method="POST", body=big[:64], body_truncated=True, content_type="application/json"))
+    assert (v.allowed, v.status) == (False, 413)
+    assert json.loads(v.body or b"")["error"] == "body_too_large"
+    assert all(name.lower() != "retry-after" for name, _ in v.headers), "no wait makes it pass"
+    small = b'{"email": "victim@example.com"}'
+    got = [e.check(req("/login", method="POST", body=small, content_type="application/json")).allowed for _ in range(4)]
+    assert got == [True, True, True, False]
+    # an engine handed the whole body (no adapter cap) refuses it the same way
+    assert e.check(req("/login", method="POST", body=big, content_type="application/json")).status == 413
+
+
+def test_by_default_a_body_over_body_limit_takes_the_fallback_key(make: MakeEngine) -> None:
+    e = make(OVERSIZE.replace('on_oversize_body = "deny"\n', ""))
+    got = [
+        e.check(req("/login", method="POST", body=b"{", body_truncated=True, content_type="application/json")).allowed
+        for _ in range(4)
+    ]
+    assert got == [True, True, True, False]  # keyed by the client's ip
+
+
+def test_on_oversize_body_needs_a_body_key() -> None:
+    from ratewarden.policy import PolicyError
+
+    with pytest.raises(PolicyError, match="on_oversize_body"):
+        loads_policy(OVERSIZE.replace('key = "body:email"', 'key = "ip"'))
+    with pytest.raises(PolicyError, match="on_oversize_body"):
+        loads_policy(OVERSIZE.replace('"deny"', '"drop"'))

@@ -114,6 +114,8 @@ class Rule:
     exempt: tuple[str, ...] = ()
     on_store_error: str = "allow"
     line: int = 0
+    #: a body over body_limit, when the key reads the body: "fallback" (the fallback key) or "deny" (413)
+    on_oversize_body: Literal["fallback", "deny"] = "fallback"
 
     @property
     def limits_text(self) -> str:

@@ -61,6 +61,7 @@ RULE_KEYS = (
     "shadow",
     "exempt",
     "on_store_error",
+    "on_oversize_body",
 )
 BAN_KEYS = ("name", "match", "key", "fallback", "mode", "max", "within", "ban_for", "shadow")
 SAFELIST_KEYS = ("ips", "header_secret", "paths")
@@ -192,10 +193,16 @@ class Sections(Reader):
         if cost.after_response and any(not _can_charge(w) for w in windows):
             self.fail((*path, "cost"), f"{algorithm} cannot charge a cost after the response")
         on_err = self.choice(t, (*path, "on_store_error"), ("allow", "deny", "local"), settings.on_store_error)
+        key = self.key(t, (*path, "key"), "ip")
+        oversize = self.choice(t, (*path, "on_oversize_body"), ("fallback", "deny"), "fallback")
+        if oversize == "deny" and not key.needs_body:
+            self.fail(
+                (*path, "on_oversize_body"), "on_oversize_body applies to a rule whose key reads the body (body:FIELD)"
+            )
         return Rule(
             name=name,
             match=self.match(t, path),
-            key=self.key(t, (*path, "key"), "ip"),
+            key=key,
             fallback=self.fallback(t, (*path, "fallback")),
             windows=windows,
             algorithm=algorithm,
@@ -205,6 +212,7 @@ class Sections(Reader):
             exempt=self.paths(t, (*path, "exempt")),
             on_store_error=on_err,
             line=self.lines.line(path),
+            on_oversize_body=oversize,  # type: ignore[arg-type]
         )
 
     def cost(self, v: Any, path: KeyPath) -> CostSpec:
