@@ -62,7 +62,7 @@ from ratewarden.events import Event, EventBus, EventKind
 from ratewarden.http.headers import PolicyState, policy_field, rate_limit_headers, retry_after_seconds
 from ratewarden.http.responses import DenialKind, denial_body
 from ratewarden.limiter import AsyncLimiter, Limiter
-from ratewarden.policy.keys import RequestContext
+from ratewarden.policy.keys import RequestContext, stored_key
 from ratewarden.policy.load import load_policy, loads_policy
 from ratewarden.policy.match import exempt_path, matches, normalize_path, path_matches, route_path
 from ratewarden.policy.model import Ban, Blocklist, Policy, Rule
@@ -467,7 +467,8 @@ class Engine:
 
     def reset(self, rule: str, key: str) -> None:
         """Admin/tests: forget every window of ``rule`` for ``key``, the key as events show it
-        (``"ip=198.51.100.7"``, ``"session=abc"``, ``"user=alice"``). A ban name lifts the ban."""
+        (``"session=h:..."``) or readable (``"ip=198.51.100.7"``, ``"session=abc"``,
+        ``"user=alice"``: hashed here as the policy hashes it). A ban name lifts the ban."""
         self._drive(self._reset_flow(rule, key))
 
     async def areset(self, rule: str, key: str) -> None:
@@ -475,6 +476,7 @@ class Engine:
 
     def _reset_flow(self, name: str, key: str) -> _Flow:
         p = self.policy
+        key = stored_key(p.settings, key)  # "session=abc" as it is stored ("session=h:..."); see policy.keys
         items: list[Item] = []
         for r in p.rules:
             if r.name == name:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import ipaddress
 import json
 import re
@@ -37,6 +38,8 @@ __all__ = [
     "client_address",
     "parse_cookies",
     "parse_forwarded",
+    "store_value",
+    "stored_key",
     "verify_jwt",
 ]
 
@@ -145,6 +148,43 @@ def ip_key(ip: IPAddress | None, v4_prefix: int, v6_prefix: int) -> str:
     if v4_prefix >= 32:
         return str(ip)
     return str(ipaddress.IPv4Network((int(ip) >> (32 - v4_prefix) << (32 - v4_prefix), v4_prefix)))
+
+
+@lru_cache(maxsize=64)
+def _secret(key_secret: str, key_prefix: str) -> bytes:
+    """The HMAC key of stored key values: ``key_secret`` when set; else one derived from
+    ``key_prefix`` alone, so that every server sharing a store derives the same key (a random
+    per-process key would give each server its own buckets: limits multiplied by the servers)."""
+    if key_secret:
+        return hashlib.sha256(b"ratewarden key_secret\0" + key_secret.encode("utf-8", "surrogatepass")).digest()
+    return hashlib.sha256(b"ratewarden default key\0" + key_prefix.encode("utf-8", "surrogatepass")).digest()
+
+
+def store_value(source: str, value: str, secret: bytes) -> str:
+    """``value`` of key source ``source`` (``"session"``, ``"header:x-api-key"``...) as it is
+    stored: ``h:`` and 32 hex digits of HMAC-SHA256 (128 bits), so a dump of the store or of the
+    events shows no session id, API key, token subject or e-mail address."""
+    msg = source.encode() + b"=" + value.encode("utf-8", "surrogatepass")
+    return "h:" + hmac.new(secret, msg, hashlib.sha256).hexdigest()[:32]
+
+
+def stored_key(settings: Any, key: str) -> str:
+    """A key as an admin writes it (``"session=abc"``, ``"ip=198.51.100.7"``) as it is stored
+    (``"session=h:..."``): parts already hashed, and kinds in ``readable_keys``, are kept."""
+    secret = _secret(settings.key_secret, settings.key_prefix)
+    out: list[str] = []
+    for part in key.split("+"):
+        source, eq, value = part.partition("=")
+        kind = source.split(":", 1)[0]
+        if eq and value and not value.startswith("h:") and kind not in settings.readable_keys:
+            value = store_value(source, value, secret)
+        out.append(f"{source}{eq}{value}")
+    return "+".join(out)
+
+
+@lru_cache(maxsize=16384)
+def _hashed_ip(key: str, secret: bytes) -> str:
+    return "ip=" + store_value("ip", key[3:], secret)
 
 
 @lru_cache(maxsize=16384)
@@ -498,7 +538,8 @@ class RequestContext:
         return None
 
     def ip_key(self) -> str:
-        """``"ip=<address or prefix>"``: the key of ``key = "ip"`` (the fast path)."""
+        """``"ip=<address or prefix>"`` (``"ip=h:<hmac>"`` unless ``readable_keys`` lists
+        ``ip``): the key of ``key = "ip"`` (the fast path)."""
         k = self._ipkey
         if k is None:
             s = self.policy.settings
@@ -506,7 +547,9 @@ class RequestContext:
                 k = _peer_key(self.facts.client_ip or "", s.ipv4_prefix, s.ipv6_prefix)
             else:
                 k = "ip=" + ip_key(self.ip, s.ipv4_prefix, s.ipv6_prefix)
-            if len(k) > s.max_key_length + 3:  # an IPv6 /128 under a small max_key_length: as key() does
+            if "ip" not in s.readable_keys:
+                k = _hashed_ip(k, _secret(s.key_secret, s.key_prefix))
+            elif len(k) > s.max_key_length + 3:  # an IPv6 /128 under a small max_key_length: as key() does
                 k = "ip=sha256:" + hashlib.sha256(k[3:].encode()).hexdigest()
             self._ipkey = k
         return k
@@ -516,7 +559,8 @@ class RequestContext:
         if spec.text == "ip":
             return self.ip_key()
         out: list[str] = []
-        limit = self.policy.settings.max_key_length
+        s = self.policy.settings
+        limit = s.max_key_length
         for p in spec.parts:
             v = self.part(p.kind, p.name)
             if v is None:
@@ -525,9 +569,12 @@ class RequestContext:
                 v = v.lower() if flt == "lower" else v.upper() if flt == "upper" else v.strip()
             if not v:
                 return None
-            if len(v) > limit or not v.isprintable() or not _encodable(v):
+            source = f"{p.kind}{':' + p.name if p.name else ''}"
+            if p.kind not in s.readable_keys:
+                v = store_value(source, v, _secret(s.key_secret, s.key_prefix))
+            elif len(v) > limit or not v.isprintable() or not _encodable(v):
                 v = "sha256:" + hashlib.sha256(v.encode("utf-8", "surrogatepass")).hexdigest()
-            out.append(f"{p.kind}{':' + p.name if p.name else ''}={v}")
+            out.append(f"{source}={v}")
         return "+".join(out)
 
     def key_or_fallback(self, key: KeySpec, fallback: KeySpec | None) -> str | None:

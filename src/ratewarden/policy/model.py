@@ -220,6 +220,10 @@ class Settings:
     session_cookie: str = "session"
     exempt: tuple[str, ...] = ()
     max_key_length: int = 256
+    #: the HMAC key of stored key values ("" : derived from key_prefix; see policy.keys)
+    key_secret: str = ""
+    #: key kinds whose values are stored readable (never session, cookie, header, jwt)
+    readable_keys: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

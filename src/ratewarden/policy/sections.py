@@ -46,7 +46,11 @@ SETTINGS_KEYS = (
     "session_cookie",
     "exempt",
     "max_key_length",
+    "key_secret",
+    "readable_keys",
 )
+#: key kinds that may be stored readable; the others come from secrets and are always hashed
+READABLE_KINDS = ("ip", "user", "query", "body")
 RULE_KEYS = (
     "name",
     "match",
@@ -110,6 +114,17 @@ class Sections(Reader):
             self.fail(
                 (*p, "storage"), f"storage must be a URL such as 'memory://' or 'redis://host:6379/0', not {storage!r}"
             )
+        key_secret = self.string(t, (*p, "key_secret"), self.env.get("RATEWARDEN_KEY_SECRET", ""))
+        if key_secret and len(key_secret) < 16:
+            self.fail((*p, "key_secret"), "key_secret is shorter than 16 characters")
+        readable = self.strings(t, (*p, "readable_keys"))
+        for kind in readable:
+            if kind not in READABLE_KINDS:
+                self.fail(
+                    (*p, "readable_keys"),
+                    f"{kind!r} cannot be stored readable: readable_keys takes {', '.join(READABLE_KINDS)}"
+                    " (session, cookie, header and jwt values are secrets and always hashed)",
+                )
         retry = t.get("store_error_retry_after", d.store_error_retry_after)
         if isinstance(retry, bool) or not isinstance(retry, int | float) or retry <= 0:
             self.fail((*p, "store_error_retry_after"), "'store_error_retry_after' must be a positive number of seconds")
@@ -130,6 +145,8 @@ class Sections(Reader):
             session_cookie=self.string(t, (*p, "session_cookie"), d.session_cookie),
             exempt=self.paths(t, (*p, "exempt")),
             max_key_length=self.integer(t, (*p, "max_key_length"), d.max_key_length, 16, 4096),
+            key_secret=key_secret,
+            readable_keys=frozenset(readable),
         )
 
     def windows(
