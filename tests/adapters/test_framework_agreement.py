@@ -385,3 +385,22 @@ on_oversize_body = "deny"
     RateWarden(fapp, policy=policy, clock=clock, env={})
     fr = fapp.test_client().post("/echo", data=big, content_type="application/json")
     assert fr.status_code == 413
+
+
+def test_flask_keys_a_repeated_header_by_the_joined_value_its_view_gets(clock: FakeClock) -> None:
+    """Under WSGI the lines are joined before any code runs: ``request.headers`` gives the view
+    ``"real-key, junk"``, and that is the key (one line or two, the same bucket)."""
+    policy = '[[rule]]\nname = "k"\nkey = "header:X-Api-Key"\nfallback = "skip"\nlimits = ["2/hour"]\n'
+    app = Flask(__name__)
+
+    @app.route("/k")
+    def k() -> Any:
+        return jsonify(key=flask_request.headers.get("X-Api-Key"))
+
+    RateWarden(app, policy=policy, clock=clock, env={})
+    c = app.test_client()
+    first = c.get("/k", headers=[("X-Api-Key", "real-key"), ("X-Api-Key", "junk")])
+    assert first.get_json() == {"key": "real-key, junk"}
+    assert c.get("/k", headers={"X-Api-Key": "real-key, junk"}).status_code == 200
+    assert c.get("/k", headers=[("X-Api-Key", "real-key"), ("X-Api-Key", "junk")]).status_code == 429
+    assert c.get("/k", headers={"X-Api-Key": "real-key"}).status_code == 200, "another value, another key"

@@ -269,3 +269,16 @@ def test_on_oversize_body_needs_a_body_key() -> None:
         loads_policy(OVERSIZE.replace('key = "body:email"', 'key = "ip"'))
     with pytest.raises(PolicyError, match="on_oversize_body"):
         loads_policy(OVERSIZE.replace('"deny"', '"drop"'))
+
+
+def test_a_multipart_form_field_is_read_as_starlette_reads_it(make: MakeEngine) -> None:
+    e = make(KEYED)
+    n = iter(range(100))
+
+    def make_req(ip: str) -> Any:
+        parts = [("email", f"r{next(n)}"), ("email", "victim")]  # python-multipart/Starlette: the last
+        body = "".join(f'--xx\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n' for k, v in parts)
+        body += '--xx\r\nContent-Disposition: form-data; name="email"; filename="e.txt"\r\n\r\nfile\r\n--xx--\r\n'
+        return req("/login", ip, "POST", body=body.encode(), content_type="multipart/form-data; boundary=xx")
+
+    assert _from_many_ips(e, make_req) == [True] * 3 + [False] * 3

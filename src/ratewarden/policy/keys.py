@@ -327,16 +327,43 @@ def _media_type(facts: Any) -> str:
     return raw.split(";", 1)[0].strip().lower()
 
 
+def _multipart_fields(facts: Any) -> list[tuple[str, str]] | None:
+    """The text fields of a ``multipart/form-data`` body (files skipped), parsed by the standard
+    library's MIME parser; None when it is not a well-formed multipart body."""
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    ctype: str = facts.content_type or facts.headers.get("content-type", "")
+    try:
+        head = b"Content-Type: " + ctype.encode("latin-1") + b"\r\n\r\n"
+        msg = BytesParser(policy=HTTP).parsebytes(head + facts.body)
+        if not msg.is_multipart() or msg.defects:
+            return None
+        out: list[tuple[str, str]] = []
+        for part in msg.iter_parts():
+            if part.get_content_disposition() != "form-data" or part.get_filename() is not None:
+                continue
+            name = part.get_param("name", header="content-disposition")
+            payload = part.get_payload(decode=True)
+            if isinstance(name, str) and isinstance(payload, bytes):
+                out.append((name, payload.decode(part.get_content_charset() or "utf-8")))
+            if len(out) > _MAX_FIELDS:
+                return None
+        return out
+    except (ValueError, LookupError, TypeError):  # a bad charset, a malformed header
+        return None
+
+
 class FieldReader:
     """How the application's framework reads cookies, the query string and the body, so that
     ``cookie:``, ``query:`` and ``body:`` keys take the very value the handler will act on.
 
     This default follows Starlette (and FastAPI): a field or cookie sent twice is the *last*
     one; cookies are parsed leniently (Django's and Starlette's parser: a malformed cookie
-    never hides the ones after it); a ``application/x-www-form-urlencoded`` body is a form,
-    every other body is JSON whatever its ``Content-Type`` says (``request.json()`` does not
-    look at it), in any encoding ``json.loads`` detects (UTF-8/16/32, with or without a BOM).
-    A ``multipart/form-data`` body is not parsed (the key is absent). ``duplicates="first"``
+    never hides the ones after it); an ``application/x-www-form-urlencoded`` or
+    ``multipart/form-data`` body is a form (its text fields), every other body is JSON whatever
+    its ``Content-Type`` says (``request.json()`` does not look at it), in any encoding
+    ``json.loads`` detects (UTF-8/16/32, with or without a BOM). ``duplicates="first"``
     is Werkzeug's choice, ``"refuse"`` treats differing repeats as absent (a plain WSGI app
     whose framework is unknown). Adapters for Flask and Django pass readers that ask the
     framework itself. Nothing here raises: an unreadable value is absent."""
@@ -360,7 +387,8 @@ class FieldReader:
             return None
         mtype = _media_type(facts)
         if mtype == "multipart/form-data":
-            return None
+            pairs = _multipart_fields(facts)
+            return None if pairs is None else ("form", _pick(pairs, self.duplicates))
         if mtype == "application/x-www-form-urlencoded":
             try:
                 text = facts.body.decode("utf-8")
