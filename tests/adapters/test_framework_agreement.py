@@ -404,3 +404,46 @@ def test_flask_keys_a_repeated_header_by_the_joined_value_its_view_gets(clock: F
     assert c.get("/k", headers={"X-Api-Key": "real-key, junk"}).status_code == 200
     assert c.get("/k", headers=[("X-Api-Key", "real-key"), ("X-Api-Key", "junk")]).status_code == 429
     assert c.get("/k", headers={"X-Api-Key": "real-key"}).status_code == 200, "another value, another key"
+
+
+def test_starlette_handler_and_key_take_the_first_of_repeated_header_lines(clock: FakeClock) -> None:
+    policy = '[[rule]]\nname = "k"\nkey = "header:X-Api-Key"\nfallback = "skip"\nlimits = ["3/hour"]\n'
+
+    async def whoami(request: Request) -> JSONResponse:
+        return JSONResponse({"key": request.headers["x-api-key"]})
+
+    app = Starlette(
+        routes=[Route("/k", whoami)], middleware=[Middleware(RateLimitMiddleware, policy=policy, clock=clock, env={})]
+    )
+    with TestClient(app) as c:
+        got = [c.get("/k", headers=[("X-Api-Key", "real-key"), ("X-Api-Key", f"junk-{i}")]) for i in range(5)]
+    assert got[0].json() == {"key": "real-key"}
+    assert [r.status_code for r in got] == [200, 200, 200, 429, 429]
+
+
+async def test_every_x_forwarded_for_line_is_read_so_a_client_line_cannot_hide_the_proxy_line(
+    clock: FakeClock,
+) -> None:
+    """A proxy that adds its own X-Forwarded-For line after the client's: the walk from the right
+    must see the proxy's line (the first line alone would be the client's choice)."""
+    policy = '[ratewarden]\ntrusted_proxies = ["10.0.0.0/8"]\n[[rule]]\nname = "ip"\nlimits = ["3/hour"]\n'
+    app = RateLimitMiddleware(st_posts_app(), policy=policy, clock=clock, env={})
+    codes = []
+    for i in range(5):
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b""}
+
+        async def send(message: dict[str, Any], sent: list[dict[str, Any]] = sent) -> None:
+            sent.append(message)
+
+        headers = [(b"x-forwarded-for", f"203.0.113.{i}".encode()), (b"x-forwarded-for", b"198.51.100.7")]
+        scope = {"type": "http", "method": "GET", "path": "/posts", "headers": headers, "client": ("10.0.0.1", 1)}
+        await app(scope, receive, send)
+        codes.append(sent[0]["status"])
+    assert codes == [200, 200, 200, 429, 429]
+
+
+def st_posts_app() -> Starlette:
+    return Starlette(routes=[Route("/posts", st_posts)])
