@@ -182,3 +182,11 @@ def test_store_value_is_deterministic_and_keyed() -> None:
     assert store_value("ip", "1.2.3.4", b"k") == store_value("ip", "1.2.3.4", b"k")
     assert store_value("ip", "1.2.3.4", b"k") != store_value("ip", "1.2.3.4", b"j")
     assert len(store_value("ip", "1.2.3.4", b"k")) == 34
+
+
+def test_reset_takes_a_header_key_in_any_letter_case(make: MakeEngine) -> None:
+    e = make(POLICY.replace("STORAGE", "memory://"))
+    f = req("/a", headers={"x-api-key": API_KEY})
+    assert [e.check(f).allowed for _ in range(4)] == [True, True, True, False]
+    e.reset("api", f"header:X-Api-Key={API_KEY}")
+    assert e.check(f).allowed

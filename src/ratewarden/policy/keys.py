@@ -177,6 +177,8 @@ def stored_key(settings: Any, key: str) -> str:
     for part in key.split("+"):
         source, eq, value = part.partition("=")
         kind = source.split(":", 1)[0]
+        if kind == "header":
+            source = source.lower()  # header names are stored lower-case
         if eq and value and not value.startswith("h:") and kind not in settings.readable_keys:
             value = store_value(source, value, secret)
         out.append(f"{source}{eq}{value}")
