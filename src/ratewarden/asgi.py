@@ -4,7 +4,8 @@ Usable directly around any ASGI app, or as ``Middleware(RateLimitMiddleware, pol
 Starlette and FastAPI. It is a thin translation layer over :class:`ratewarden.engine.Engine`:
 
 * the ASGI scope becomes :class:`~ratewarden.engine.RequestFacts` (header names lower-cased,
-  repeated headers joined, the path decoded without ever raising, the socket peer as
+  a repeated header's first line as Starlette hands it to the handler, X-Forwarded-For,
+  Forwarded and Cookie lines joined; the path decoded without ever raising, the socket peer as
   ``client_ip``, the identity an outer middleware put in ``scope["user"]`` or
   ``scope["state"]["user"]`` (Starlette's ``request.state.user``));
 * the body is read only when a rule needs it (``Engine.needs_body``), at most
@@ -30,6 +31,7 @@ from typing import Any
 
 from ratewarden.engine import Engine, RequestFacts, Verdict
 from ratewarden.errors import ConfigError
+from ratewarden.http.headers import RATE_LIMIT_FIELDS, merge_headers
 
 __all__ = [
     "LazyHeaders",
@@ -158,11 +160,59 @@ def _latin1(pairs: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     return out
 
 
+_RATE_LIMIT_NAMES = frozenset(n.encode() for n in RATE_LIMIT_FIELDS)
+
+
+def _with_headers(
+    raw: Iterable[tuple[bytes, bytes]], extra: list[tuple[bytes, bytes]], headers: list[tuple[str, str]]
+) -> list[tuple[bytes, bytes]]:
+    """The app's response headers plus the verdict's; when the app's response already carries
+    rate-limit fields (a per-route limit, e.g. the FastAPI dependency), the two sets are merged
+    (one legacy value, the most restrictive; the draft lists joined)."""
+    pairs = list(raw)
+    mine = [
+        (bytes(n).decode("latin-1"), bytes(v).decode("latin-1"))
+        for n, v in pairs
+        if bytes(n).lower() in _RATE_LIMIT_NAMES
+    ]
+    if not mine:
+        return [*pairs, *extra]
+    rest = [(n, v) for n, v in pairs if bytes(n).lower() not in _RATE_LIMIT_NAMES]
+    return [*rest, *_latin1(merge_headers(mine, headers))]
+
+
 def _decode_pairs(raw: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Response headers for ``after()``: lower-cased, repeats joined (:func:`join_headers`)."""
     out = {n.decode("latin-1").lower(): v.decode("latin-1") for n, v in raw}
     if len(out) == len(raw):  # the usual case: no repeated header
         return out
     return join_headers((bytes(n).decode("latin-1"), bytes(v).decode("latin-1")) for n, v in raw)
+
+
+#: request headers whose repeated lines are one list: X-Forwarded-For and Forwarded (a proxy may
+#: add its own line; the walk from the right must see every hop) and Cookie (Starlette reads
+#: every Cookie line)
+_LIST_HEADERS = {"x-forwarded-for": ", ", "forwarded": ", ", "cookie": "; "}
+
+
+def request_headers(raw: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Request headers as the app's framework hands them to the handler: lower-cased names and,
+    for a header sent on several lines, the *first* line (Starlette's ``request.headers[name]``,
+    which FastAPI's ``Header()`` parameters read too), so a second ``X-Api-Key`` or
+    ``Authorization`` line can neither mint a key nor hide the one the app acts on. The list
+    headers (``X-Forwarded-For``, ``Forwarded``, ``Cookie``) keep every line, joined."""
+    out = {n.decode("latin-1").lower(): v.decode("latin-1") for n, v in raw}
+    if len(out) == len(raw):  # the usual case: no repeated header
+        return out
+    out = {}
+    for n, v in raw:
+        key = bytes(n).decode("latin-1").lower()
+        value = bytes(v).decode("latin-1")
+        if key not in out:
+            out[key] = value
+        elif key in _LIST_HEADERS:
+            out[key] = out[key] + _LIST_HEADERS[key] + value
+    return out
 
 
 class LazyHeaders(Mapping[str, str]):
@@ -218,7 +268,7 @@ def scope_user(scope: Scope) -> object:
 
 def scope_facts(scope: Scope, user: object, user_attrs: Iterable[str] = USER_ATTRS) -> RequestFacts:
     """RequestFacts of an ASGI ``http`` or ``websocket`` scope (used by the FastAPI dependency too)."""
-    headers = _decode_pairs(scope.get("headers") or ())
+    headers = request_headers(scope.get("headers") or ())
     client = scope.get("client")
     identity, attrs = (None, {}) if user is None else identity_of(user, user_attrs)
     query = scope.get("query_string")
@@ -307,7 +357,7 @@ class RateLimitMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start" and not started:
-                message["headers"] = [*message.get("headers", ()), *extra]
+                message["headers"] = _with_headers(message.get("headers", ()), extra, verdict.headers)
                 started.append(message)
             await send(message)
 

@@ -16,8 +16,9 @@ sees a truncated, empty body and nothing is read.
 from __future__ import annotations
 
 import functools
+import json
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.conf import settings
@@ -26,6 +27,8 @@ from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse
 
 from ratewarden.asgi import USER_ATTRS, LazyHeaders, RouteLimit, build_engine, identity_of, join_headers, safe_text
+from ratewarden.http.headers import RATE_LIMIT_FIELDS, merge_headers
+from ratewarden.policy.keys import FieldReader
 from ratewarden.wsgi import environ_facts
 
 if TYPE_CHECKING:
@@ -66,6 +69,33 @@ def get_engine() -> Engine | None:
         return engine
 
 
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+class _DjangoReader(FieldReader):
+    """``cookie:``/``query:``/``body:`` keys read by Django itself, so the key is what the view
+    gets: ``request.COOKIES``, ``request.GET`` and ``request.POST`` (the *last* of repeated
+    fields, as ``QueryDict[...]``; multipart forms too), and ``json.loads(request.body)`` for any
+    other body, whatever its ``Content-Type`` (what a Django view does)."""
+
+    def __init__(self, request: HttpRequest) -> None:
+        super().__init__("last")
+        self.request = request
+
+    def cookies(self, facts: RequestFacts) -> Mapping[str, Any]:
+        return self.request.COOKIES
+
+    def query(self, facts: RequestFacts) -> Mapping[str, Any]:
+        return self.request.GET.dict()
+
+    def body(self, facts: RequestFacts) -> tuple[str, Any] | None:
+        if facts.body is None or facts.body_truncated:
+            return None
+        if self.request.content_type in _FORM_TYPES:
+            return "form", self.request.POST.dict()
+        return "json", json.loads(self.request.body)
+
+
 def request_facts(request: HttpRequest, user_attrs: Iterable[str] = USER_ATTRS) -> RequestFacts:
     """RequestFacts of a Django request (cached on the request for the decorators)."""
     facts: RequestFacts | None = getattr(request, _ATTR, None)
@@ -74,6 +104,7 @@ def request_facts(request: HttpRequest, user_attrs: Iterable[str] = USER_ATTRS) 
         if user is not None and not getattr(user, "is_authenticated", False):
             user = None
         facts = environ_facts(request.META, _identity(user, user_attrs), user_attrs, path=safe_text(request.path))
+        facts.reader = _DjangoReader(request)
         setattr(request, _ATTR, facts)
     return facts
 
@@ -110,6 +141,13 @@ def _denial(verdict: Verdict) -> HttpResponse:
 
 
 def _add_headers(response: HttpResponse, headers: Iterable[tuple[str, str]]) -> None:
+    """Add the verdict's headers; rate-limit fields a per-view limit already set are merged with
+    them (one legacy value, the most restrictive; the draft lists joined)."""
+    existing = [(name, str(response[name])) for name in RATE_LIMIT_FIELDS if response.has_header(name)]
+    if existing:
+        for name, _ in existing:
+            del response[name]
+        headers = merge_headers(existing, list(headers))
     seen: set[str] = set()
     for name, value in headers:
         lower = name.lower()

@@ -62,9 +62,9 @@ from ratewarden.events import Event, EventBus, EventKind
 from ratewarden.http.headers import PolicyState, policy_field, rate_limit_headers, retry_after_seconds
 from ratewarden.http.responses import DenialKind, denial_body
 from ratewarden.limiter import AsyncLimiter, Limiter
-from ratewarden.policy.keys import RequestContext
+from ratewarden.policy.keys import RequestContext, stored_key
 from ratewarden.policy.load import load_policy, loads_policy, rule_policy
-from ratewarden.policy.match import matches, normalize_path, path_matches
+from ratewarden.policy.match import exempt_path, matches, normalize_path, path_matches, route_path
 from ratewarden.policy.model import Ban, Policy, Rule
 from ratewarden.storage import open_store
 from ratewarden.storage.memory import MemoryStore
@@ -83,7 +83,7 @@ class RequestFacts:
     method: str
     path: str  # decoded; undecodable bytes replaced (never raises)
     client_ip: str | None  # the socket peer, before any proxy header is believed
-    headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names, repeats joined by ", "
+    headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names; a repeat as the app sees it
     query_string: str = ""
     host: str = ""
     scheme: str = "http"  # "http", "https", "ws", "wss"
@@ -92,6 +92,9 @@ class RequestFacts:
     body: bytes | None = None  # only when Engine.needs_body(facts); at most Engine.body_limit
     body_truncated: bool = False  # True when the body was larger than the cap
     content_type: str = ""
+    #: how the app's framework reads cookies, the query and the body (a
+    #: :class:`~ratewarden.policy.keys.FieldReader`); None: Starlette's rules
+    reader: Any = None
 
 
 @dataclass(slots=True)
@@ -272,6 +275,7 @@ class Engine:
             or p.blocklist.paths
         )
         self._plans = [_Plan.of(r) for r in p.rules]
+        self._oversize_deny = any(r.on_oversize_body == "deny" for r in p.rules)
         self._routes: dict[tuple[str, str, str, str], _Route] = {}
         self._draft = s.headers == "draft"
         self._by_host = any(r.match.hosts for r in p.rules) or any(b.match.hosts for b in p.bans)
@@ -308,7 +312,8 @@ class Engine:
         if not ex:
             return False
         try:
-            return path_matches(ex, normalize_path(facts.path or "/"))
+            path = route_path(facts.path or "/")
+            return exempt_path(ex, path, normalize_path(path))
         except Exception:  # pragma: no cover - defensive: never raise on client input
             return False
 
@@ -412,6 +417,10 @@ class Engine:
             listed = self._lists(ctx, op == "peek")
             if listed is not None:
                 return listed
+        if self._oversize_deny and ctx.oversize():
+            for plan in route.plans:
+                if plan.rule.on_oversize_body == "deny":
+                    return self._too_large(ctx, plan.rule, op == "peek")
         if route.fast:
             t = self._throttle(ctx, route, op)
             if t.items and t.no_budget is None:
@@ -497,7 +506,8 @@ class Engine:
 
     def reset(self, rule: str, key: str) -> None:
         """Admin/tests: forget every window of ``rule`` for ``key``, the key as events show it
-        (``"ip=198.51.100.7"``, ``"session=abc"``, ``"user=alice"``). A ban name lifts the ban."""
+        (``"session=h:..."``) or readable (``"ip=198.51.100.7"``, ``"session=abc"``,
+        ``"user=alice"``: hashed here as the policy hashes it). A ban name lifts the ban."""
         self._drive(self._reset_flow(rule, key))
 
     async def areset(self, rule: str, key: str) -> None:
@@ -505,6 +515,7 @@ class Engine:
 
     def _reset_flow(self, name: str, key: str) -> _Flow:
         p = self.policy
+        key = stored_key(p.settings, key)  # "session=abc" as it is stored ("session=h:..."); see policy.keys
         items: list[Item] = []
         for r in p.rules:
             if r.name == name:
@@ -616,10 +627,12 @@ class Engine:
     # -- the logic, written once ----------------------------------------------------------------
 
     def _matches(self, match: Any, ctx: RequestContext) -> bool:
-        return matches(match, ctx.method, ctx.path, ctx.host if match.hosts else "", ctx.facts.scheme)
+        return matches(match, ctx.method, ctx.path, ctx.host if match.hosts else "", ctx.facts.scheme, ctx.norm_path)
 
     def _applies(self, rule: Rule, ctx: RequestContext) -> bool:
-        return self._matches(rule.match, ctx) and not (rule.exempt and path_matches(rule.exempt, ctx.path))
+        return self._matches(rule.match, ctx) and not (
+            rule.exempt and exempt_path(rule.exempt, ctx.path, ctx.norm_path)
+        )
 
     def _windows(self, rule: Rule, ctx: RequestContext) -> tuple[Window, ...]:
         t = rule.tiers
@@ -647,7 +660,7 @@ class Engine:
 
     def _safelisted(self, ctx: RequestContext) -> bool:
         sl = self.policy.safelist
-        if sl.paths and path_matches(sl.paths, ctx.path):
+        if sl.paths and exempt_path(sl.paths, ctx.path, ctx.norm_path):
             return True
         if sl.secret_header:
             given = ctx.header(sl.secret_header)
@@ -663,7 +676,7 @@ class Engine:
 
     def _blocklisted(self, ctx: RequestContext) -> bool:
         bl = self.policy.blocklist
-        if bl.paths and path_matches(bl.paths, ctx.path):
+        if bl.paths and (path_matches(bl.paths, ctx.path) or path_matches(bl.paths, ctx.norm_path)):
             return True
         if bl.networks:
             ip = ctx.ip
@@ -679,7 +692,7 @@ class Engine:
             return route
         p = self.policy
         s = p.settings
-        exempt = bool(s.exempt) and path_matches(s.exempt, ctx.path)
+        exempt = bool(s.exempt) and exempt_path(s.exempt, ctx.path, ctx.norm_path)
         plans = tuple(pl for pl in self._plans if self._applies(pl.rule, ctx))
         bans = tuple(b for b in p.bans if self._matches(b.match, ctx))
         policy = None
@@ -1018,6 +1031,15 @@ class Engine:
             now=self._clock(),
         )
         return Verdict(False, status, hs, body, retry_after=retry, rule=rule)
+
+    def _too_large(self, ctx: RequestContext, rule: Rule, quiet: bool) -> Verdict:
+        """413 for a body over ``body_limit`` under ``on_oversize_body = "deny"``: the key cannot
+        be read, and no wait helps (no Retry-After), so the client must send a smaller body."""
+        if not quiet:
+            self._emit("throttle", ctx, rule.name, None, status=413, detail="body over body_limit")
+        v = self._deny(ctx, "too_large", 413, math.inf, rule.name, [], limit=self.policy.settings.body_limit)
+        v.retry_after = 0.0
+        return v
 
     def _unavailable(self, ctx: RequestContext) -> Verdict:
         s = self.policy.settings

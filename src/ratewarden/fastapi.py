@@ -28,6 +28,7 @@ from starlette.responses import Response as StarletteResponse
 
 from ratewarden.asgi import USER_ATTRS, RateLimitMiddleware, RouteLimit, join_headers, scope_facts, scope_user
 from ratewarden.engine import RequestFacts
+from ratewarden.http.headers import RATE_LIMIT_FIELDS, merge_headers
 
 if TYPE_CHECKING:
     from ratewarden.engine import Engine, Verdict
@@ -102,7 +103,10 @@ class RateLimit:
         if not verdict.allowed:
             await engine.aafter(facts, verdict, verdict.status, join_headers(verdict.headers))
             raise RateLimitExceeded(verdict)
-        for name, value in verdict.headers:
+        existing = [(k, v) for k, v in response.headers.items() if k in RATE_LIMIT_FIELDS]  # another RateLimit
+        for name in {k for k, _ in existing}:
+            del response.headers[name]
+        for name, value in merge_headers(existing, verdict.headers) if existing else verdict.headers:
             response.headers.append(name, value)
         yield
         status = response.status_code or 200

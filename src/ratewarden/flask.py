@@ -14,21 +14,53 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Flask, Response, g, request
 
 from ratewarden.asgi import USER_ATTRS, LazyHeaders, RouteLimit, build_engine, join_headers
+from ratewarden.engine import RequestFacts
+from ratewarden.http.headers import merge_headers
+from ratewarden.policy.keys import FieldReader
 from ratewarden.wsgi import environ_facts, read_body
 
 if TYPE_CHECKING:
-    from ratewarden.engine import Engine, RequestFacts, Verdict
+    from ratewarden.engine import Engine, Verdict
 
 __all__ = ["RateWarden"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _STATE = "ratewarden.state"  # kept in the WSGI environ: a plain dict, cheaper than flask.g
+
+
+class _WerkzeugReader(FieldReader):
+    """``cookie:``/``query:``/``body:`` keys read by Flask itself, so the key is what the view
+    gets: ``request.cookies``, ``request.args`` and ``request.form`` (Werkzeug: the *first* of
+    repeated fields; multipart forms too), and JSON through the app's own JSON provider,
+    whatever the ``Content-Type`` (``get_json(force=True)``: a view calling ``get_json()``
+    answers 415 to a text/plain body, one with ``force=True`` reads it: counting it is right
+    either way)."""
+
+    def __init__(self) -> None:
+        super().__init__("first")
+
+    def cookies(self, facts: RequestFacts) -> Mapping[str, Any]:
+        return request.cookies.to_dict()
+
+    def query(self, facts: RequestFacts) -> Mapping[str, Any]:
+        return request.args.to_dict()
+
+    def body(self, facts: RequestFacts) -> tuple[str, Any] | None:
+        if facts.body is None or facts.body_truncated:
+            return None
+        if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            return "form", request.form.to_dict()
+        data = request.get_json(force=True, silent=True, cache=False)
+        return None if data is None else ("json", data)
+
+
+_READER = _WerkzeugReader()
 
 
 def _denial(verdict: Verdict) -> Response:
@@ -93,7 +125,9 @@ class RateWarden:
         environ = request.environ
         state: _State | None = environ.get(_STATE)
         if state is None:
-            state = environ[_STATE] = _State(environ_facts(environ, self._user(), self.user_attrs))
+            facts = environ_facts(environ, self._user(), self.user_attrs)
+            facts.reader = _READER
+            state = environ[_STATE] = _State(facts)
         return state
 
     @staticmethod
@@ -134,9 +168,11 @@ class RateWarden:
         if state is None:
             return response
         if not state.denied:
-            for _engine, _facts, verdict in state.checked:
-                for name, value in verdict.headers:
-                    response.headers.add(name, value)
+            merged: list[tuple[str, str]] = []
+            for _engine, _facts, verdict in state.checked:  # the policy's and the view's: one set
+                merged = merge_headers(merged, verdict.headers)
+            for name, value in merged:
+                response.headers.add(name, value)
         headers = LazyHeaders(lambda: join_headers(response.headers.items()))
         for engine, facts, verdict in state.checked:  # denials too: Allow2Ban counts every request
             if verdict.pending is not None:  # else after() is a no-op (engine contract)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ratewarden.asgi import USER_ATTRS, LazyHeaders, build_engine, identity_of, join_headers
 from ratewarden.engine import RequestFacts
+from ratewarden.policy.keys import FieldReader
 
 if TYPE_CHECKING:
     from ratewarden.engine import Engine, Verdict
@@ -95,6 +96,11 @@ def environ_facts(
         False,
         headers.get("content-type", ""),
     )
+
+
+#: the framework behind a plain WSGI app is unknown (Werkzeug keeps the first of repeated fields
+#: and cookies, Django the last): a field or cookie sent twice with different values is absent
+_READER = FieldReader("refuse")
 
 
 class _Replay(io.RawIOBase):
@@ -215,6 +221,7 @@ class RateLimitMiddleware:
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         engine = self.engine
         facts = environ_facts(environ, self._user(environ), self.user_attrs)
+        facts.reader = _READER
         if engine.exempt(facts):
             return self.app(environ, start_response)
         if engine.needs_body(facts):

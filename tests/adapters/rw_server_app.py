@@ -25,7 +25,32 @@ async def login(request: Request) -> JSONResponse:
     return JSONResponse({"email": data.get("email")})
 
 
+async def whoami(request: Request) -> JSONResponse:
+    """What a Starlette handler acts on: ``request.headers[...]`` (the first of repeated lines),
+    ``request.cookies``, ``request.query_params``, ``request.json()``."""
+    data = None
+    if request.method == "POST":
+        try:
+            data = await request.json()
+        except ValueError:
+            data = None
+    return JSONResponse(
+        {
+            "api_key": request.headers.get("x-api-key"),
+            "authorization": request.headers.get("authorization"),
+            "sid": request.cookies.get("sid"),
+            "email": request.query_params.get("email"),
+            "json": data,
+        }
+    )
+
+
 app = Starlette(
-    routes=[Route("/api/{rest:path}", hello), Route("/login", login, methods=["POST"]), Route("/healthz", hello)],
+    routes=[
+        Route("/api/{rest:path}", hello),
+        Route("/login", login, methods=["POST"]),
+        Route("/healthz", hello),
+        Route("/keyed/{what}", whoami, methods=["GET", "POST"]),
+    ],
     middleware=[Middleware(RateLimitMiddleware, policy=os.environ["RW_TEST_POLICY"])],
 )

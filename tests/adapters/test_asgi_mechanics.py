@@ -65,7 +65,7 @@ def test_allowed_response_gets_the_verdict_headers_and_after_sees_the_app_respon
     facts = engine.checked[0]
     assert facts.method == "POST"
     assert facts.path == "/echo"
-    assert facts.headers["x-multi"] == "a, b"
+    assert facts.headers["x-multi"] == "a"  # a repeated header: its first line, as Starlette hands it to the app
     assert facts.headers["x-upper"] == "V"
     assert facts.body is None  # no rule needed it
     assert len(engine.afters) == 1

@@ -102,3 +102,33 @@ def test_raw_bad_requests_never_get_a_500(server: str) -> None:
                 reply += chunk
         status = int(reply.split(b" ", 2)[1])
         assert status != 500 and status < 500, reply[:200]
+
+
+JWT_SECRET = "a-long-hs256-secret-for-tests-only"
+
+
+def test_a_second_api_key_line_is_not_a_fresh_bucket(server: str) -> None:
+    """uvicorn hands the app every line; Starlette's ``request.headers[...]`` is the first one,
+    so the first line is the key, whatever the second says."""
+    with httpx.Client(base_url=server) as client:
+        got = [
+            client.get("/keyed/api-key", headers=[("X-Api-Key", "real-key"), ("X-Api-Key", f"junk-{i}")])
+            for i in range(10)
+        ]
+    assert got[0].json()["api_key"] == "real-key"  # what the handler acts on
+    assert [r.status_code for r in got] == [200] * 3 + [429] * 7
+
+
+def test_a_second_authorization_line_is_not_a_fresh_bucket(server: str) -> None:
+    import jwt
+
+    token = jwt.encode({"sub": "alice", "exp": int(time.time()) + 3600}, JWT_SECRET, algorithm="HS256")
+    with httpx.Client(base_url=server) as client:
+        own = [client.get("/keyed/jwt", headers={"Authorization": f"Bearer {token}"}) for _ in range(3)]
+        got = [
+            client.get("/keyed/jwt", headers=[("Authorization", f"Bearer {token}"), ("Authorization", f"Bearer x{i}")])
+            for i in range(7)
+        ]
+    assert [r.status_code for r in own] == [200] * 3  # alice's budget is spent
+    # a second line neither mints a fresh bucket nor drops alice to the ip fallback's budget
+    assert [r.status_code for r in got] == [429] * 7

@@ -12,6 +12,11 @@
   or an epoch time with ``legacy_reset = "epoch"``) of the most restrictive window: the denying
   window with the longest wait on a denial, else the one with the fewest units left.
 * ``Retry-After`` (on denials only) is ``ceil(retry_after)`` whole seconds, never 0.
+
+When two checks put headers on one response (the policy file's middleware and a per-route limit),
+:func:`merge_headers` combines them: the legacy fields keep one value, the most restrictive
+window's (fewest units left, then the longest wait); the draft fields are lists, so each
+check's field line is kept (two lines of a list field mean their joined list).
 """
 
 from __future__ import annotations
@@ -21,7 +26,14 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import NamedTuple
 
-__all__ = ["PolicyState", "ceil_time", "policy_field", "rate_limit_headers", "retry_after_seconds"]
+__all__ = [
+    "PolicyState",
+    "ceil_time",
+    "merge_headers",
+    "policy_field",
+    "rate_limit_headers",
+    "retry_after_seconds",
+]
 
 
 class PolicyState(NamedTuple):
@@ -103,4 +115,46 @@ def rate_limit_headers(
         out.append(("X-RateLimit-Limit", str(s.limit)))
         out.append(("X-RateLimit-Remaining", str(max(0, s.remaining))))
         out.append(("X-RateLimit-Reset", str(reset)))
+    return out
+
+
+#: the legacy fields, which carry one value each
+LEGACY = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
+#: the draft fields: Structured Fields lists, so two field lines combine into one list
+DRAFT = ("ratelimit-policy", "ratelimit")
+RATE_LIMIT_FIELDS = frozenset((*LEGACY, *DRAFT))
+
+
+def _legacy(headers: Sequence[tuple[str, str]]) -> tuple[int, int, int] | None:
+    """``(remaining, -reset, limit)`` of the legacy fields in ``headers`` (None when absent or
+    not integers): the smallest tuple is the most restrictive window."""
+    found: dict[str, int] = {}
+    for name, value in headers:
+        key = name.lower()
+        if key in LEGACY:
+            try:
+                found[key] = int(str(value).strip())
+            except ValueError:
+                return None
+    if len(found) != len(LEGACY):
+        return None
+    return found["x-ratelimit-remaining"], -found["x-ratelimit-reset"], found["x-ratelimit-limit"]
+
+
+def merge_headers(first: Sequence[tuple[str, str]], second: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The rate-limit fields of two checks of one request as one set: one legacy triple (the more
+    restrictive of the two); every other field (the draft lists included) kept from both, in order."""
+    out: list[tuple[str, str]] = []
+    a, b = _legacy(first), _legacy(second)
+    legacy_from = second if a is None or (b is not None and b < a) else first
+    wrote_legacy = False
+    for source in (first, second):
+        for name, value in source:
+            key = name.lower()
+            if key in LEGACY:
+                if source is legacy_from and not wrote_legacy:
+                    out.extend((n, v) for n, v in legacy_from if n.lower() in LEGACY)
+                    wrote_legacy = True
+                continue
+            out.append((name, value))
     return out

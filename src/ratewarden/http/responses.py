@@ -21,7 +21,10 @@ from ratewarden.policy.model import ResponseConfig
 
 __all__ = ["DenialKind", "denial_body", "iso_time"]
 
-DenialKind = Literal["throttle", "ban", "block", "unavailable"]
+DenialKind = Literal["throttle", "ban", "block", "unavailable", "too_large"]
+
+#: a body over ``body_limit`` under a rule with ``on_oversize_body = "deny"`` (HTTP 413)
+TOO_LARGE = ("body_too_large", "The request body is larger than the {limit} bytes the rate limiter reads.")
 
 
 def iso_time(epoch: float) -> str:
@@ -50,6 +53,7 @@ def denial_body(
         "ban": (cfg.ban_code, cfg.ban_message),
         "block": (cfg.block_code, cfg.block_message),
         "unavailable": (cfg.unavailable_code, cfg.unavailable_message),
+        "too_large": TOO_LARGE,
     }[kind]
     whole = retry_after_seconds(retry_after)
     if reset_after is None or math.isinf(reset_after):

@@ -20,22 +20,32 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import ipaddress
 import json
 import re
 from collections.abc import Callable, Mapping
 from functools import lru_cache
-from http.cookies import CookieError, SimpleCookie
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qsl
 
-from ratewarden.policy.match import host_of, normalize_path
+from ratewarden.policy.match import host_of, normalize_path, route_path
 from ratewarden.policy.model import JWTConfig, KeySpec, Network, Policy
 
-__all__ = ["RequestContext", "client_address", "parse_forwarded", "verify_jwt"]
+__all__ = [
+    "FieldReader",
+    "RequestContext",
+    "client_address",
+    "parse_cookies",
+    "parse_forwarded",
+    "store_value",
+    "stored_key",
+    "verify_jwt",
+]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _MAX_HOPS = 64  # never walk more hops than this
+_SCAN = 16384  # characters of a proxy header read, from its right end
 _FORWARDED_FOR = re.compile(r'(?i)(?:^|[;,\s])for\s*=\s*("(?:[^"\\]|\\.)*"|[^;,\s]*)')
 
 
@@ -67,9 +77,39 @@ def _parse_ip(text: str) -> IPAddress | None:
     return ip
 
 
+def _elements_from_right(value: str, limit: int = _MAX_HOPS) -> list[str]:
+    """The last ``limit`` comma-separated elements of a list header, split right to left with
+    quoted strings kept whole. The right end is what the trusted proxies appended, so it is read
+    first; whatever the client put on the left (padding, an unterminated quote) can only make
+    the left-most elements malformed, never swallow a proxy's element."""
+    out: list[str] = []
+    end = len(value)
+    quoted = False
+    i = end - 1
+    stop = max(0, end - _SCAN)  # never scan more than the last _SCAN characters
+    while i >= stop and len(out) < limit:
+        c = value[i]
+        if c == '"':
+            quoted = not quoted
+        elif c == "," and not quoted:
+            out.append(value[i + 1 : end])
+            end = i
+        i -= 1
+    if len(out) < limit:
+        # the left-most element: whole only if the scan reached the start with balanced quotes
+        out.append(value[stop:end] if stop == 0 and not quoted else "")
+    out.reverse()
+    return out
+
+
 def parse_forwarded(value: str) -> list[str]:
-    """The ``for=`` values of an RFC 7239 ``Forwarded`` header, left to right (raw)."""
-    return [m.group(1).strip('"') for m in _FORWARDED_FOR.finditer(value[:16384])]
+    """The ``for=`` value of each element of an RFC 7239 ``Forwarded`` header, left to right
+    (raw; ``""`` for an element without a usable ``for=``), the last 64 elements at most."""
+    hops: list[str] = []
+    for element in _elements_from_right(value):
+        m = _FORWARDED_FOR.search(element)
+        hops.append(m.group(1).strip('"') if m else "")
+    return hops
 
 
 def _trusted(ip: IPAddress, proxies: tuple[Network, ...]) -> bool:
@@ -86,8 +126,8 @@ def client_address(
     raw = headers.get(header, "")
     if not raw:
         return ip
-    hops = parse_forwarded(raw) if header == "forwarded" else raw[-16384:].split(",")
-    for hop in reversed(hops[-_MAX_HOPS:]):
+    hops = parse_forwarded(raw) if header == "forwarded" else _elements_from_right(raw)
+    for hop in reversed(hops):
         h = parse_ip(hop)
         if h is None:
             return ip  # garbage: stay at the last trusted hop, never mint a key from it
@@ -108,6 +148,46 @@ def ip_key(ip: IPAddress | None, v4_prefix: int, v6_prefix: int) -> str:
     if v4_prefix >= 32:
         return str(ip)
     return str(ipaddress.IPv4Network((int(ip) >> (32 - v4_prefix) << (32 - v4_prefix), v4_prefix)))
+
+
+@lru_cache(maxsize=64)
+def _secret(key_secret: str, key_prefix: str) -> bytes:
+    """The HMAC key of stored key values: ``key_secret`` when set; else one derived from
+    ``key_prefix`` alone, so that every server sharing a store derives the same key (a random
+    per-process key would give each server its own buckets: limits multiplied by the servers)."""
+    if key_secret:
+        return hashlib.sha256(b"ratewarden key_secret\0" + key_secret.encode("utf-8", "surrogatepass")).digest()
+    return hashlib.sha256(b"ratewarden default key\0" + key_prefix.encode("utf-8", "surrogatepass")).digest()
+
+
+@lru_cache(maxsize=4096)  # the same few keys on most requests (bounded: a flood only evicts)
+def store_value(source: str, value: str, secret: bytes) -> str:
+    """``value`` of key source ``source`` (``"session"``, ``"header:x-api-key"``...) as it is
+    stored: ``h:`` and 32 hex digits of HMAC-SHA256 (128 bits), so a dump of the store or of the
+    events shows no session id, API key, token subject or e-mail address."""
+    msg = source.encode() + b"=" + value.encode("utf-8", "surrogatepass")
+    return "h:" + hmac.digest(secret, msg, "sha256")[:16].hex()
+
+
+def stored_key(settings: Any, key: str) -> str:
+    """A key as an admin writes it (``"session=abc"``, ``"ip=198.51.100.7"``) as it is stored
+    (``"session=h:..."``): parts already hashed, and kinds in ``readable_keys``, are kept."""
+    secret = _secret(settings.key_secret, settings.key_prefix)
+    out: list[str] = []
+    for part in key.split("+"):
+        source, eq, value = part.partition("=")
+        kind = source.split(":", 1)[0]
+        if kind == "header":
+            source = source.lower()  # header names are stored lower-case
+        if eq and value and not value.startswith("h:") and kind not in settings.readable_keys:
+            value = store_value(source, value, secret)
+        out.append(f"{source}{eq}{value}")
+    return "+".join(out)
+
+
+@lru_cache(maxsize=16384)
+def _hashed_ip(key: str, secret: bytes) -> str:
+    return "ip=" + store_value("ip", key[3:], secret)
 
 
 @lru_cache(maxsize=16384)
@@ -184,6 +264,11 @@ def _encodable(v: str) -> bool:
     return True
 
 
+def _text(v: Any) -> str | None:
+    """A field's value: a non-empty string, else absent (missing, empty or ambiguous)."""
+    return v if isinstance(v, str) and v else None
+
+
 def _scalar(v: Any) -> str | None:
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -191,6 +276,136 @@ def _scalar(v: Any) -> str | None:
         s = str(v)
         return s if s else None
     return None
+
+
+_UNQUOTE = re.compile(r"\\(?:([0-3][0-7][0-7])|(.))")
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+_MAX_FIELDS = 1000
+#: a field sent twice with different values where the framework's choice is unknown
+AMBIGUOUS: Any = object()
+
+
+def _unquote(value: str) -> str:
+    """A cookie value as ``http.cookies`` unquotes it (``"a\\"b"`` -> ``a"b``)."""
+    if len(value) < 2 or value[0] != '"' or value[-1] != '"':
+        return value
+    return _UNQUOTE.sub(lambda m: chr(int(m[1], 8)) if m[1] else m[2], value[1:-1])
+
+
+def _pairs_cookie(raw: str) -> list[tuple[str, str]]:
+    """The ``(name, value)`` chunks of a ``Cookie`` header the way browsers, Django and Starlette
+    read it: split on ``;``, a chunk without ``=`` is a value with an empty name, a malformed
+    chunk never hides the chunks after it (``SimpleCookie`` stops at the first one)."""
+    out: list[tuple[str, str]] = []
+    for chunk in raw[:65536].split(";"):
+        key, eq, val = chunk.partition("=")
+        if not eq:
+            key, val = "", chunk
+        key, val = key.strip(), val.strip()
+        if key or val:
+            out.append((key, _unquote(val)))
+    return out
+
+
+def _pick(pairs: list[tuple[str, str]], duplicates: str) -> dict[str, Any]:
+    """One value per name: the ``first`` or the ``last`` one, as the framework picks it, or
+    :data:`AMBIGUOUS` (``refuse``) when the values differ and the framework is unknown."""
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k not in out or duplicates == "last":
+            out[k] = v
+        elif duplicates == "refuse" and out[k] != v:
+            out[k] = AMBIGUOUS
+    return out
+
+
+def parse_cookies(raw: str, duplicates: str = "last") -> dict[str, Any]:
+    """A ``Cookie`` header as a dict (see :func:`_pairs_cookie`); ``duplicates``: ``last``
+    (Starlette, Django), ``first`` (Werkzeug/Flask) or ``refuse``."""
+    return _pick(_pairs_cookie(raw), duplicates)
+
+
+def _media_type(facts: Any) -> str:
+    raw: str = facts.content_type or facts.headers.get("content-type", "")
+    return raw.split(";", 1)[0].strip().lower()
+
+
+def _multipart_fields(facts: Any) -> list[tuple[str, str]] | None:
+    """The text fields of a ``multipart/form-data`` body (files skipped), parsed by the standard
+    library's MIME parser; None when it is not a well-formed multipart body."""
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    ctype: str = facts.content_type or facts.headers.get("content-type", "")
+    try:
+        head = b"Content-Type: " + ctype.encode("latin-1") + b"\r\n\r\n"
+        msg = BytesParser(policy=HTTP).parsebytes(head + facts.body)
+        if not msg.is_multipart() or msg.defects:
+            return None
+        out: list[tuple[str, str]] = []
+        for part in msg.iter_parts():
+            if part.get_content_disposition() != "form-data" or part.get_filename() is not None:
+                continue
+            name = part.get_param("name", header="content-disposition")
+            payload = part.get_payload(decode=True)
+            if isinstance(name, str) and isinstance(payload, bytes):
+                out.append((name, payload.decode(part.get_content_charset() or "utf-8")))
+            if len(out) > _MAX_FIELDS:
+                return None
+        return out
+    except (ValueError, LookupError, TypeError):  # a bad charset, a malformed header
+        return None
+
+
+class FieldReader:
+    """How the application's framework reads cookies, the query string and the body, so that
+    ``cookie:``, ``query:`` and ``body:`` keys take the very value the handler will act on.
+
+    This default follows Starlette (and FastAPI): a field or cookie sent twice is the *last*
+    one; cookies are parsed leniently (Django's and Starlette's parser: a malformed cookie
+    never hides the ones after it); an ``application/x-www-form-urlencoded`` or
+    ``multipart/form-data`` body is a form (its text fields), every other body is JSON whatever
+    its ``Content-Type`` says (``request.json()`` does not look at it), in any encoding
+    ``json.loads`` detects (UTF-8/16/32, with or without a BOM). ``duplicates="first"``
+    is Werkzeug's choice, ``"refuse"`` treats differing repeats as absent (a plain WSGI app
+    whose framework is unknown). Adapters for Flask and Django pass readers that ask the
+    framework itself. Nothing here raises: an unreadable value is absent."""
+
+    def __init__(self, duplicates: str = "last") -> None:
+        self.duplicates = duplicates
+
+    def cookies(self, facts: Any) -> Mapping[str, Any]:
+        return parse_cookies(facts.headers.get("cookie", ""), self.duplicates)
+
+    def query(self, facts: Any) -> Mapping[str, Any]:
+        try:
+            pairs = parse_qsl(facts.query_string[:65536], keep_blank_values=True, max_num_fields=_MAX_FIELDS)
+        except ValueError:
+            return {}
+        return _pick(pairs, self.duplicates)
+
+    def body(self, facts: Any) -> tuple[str, Any] | None:
+        """``("json", value)`` or ``("form", {name: value})``, or None (absent or unreadable)."""
+        if facts.body is None or facts.body_truncated:
+            return None
+        mtype = _media_type(facts)
+        if mtype == "multipart/form-data":
+            pairs = _multipart_fields(facts)
+            return None if pairs is None else ("form", _pick(pairs, self.duplicates))
+        if mtype == "application/x-www-form-urlencoded":
+            try:
+                text = facts.body.decode("utf-8")
+                pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=_MAX_FIELDS)
+            except ValueError:  # UnicodeDecodeError included
+                return None
+            return "form", _pick(pairs, self.duplicates)
+        try:
+            return "json", json.loads(facts.body)
+        except (ValueError, RecursionError):  # UnicodeDecodeError included
+            return None
+
+
+DEFAULT_READER = FieldReader()
 
 
 class RequestContext:
@@ -207,6 +422,7 @@ class RequestContext:
         "clock",
         "facts",
         "method",
+        "norm_path",
         "path",
         "policy",
     )
@@ -218,12 +434,13 @@ class RequestContext:
         self.policy = policy
         self.clock = clock
         self.method = (facts.method or "GET").upper()[:32]
-        self.path = normalize_path(facts.path or "/")
+        self.path = route_path(facts.path or "/")  # as the app's router sees it
+        self.norm_path = normalize_path(self.path)  # dot segments resolved, slashes collapsed
         self._host: str | None = None
         self._ipkey: str | None = None
         self._ip: Any = self._UNSET
-        self._cookies: dict[str, str] | None = None
-        self._query: dict[str, list[str]] | None = None
+        self._cookies: dict[str, Any] | None = None
+        self._query: dict[str, Any] | None = None
         self._body: Any = self._UNSET
         self._claims: Any = self._UNSET
 
@@ -251,67 +468,53 @@ class RequestContext:
         v = self.facts.headers.get(name)
         return v if v else None
 
+    @property
+    def reader(self) -> FieldReader:
+        r = getattr(self.facts, "reader", None)
+        return DEFAULT_READER if r is None else r
+
     def cookie(self, name: str) -> str | None:
         if self._cookies is None:
-            self._cookies = {}
-            raw = self.facts.headers.get("cookie", "")
-            if raw:
-                jar: SimpleCookie = SimpleCookie()
-                try:
-                    jar.load(raw[:65536])
-                except CookieError:
-                    for part in raw[:65536].split(";"):
-                        k, _, v = part.strip().partition("=")
-                        if k and v:
-                            self._cookies.setdefault(k, v)
-                else:
-                    self._cookies = {k: m.value for k, m in jar.items()}
-        v = self._cookies.get(name)
-        return v if v else None
+            try:
+                self._cookies = dict(self.reader.cookies(self.facts))
+            except Exception:  # a framework's parser failing on client input: absent
+                self._cookies = {}
+        return _text(self._cookies.get(name))
 
     def query(self, name: str) -> str | None:
         if self._query is None:
             try:
-                self._query = parse_qs(self.facts.query_string[:65536], max_num_fields=1000)
-            except ValueError:
+                self._query = dict(self.reader.query(self.facts))
+            except Exception:
                 self._query = {}
-        vals = self._query.get(name)
-        return vals[0] if vals and vals[0] else None
+        return _text(self._query.get(name))
 
     def body_field(self, name: str) -> str | None:
+        """``body:FIELD``: in JSON a dotted name is a path (``user.email`` is ``{"user":
+        {"email": ...}}``, never a literal ``"user.email"`` key beside it: the handler reads
+        the nested one); in a form it is the field's name."""
         if self._body is self._UNSET:
-            self._body = self._parse_body()
-        node: Any = self._body
-        if isinstance(node, dict) and name in node:
-            return _scalar(node[name])
+            self._body = None
+            if not self.oversize():
+                try:
+                    self._body = self.reader.body(self.facts)
+                except Exception:
+                    self._body = None
+        if self._body is None:
+            return None
+        kind, node = self._body
+        if kind == "form":
+            return _text(node.get(name)) if isinstance(node, Mapping) else None
         for part in name.split("."):
             if not isinstance(node, dict) or part not in node:
                 return None
             node = node[part]
         return _scalar(node)
 
-    def _parse_body(self) -> Any:
+    def oversize(self) -> bool:
+        """The body was larger than ``body_limit``: no ``body:`` key can be read from it."""
         f = self.facts
-        if f.body is None or f.body_truncated or len(f.body) > self.policy.settings.body_limit:
-            return None
-        ctype = (f.content_type or f.headers.get("content-type", "")).lower()
-        try:
-            text = f.body.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-        if "json" in ctype or (not ctype and text.lstrip().startswith("{")):
-            try:
-                return json.loads(text)
-            except (ValueError, RecursionError):
-                return None
-        if "x-www-form-urlencoded" in ctype:
-            try:
-                return {k: v[0] for k, v in parse_qs(text, max_num_fields=1000).items()}
-            except ValueError:
-                return None
-        if "multipart/form-data" in ctype:
-            return None
-        return None
+        return bool(f.body_truncated) or (f.body is not None and len(f.body) > self.policy.settings.body_limit)
 
     @property
     def claims(self) -> dict[str, Any] | None:
@@ -366,7 +569,8 @@ class RequestContext:
         return None
 
     def ip_key(self) -> str:
-        """``"ip=<address or prefix>"``: the key of ``key = "ip"`` (the fast path)."""
+        """``"ip=<address or prefix>"`` (``"ip=h:<hmac>"`` unless ``readable_keys`` lists
+        ``ip``): the key of ``key = "ip"`` (the fast path)."""
         k = self._ipkey
         if k is None:
             s = self.policy.settings
@@ -374,7 +578,9 @@ class RequestContext:
                 k = _peer_key(self.facts.client_ip or "", s.ipv4_prefix, s.ipv6_prefix)
             else:
                 k = "ip=" + ip_key(self.ip, s.ipv4_prefix, s.ipv6_prefix)
-            if len(k) > s.max_key_length + 3:  # an IPv6 /128 under a small max_key_length: as key() does
+            if "ip" not in s.readable_keys:
+                k = _hashed_ip(k, _secret(s.key_secret, s.key_prefix))
+            elif len(k) > s.max_key_length + 3:  # an IPv6 /128 under a small max_key_length: as key() does
                 k = "ip=sha256:" + hashlib.sha256(k[3:].encode()).hexdigest()
             self._ipkey = k
         return k
@@ -384,7 +590,8 @@ class RequestContext:
         if spec.text == "ip":
             return self.ip_key()
         out: list[str] = []
-        limit = self.policy.settings.max_key_length
+        s = self.policy.settings
+        limit = s.max_key_length
         for p in spec.parts:
             v = self.part(p.kind, p.name)
             if v is None:
@@ -393,9 +600,12 @@ class RequestContext:
                 v = v.lower() if flt == "lower" else v.upper() if flt == "upper" else v.strip()
             if not v:
                 return None
-            if len(v) > limit or not v.isprintable() or not _encodable(v):
+            source = f"{p.kind}{':' + p.name if p.name else ''}"
+            if p.kind not in s.readable_keys:
+                v = store_value(source, v, _secret(s.key_secret, s.key_prefix))
+            elif len(v) > limit or not v.isprintable() or not _encodable(v):
                 v = "sha256:" + hashlib.sha256(v.encode("utf-8", "surrogatepass")).hexdigest()
-            out.append(f"{p.kind}{':' + p.name if p.name else ''}={v}")
+            out.append(f"{source}={v}")
         return "+".join(out)
 
     def key_or_fallback(self, key: KeySpec, fallback: KeySpec | None) -> str | None:

@@ -114,6 +114,8 @@ class Rule:
     exempt: tuple[str, ...] = ()
     on_store_error: str = "allow"
     line: int = 0
+    #: a body over body_limit, when the key reads the body: "fallback" (the fallback key) or "deny" (413)
+    on_oversize_body: Literal["fallback", "deny"] = "fallback"
 
     @property
     def limits_text(self) -> str:
@@ -218,6 +220,10 @@ class Settings:
     session_cookie: str = "session"
     exempt: tuple[str, ...] = ()
     max_key_length: int = 256
+    #: the HMAC key of stored key values ("" : derived from key_prefix; see policy.keys)
+    key_secret: str = ""
+    #: key kinds whose values are stored readable (never session, cookie, header, jwt)
+    readable_keys: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from ratewarden.core.algorithms import ALGORITHMS, make_window
 from ratewarden.core.algorithms.base import Window
@@ -52,7 +52,11 @@ SETTINGS_KEYS = (
     "session_cookie",
     "exempt",
     "max_key_length",
+    "key_secret",
+    "readable_keys",
 )
+#: key kinds that may be stored readable; the others come from secrets and are always hashed
+READABLE_KINDS = ("ip", "user", "query", "body")
 RULE_KEYS = (
     "name",
     "match",
@@ -67,6 +71,7 @@ RULE_KEYS = (
     "shadow",
     "exempt",
     "on_store_error",
+    "on_oversize_body",
 )
 BAN_KEYS = ("name", "match", "key", "fallback", "mode", "max", "within", "ban_for", "shadow")
 SAFELIST_KEYS = ("ips", "header_secret", "paths")
@@ -151,6 +156,8 @@ class Sections(Reader):
             max_key_length=get(
                 lambda: self.integer(t, (*p, "max_key_length"), d.max_key_length, 16, 4096), d.max_key_length
             ),
+            key_secret=get(lambda: self.key_secret(t, (*p, "key_secret")), ""),
+            readable_keys=get(lambda: self.readable_keys(t, (*p, "readable_keys")), frozenset()),
         )
 
     def storage(self, t: dict[str, Any], path: KeyPath, default: str) -> str:
@@ -222,6 +229,7 @@ class Sections(Reader):
         fallback = self.attempt(lambda: (self.fallback(t, (*path, "fallback")),))
         shadow = self.attempt(lambda: self.boolean(t, (*path, "shadow")))
         exempt = self.attempt(lambda: self.paths(t, (*path, "exempt")))
+        oversize = self.attempt(lambda: self.oversize(t, (*path, "on_oversize_body"), key))
         if (
             len(self.errors) > start
             or name is None
@@ -234,6 +242,7 @@ class Sections(Reader):
             or fallback is None
             or shadow is None
             or exempt is None
+            or oversize is None
         ):
             return None
         return Rule(
@@ -249,7 +258,33 @@ class Sections(Reader):
             exempt=exempt,
             on_store_error=on_err,
             line=self.lines.line(path),
+            on_oversize_body=oversize,
         )
+
+    def oversize(self, t: dict[str, Any], path: KeyPath, key: Any) -> Literal["fallback", "deny"]:
+        """``on_oversize_body``: what a body over body_limit does to a rule keyed by the body."""
+        oversize = self.choice(t, path, ("fallback", "deny"), "fallback")
+        if oversize == "deny" and key is not None and not key.needs_body:
+            self.fail(path, "on_oversize_body applies to a rule whose key reads the body (body:FIELD)")
+        return oversize  # type: ignore[return-value]
+
+    def key_secret(self, t: dict[str, Any], path: KeyPath) -> str:
+        """The secret of the keyed hash of stored key values (at least 16 characters when set)."""
+        key_secret = self.string(t, path, self.env.get("RATEWARDEN_KEY_SECRET", ""))
+        if key_secret and len(key_secret) < 16:
+            self.fail(path, "key_secret is shorter than 16 characters")
+        return key_secret
+
+    def readable_keys(self, t: dict[str, Any], path: KeyPath) -> frozenset[str]:
+        readable = self.strings(t, path)
+        for kind in readable:
+            if kind not in READABLE_KINDS:
+                self.fail(
+                    path,
+                    f"{kind!r} cannot be stored readable: readable_keys takes {', '.join(READABLE_KINDS)}"
+                    " (session, cookie, header and jwt values are secrets and always hashed)",
+                )
+        return frozenset(readable)
 
     def name(self, t: dict[str, Any], path: KeyPath, what: str) -> str:
         name = self.string(t, (*path, "name"))
