@@ -9,8 +9,9 @@ Invariants kept here:
   one consistent snapshot and take no write lock (WAL readers never block writers).
 * **Durable, shared, not blocking.** WAL journal, ``synchronous=NORMAL`` (a commit survives a
   process crash; a power cut may lose the last commits, never corrupt the file), a busy
-  timeout (``?timeout=5``, seconds: how long a decision retries, with sleeps of 0.1 to 2 ms, while
-  another process holds the write lock), one connection per thread (``sqlite3`` connections must
+  timeout (``?timeout=5``, seconds: the longest a decision waits, for this store's other threads
+  and for another process holding the write lock, retrying with sleeps of 0.1 to 2 ms; then
+  :class:`~ratewarden.errors.StoreError`), one connection per thread (``sqlite3`` connections must
   not cross threads; :class:`ratewarden.AsyncLimiter` calls in from worker threads). The
   threads of one store take turns on a lock of their own before the file lock, so they never
   poll the file lock because of each other.
@@ -21,11 +22,27 @@ Invariants kept here:
 * **Bounded, no full scan.** Expired rows are reclaimed incrementally: every
   ``SWEEP_EVERY`` writes, the writing transaction deletes at most ``SWEEP_LIMIT`` rows found
   through the ``expires`` index. A stale row is harmless meanwhile: the core treats an expired
-  state as empty.
+  state as empty. "Expired" is judged by the wall clock never ahead of the monotonic clock (the
+  smallest wall-minus-monotonic offset this process has seen), so a clock stepped ahead by NTP
+  and back deletes no live row; with an injected clock, by that clock.
+* **The file it opened.** At most once a second (on a decision), the path is checked: if the
+  file was deleted or replaced (another device or inode), the store logs an error, opens the
+  file now at the path (creating it), and copies into it the live rows of the old file that the
+  new one lacks; if it cannot, decisions fail with StoreError. A usage counted only in the old
+  file after another process started on the new one is lost: delete ``path``, ``path-wal`` and
+  ``path-shm`` only with every process stopped.
+* **No mmap of the database.** ``mmap_size = 0``: a truncated database file is an I/O error
+  (StoreError), never SIGBUS. The WAL index (``path-shm``) is always mapped by SQLite when
+  several processes share a file; if something truncates it, the check above logs an error and
+  restores its size (SQLite then rebuilds the index from the WAL), but a decision that touches
+  the index before that check still dies of SIGBUS. Never truncate or edit ``-shm``.
+* **A row it cannot read is reset.** A state that does not decode, or that the window cannot
+  decide on (the wrong shape, after a bug, a hand edit or a format change), is treated as no
+  state, with a logged warning naming the key, and overwritten or deleted by the next write.
 * **Defined failure.** A path that cannot be opened, a file that is not a SQLite database, or
   one whose tables belong to something else raises :class:`~ratewarden.errors.ConfigError` at
   open time with the path and the reason; every ``sqlite3`` error during a decision (locked
-  beyond the timeout, I/O error, disk full, corruption) raises
+  beyond the timeout, I/O error, disk full, corruption of the file) raises
   :class:`~ratewarden.errors.StoreError`, so the limiter's ``on_store_error`` applies.
 """
 
@@ -33,6 +50,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -59,6 +77,9 @@ DEFAULT_TIMEOUT = 5.0
 _FIRST_WAIT = 0.0001
 _MAX_WAIT = 0.002
 _SQLITE_BUSY = 5
+#: the file at the path is checked (deleted, replaced, -shm truncated) at most this often, seconds
+FILE_CHECK_INTERVAL = 1.0
+_SHM_REGION = 32768
 #: a sweep of expired rows runs every this many writes of a store ...
 SWEEP_EVERY = 64
 #: ... and deletes at most this many rows
@@ -76,6 +97,8 @@ _SELECT = "SELECT state FROM ratewarden_state WHERE key = ? AND window = ?"
 _UPSERT = "INSERT OR REPLACE INTO ratewarden_state (key, window, state, expires) VALUES (?, ?, ?, ?)"
 _DELETE = "DELETE FROM ratewarden_state WHERE key = ? AND window = ?"
 _DELETE_KEY = "DELETE FROM ratewarden_state WHERE key = ?"
+_LIVE = "SELECT key, window, state, expires FROM ratewarden_state WHERE expires > ?"
+_COPY = "INSERT OR IGNORE INTO ratewarden_state (key, window, state, expires) VALUES (?, ?, ?, ?)"
 _SWEEP = (
     "DELETE FROM ratewarden_state WHERE (key, window) IN "
     "(SELECT key, window FROM ratewarden_state WHERE expires <= ? LIMIT ?)"
@@ -85,6 +108,8 @@ _T = TypeVar("_T")
 _json = json.JSONEncoder(separators=(",", ":")).encode
 #: connections inherited through fork(): never used nor closed by the child (SQLite forbids both)
 _ABANDONED: list[Any] = []
+_NO_OFFSET = 1 << 80
+log = logging.getLogger("ratewarden")
 
 
 # -- states <-> column values -----------------------------------------------------------------
@@ -171,6 +196,22 @@ def _now_us() -> int:
     return time.time_ns() // 1000
 
 
+def _sane(out: Outcome) -> bool:
+    """Whether an outcome decided on a stored state is well formed (a garbage state that the
+    algorithm happens to accept yields floats or other types here)."""
+    return type(out[1]) is int and type(out[2]) is int and type(out[3]) is int
+
+
+class _Corrupt:
+    """A column value that does not decode (read as no state, with a warning)."""
+
+    __slots__ = ("error", "value")
+
+    def __init__(self, value: Any, error: Exception) -> None:
+        self.value = value
+        self.error = error
+
+
 def _after_fork(ref: weakref.ref[SQLiteStore]) -> Callable[[], None]:
     def forget() -> None:
         store = ref()
@@ -183,10 +224,11 @@ def _after_fork(ref: weakref.ref[SQLiteStore]) -> Callable[[], None]:
 class _Conn:
     """A thread's connection; closed when the thread ends (its thread-local slot is dropped)."""
 
-    __slots__ = ("__weakref__", "db")
+    __slots__ = ("__weakref__", "db", "gen")
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, gen: int) -> None:
         self.db = db
+        self.gen = gen  # the store's generation: a connection of an older one is to a replaced file
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
@@ -220,16 +262,21 @@ class SQLiteStore:
         self.path = os.path.abspath(path)  # later threads must not depend on the working directory
         self.timeout = _timeout(timeout, "SQLiteStore(timeout=...)")
         self.key_prefix = key_prefix
+        self._injected = clock is not None
         if clock is None:
             self.now: Callable[[], int] = _now_us
         else:
             self.now = lambda: int(clock() * 1_000_000 + 0.5)
+        self._offset = _NO_OFFSET  # the smallest wall-minus-monotonic offset seen (microseconds)
         self._local = threading.local()
         self._conns: weakref.WeakSet[_Conn] = weakref.WeakSet()
         self._conns_lock = threading.Lock()
-        self._write_lock = threading.Lock()
-        # threads of this store queue here; the holder waits at most ``timeout`` for other processes
-        self._lock_wait = self.timeout + 1.0
+        self._write_lock = threading.Lock()  # threads of this store queue here (within ``timeout``)
+        self._reopen_lock = threading.Lock()
+        self._gen = 0
+        self._ident: tuple[int, int] | None = None  # (device, inode) of the file opened
+        self._shm: tuple[int, int] = (0, 0)  # (inode, largest size) of the -shm seen
+        self._check_at = 0.0
         self._writes = 0
         self._closed = False
         self._uri = f"file:{quote(self.path)}?mode=rw"
@@ -269,6 +316,7 @@ class SQLiteStore:
         db = sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
         try:
             db.execute("PRAGMA synchronous = NORMAL")
+            db.execute("PRAGMA mmap_size = 0")  # a truncated file: an I/O error, never SIGBUS
         except BaseException:
             db.close()
             raise
@@ -277,14 +325,18 @@ class SQLiteStore:
     def _conn(self) -> sqlite3.Connection:
         if self._closed:
             raise StoreError(f"the SQLite store {self.path} is closed")
+        if time.monotonic() >= self._check_at:
+            self._check_file()
         c: _Conn | None = getattr(self._local, "conn", None)
         if c is not None:
-            return c.db
+            if c.gen == self._gen:
+                return c.db
+            self._discard()  # a connection to a file that has been replaced
         try:
             db = self._connect(self._uri)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the SQLite store {self.path}: {_explain(exc)}") from exc
-        c = _Conn(db)
+        c = _Conn(db, self._gen)
         with self._conns_lock:
             self._conns.add(c)
         self._local.conn = c
@@ -307,6 +359,82 @@ class SQLiteStore:
         self._conns = weakref.WeakSet()
         self._conns_lock = threading.Lock()
         self._write_lock = threading.Lock()
+        self._reopen_lock = threading.Lock()
+
+    def _check_file(self) -> None:
+        """The slow path of :meth:`_conn`: is the file at the path still the one opened, and
+        its -shm whole? Reopens a deleted or replaced file; restores a truncated -shm."""
+        with self._reopen_lock:
+            now = time.monotonic()
+            if now < self._check_at:
+                return
+            self._check_at = now + FILE_CHECK_INTERVAL
+            try:
+                st = os.stat(self.path)
+                ident: tuple[int, int] | None = (st.st_dev, st.st_ino)
+            except OSError:
+                ident = None
+            if ident != self._ident:
+                self._reopen(ident)
+            self._check_shm()
+
+    def _reopen(self, ident: tuple[int, int] | None) -> None:
+        what = "deleted" if ident is None else "replaced by another file"
+        c: _Conn | None = getattr(self._local, "conn", None)
+        rows: list[Any] = []
+        if c is not None and c.gen == self._gen:  # still open on the old file: its live rows
+            with contextlib.suppress(sqlite3.Error):
+                rows = c.db.execute(_LIVE, (self._expiry_now(self.now()),)).fetchall()
+        log.error(
+            "the SQLite store %s was %s while in use: reopening the file at that path (%d live "
+            "rows of the old file are copied where the new one has none)",
+            self.path,
+            what,
+            len(rows),
+        )
+        self._discard()
+        self._gen += 1
+        try:
+            self._setup()
+        except ConfigError as exc:
+            self._check_at = 0.0  # try again on the next decision
+            log.error("the SQLite store %s cannot be reopened: %s", self.path, exc)
+            raise StoreError(f"the SQLite store {self.path} was {what} and cannot be reopened: {exc}") from exc
+        if rows:
+            db = self._local.conn.db
+            self._write(db, lambda: db.executemany(_COPY, rows))
+
+    def _check_shm(self) -> None:
+        """SQLite maps ``-shm`` into memory: truncated under it, the next access is SIGBUS.
+        Give it back its size (zeros), so SQLite sees a stale index and rebuilds it."""
+        shm = self.path + "-shm"
+        try:
+            st = os.stat(shm)
+        except OSError:
+            return
+        ino, size = self._shm
+        if st.st_ino == ino and st.st_size < size:
+            log.error(
+                "the WAL index %s was truncated from %d to %d bytes while in use: restoring its size "
+                "(SQLite rebuilds the index); a process that touched it meanwhile died of SIGBUS",
+                shm,
+                size,
+                st.st_size,
+            )
+            with contextlib.suppress(OSError):
+                os.truncate(shm, size)
+            return
+        self._shm = (st.st_ino, max(st.st_size, size if st.st_ino == ino else 0, _SHM_REGION))
+
+    def _expiry_now(self, now: int) -> int:
+        """The time expiry is judged at: ``now``, never ahead of the monotonic clock (the
+        smallest wall-minus-monotonic offset seen maps it onto the wall clock, so an NTP step
+        ahead is ignored and a step back is followed). With an injected clock, ``now``."""
+        if self._injected:
+            return now
+        mono = time.monotonic_ns() // 1000
+        self._offset = min(self._offset, now - mono)
+        return mono + self._offset
 
     def _setup(self) -> None:
         """Open (creating if needed) the file, check it is ours, switch to WAL, create the tables."""
@@ -345,8 +473,12 @@ class SQLiteStore:
         except BaseException:
             db.close()
             raise
-        c = _Conn(db)
-        self._conns.add(c)
+        c = _Conn(db, self._gen)
+        with contextlib.suppress(OSError):
+            st = os.stat(self.path)
+            self._ident = (st.st_dev, st.st_ino)
+        with self._conns_lock:
+            self._conns.add(c)
         self._local.conn = c
 
     def _hint(self) -> str:
@@ -390,12 +522,23 @@ class SQLiteStore:
         wid = window.id
         db = self._conn()
         if not cost:  # a check writes nothing: no write lock
-            return window.decide(self._snapshot(db, [(k, wid)])[0], self.now(), 0)
+            return self._run("peek", [window], self._snapshot(db, [(k, wid)]), [(k, wid)], self.now(), [0], "")[0][0]
 
         def decide() -> Outcome:
             row = db.execute(_SELECT, (k, wid)).fetchone()
             now = self.now()
-            out = window.decide(None if row is None else decode_state(row[0]), now, cost)
+            if row is None:
+                out = window.decide(None, now, cost)
+            else:
+                try:
+                    out = window.decide(decode_state(row[0]), now, cost)
+                    if not _sane(out):
+                        raise TypeError(f"the outcome {out[:4]!r} is not made of integers")
+                except Exception as exc:
+                    self._unreadable(k, wid, row[0], exc)
+                    out = window.decide(None, now, cost)
+                    if not out[0]:
+                        db.execute(_DELETE, (k, wid))
             if out[0]:
                 if out[2] > 0:
                     db.execute(_UPSERT, (k, wid, encode_state(out[4]), now + out[2]))
@@ -413,16 +556,18 @@ class SQLiteStore:
         costs = [item[2] for item in items]
         db = self._conn()
         if op == "peek":
-            return run(op, windows, self._snapshot(db, keys), self.now(), costs, arg)[0]
+            return self._run(op, windows, self._snapshot(db, keys), keys, self.now(), costs, arg)[0]
 
         def decide() -> list[Outcome]:
-            states = [self._read(db, kw) for kw in keys]
+            read = [self._read(db, kw) for kw in keys]
             now = self.now()
-            outs, new = run(op, windows, states, now, costs, arg)
+            outs, new, states = self._run(op, windows, read, keys, now, costs, arg)
             if new is not None:
                 wrote = False
-                for (k, wid), old, s, o in zip(keys, states, new, outs, strict=True):
+                for (k, wid), old, s, o, r in zip(keys, states, new, outs, read, strict=True):
                     if s is old:
+                        if r is not old:  # an unreadable row, still unreadable: forget it
+                            db.execute(_DELETE, (k, wid))
                         continue
                     if s is None or o[2] <= 0:
                         if old is not None:
@@ -453,7 +598,8 @@ class SQLiteStore:
     def sweep(self, limit: int | None = None) -> int:
         """Delete expired rows now (at most ``limit``; all when ``None``); how many went."""
         db = self._conn()
-        return self._write(db, lambda: db.execute(_SWEEP, (self.now(), -1 if limit is None else limit)).rowcount)
+        n = -1 if limit is None else limit
+        return self._write(db, lambda: db.execute(_SWEEP, (self._expiry_now(self.now()), n)).rowcount)
 
     def __len__(self) -> int:
         """The number of rows (window states) in the file, expired or not."""
@@ -479,10 +625,13 @@ class SQLiteStore:
     def _write(self, db: sqlite3.Connection, body: Callable[[], _T]) -> _T:
         """``BEGIN IMMEDIATE``, ``body()``, ``COMMIT``: one atomic decision. While another process
         holds the write lock, roll back and retry (short, growing sleeps) for up to ``timeout``."""
-        if not self._write_lock.acquire(timeout=self._lock_wait):
-            raise StoreError(f"the SQLite store {self.path} stayed busy for more than {self.timeout} s")
+        deadline = time.monotonic() + self.timeout  # one budget for the whole decision
+        if not self._write_lock.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
+            raise StoreError(
+                f"the SQLite store {self.path} failed: its other threads held it for more than the "
+                f"{self.timeout} s timeout (another process holds the write lock)"
+            )
         try:
-            deadline = 0.0
             delay = _FIRST_WAIT
             while True:
                 try:
@@ -504,7 +653,7 @@ class SQLiteStore:
     def _snapshot(self, db: sqlite3.Connection, keys: list[tuple[str, str]]) -> list[Any]:
         """The states of ``keys``, read from one snapshot without the write lock (WAL readers
         never wait for writers; SQLITE_BUSY only while a crashed writer's log is recovered)."""
-        deadline = 0.0
+        deadline = time.monotonic() + self.timeout
         delay = _FIRST_WAIT
         while True:
             try:
@@ -532,8 +681,6 @@ class SQLiteStore:
         if getattr(exc, "sqlite_errorcode", 0) & 0xFF != _SQLITE_BUSY:
             raise self._failure(db, exc) from exc
         now = time.monotonic()
-        if not deadline:
-            deadline = now + self.timeout
         if now >= deadline:
             raise self._failure(db, exc) from exc
         time.sleep(min(delay, deadline - now))
@@ -542,14 +689,66 @@ class SQLiteStore:
     @staticmethod
     def _read(db: sqlite3.Connection, kw: tuple[str, str]) -> Any:
         row = db.execute(_SELECT, kw).fetchone()
-        return None if row is None else decode_state(row[0])
+        if row is None:
+            return None
+        try:
+            return decode_state(row[0])
+        except (ValueError, TypeError, RecursionError) as exc:
+            return _Corrupt(row[0], exc)
+
+    def _run(
+        self,
+        op: Op,
+        windows: list[Window],
+        states: list[Any],
+        keys: list[tuple[str, str]],
+        now: int,
+        costs: list[int],
+        arg: str,
+    ) -> tuple[list[Outcome], list[Any] | None, list[Any]]:
+        """:func:`run` on states read from rows; a state it cannot decide on is reset (with a
+        warning) and the operation run again. Returns the states it ran on as well."""
+        if not any(type(st) is _Corrupt for st in states):
+            try:
+                outs, new = run(op, windows, states, now, costs, arg)
+                if all(_sane(o) for o in outs):
+                    return outs, new, states
+            except Exception:  # a garbage state: find it below
+                pass
+        checked = []
+        for st, w, (k, wid) in zip(states, windows, keys, strict=True):
+            bad: Exception | None = None
+            if st is not None:
+                try:
+                    bad = st.error if type(st) is _Corrupt else None
+                    if bad is None and not _sane(w.decide(st, now, 0)):
+                        bad = TypeError("the outcome is not made of integers")
+                except Exception as exc:
+                    bad = exc
+                if bad is not None:
+                    self._unreadable(k, wid, st.value if type(st) is _Corrupt else st, bad)
+            checked.append(None if bad is not None else st)
+        outs, new = run(op, windows, checked, now, costs, arg)
+        return outs, new, checked
+
+    @staticmethod
+    def _unreadable(key: str, wid: str, value: Any, exc: Exception) -> None:
+        shown = repr(value)
+        log.warning(
+            "the SQLite store holds a state it cannot read for key %r, window %s (%s: %s): %s; reset to no state",
+            key,
+            wid,
+            type(exc).__name__,
+            exc,
+            shown if len(shown) <= 80 else shown[:77] + "...",
+        )
 
     def _wrote(self, db: sqlite3.Connection, now: int) -> None:
         """Count a write; every ``SWEEP_EVERY`` writes, reclaim a few expired rows."""
         self._writes += 1
         if self._writes >= SWEEP_EVERY:
             self._writes = 0
-            db.execute(_SWEEP, (now, SWEEP_LIMIT))
+            db.execute(_SWEEP, (self._expiry_now(now), SWEEP_LIMIT))
 
     @staticmethod
     def _rollback(db: sqlite3.Connection) -> None:
