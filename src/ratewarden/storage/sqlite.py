@@ -369,6 +369,7 @@ class SQLiteStore:
             if now < self._check_at:
                 return
             self._check_at = now + FILE_CHECK_INTERVAL
+            self._expiry_now(self.now())  # observe the clocks' offset now and then
             try:
                 st = os.stat(self.path)
                 ident: tuple[int, int] | None = (st.st_dev, st.st_ino)
