@@ -48,6 +48,7 @@ from typing import Any
 from ratewarden.core.algorithms.base import Outcome, Window
 from ratewarden.core.evaluate import Op, run
 from ratewarden.errors import ConfigError
+from ratewarden.storage._expiry import ExpiryClock
 from ratewarden.storage.base import Item
 
 __all__ = ["DEFAULT_MAX_KEYS", "MemoryStore"]
@@ -130,10 +131,8 @@ def _prefork_worker() -> bool:
 
 
 os.register_at_fork(after_in_child=_after_fork)
-_NO_OFFSET = 1 << 80
 
 _time_ns = time.time_ns
-_monotonic_ns = time.monotonic_ns
 
 
 def _now_us() -> int:
@@ -158,7 +157,7 @@ class MemoryStore:
         self._tables: dict[str, _Table] = {}
         self._count = 0
         self._swept = 0  # wheel buckets below this number have been swept
-        self._offset = _NO_OFFSET  # the smallest wall-minus-monotonic offset seen (microseconds)
+        self._expiry = ExpiryClock() if clock is None else None
         self._forked = False
         _stores.add(self)
         if _fork["child"] or _prefork_worker():
@@ -325,18 +324,8 @@ class MemoryStore:
                 self._insert(t, key, st, o, now)
 
     def _expiry_now(self, now: int) -> int:
-        """The time expiry is judged at: ``now``, but never ahead of the monotonic clock.
-
-        The wall clock may step (NTP); the monotonic one does not. The smallest offset between
-        them seen so far maps monotonic time onto the wall clock, so a step ahead is ignored
-        and a step back is followed. With an injected clock, ``now`` itself.
-        """
-        if self._clock is not None:
-            return now
-        mono = _monotonic_ns() // 1000
-        offset = now - mono
-        self._offset = min(self._offset, offset)
-        return mono + self._offset
+        """The time expiry is judged at (see :class:`ExpiryClock`); with an injected clock, ``now``."""
+        return now if self._expiry is None else self._expiry(now)
 
     def _insert(self, table: _Table, key: str, state: Any, out: Outcome, now: int) -> None:
         if self._forked:

@@ -25,20 +25,13 @@ Invariants kept here:
   state as empty. "Expired" is judged by the wall clock never ahead of the monotonic clock (the
   smallest wall-minus-monotonic offset this process has seen), so a clock stepped ahead by NTP
   and back deletes no live row; with an injected clock, by that clock.
-* **The file it opened.** At most once a second (on a decision), the path is checked: if the
-  file was deleted or replaced (another device or inode), the store logs an error, opens the
-  file now at the path (creating it), and copies into it the live rows of the old file that the
-  new one lacks; if it cannot, decisions fail with StoreError. A usage counted only in the old
-  file after another process started on the new one is lost: delete ``path``, ``path-wal`` and
-  ``path-shm`` only with every process stopped.
-* **No mmap of the database.** ``mmap_size = 0``: a truncated database file is an I/O error
-  (StoreError), never SIGBUS. The WAL index (``path-shm``) is always mapped by SQLite when
-  several processes share a file; if something truncates it, the check above logs an error and
-  restores its size (SQLite then rebuilds the index from the WAL), but a decision that touches
-  the index before that check still dies of SIGBUS. Never truncate or edit ``-shm``.
-* **A row it cannot read is reset.** A state that does not decode, or that the window cannot
-  decide on (the wrong shape, after a bug, a hand edit or a format change), is treated as no
-  state, with a logged warning naming the key, and overwritten or deleted by the next write.
+* **The file it opened.** At most once a second (on a decision), the path is checked: a file
+  deleted or replaced is logged as an error and reopened (created if need be), and the old
+  file's live rows that the new one lacks are copied into it; if it cannot be reopened,
+  decisions fail with StoreError. Usage counted only in the old file after another process
+  started on the new one is lost: delete ``path``, ``-wal`` and ``-shm`` with every process
+  stopped. What remains of SIGBUS (the mapped ``-shm``) is in :mod:`._sqlite_file`.
+* **A row it cannot read is reset**, with a warning naming the key (:mod:`._sqlite_rows`).
 * **Defined failure.** A path that cannot be opened, a file that is not a SQLite database, or
   one whose tables belong to something else raises :class:`~ratewarden.errors.ConfigError` at
   open time with the path and the reason; every ``sqlite3`` error during a decision (locked
@@ -57,42 +50,38 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from ratewarden.core.algorithms.base import Outcome, Window
-from ratewarden.core.evaluate import Op, run
+from ratewarden.core.evaluate import Op
 from ratewarden.errors import ConfigError, StoreError
+from ratewarden.storage._expiry import ExpiryClock
+from ratewarden.storage._sqlite_file import (
+    SCHEMA,
+    ShmWatch,
+    connect,
+    explain,
+    file_ident,
+    open_file,
+    path_of,
+)
+from ratewarden.storage._sqlite_rows import read_state, run_checked, sane, unreadable
+from ratewarden.storage._sqlite_tx import Transactions
 from ratewarden.storage.base import Item
 
 __all__ = ["DEFAULT_TIMEOUT", "SCHEMA", "SQLiteStore", "decode_state", "encode_state"]
 
-#: the value of ``ratewarden_meta.schema`` this module reads and writes
-SCHEMA = "ratewarden-sqlite-1"
-#: seconds a decision waits for another process's write lock before it fails with StoreError
+#: the most seconds a decision waits (for this store's other threads, then for another process's
+#: write lock) before it fails with StoreError
 DEFAULT_TIMEOUT = 5.0
-#: while another process holds the write lock, retry after this many seconds, doubling up to
-#: ``_MAX_WAIT`` (SQLite's own busy handler sleeps up to 100 ms at a time, and a process that
-#: sleeps that long loses the lock to busier ones: decisions of a second or more under load)
-_FIRST_WAIT = 0.0001
-_MAX_WAIT = 0.002
-_SQLITE_BUSY = 5
 #: the file at the path is checked (deleted, replaced, -shm truncated) at most this often, seconds
 FILE_CHECK_INTERVAL = 1.0
-_SHM_REGION = 32768
 #: a sweep of expired rows runs every this many writes of a store ...
 SWEEP_EVERY = 64
 #: ... and deletes at most this many rows
 SWEEP_LIMIT = 256
 
-_STATE_COLUMNS = [("key", "TEXT", 1, 1), ("window", "TEXT", 1, 2), ("state", "", 1, 0), ("expires", "INTEGER", 1, 0)]
-_CREATE = (
-    "CREATE TABLE IF NOT EXISTS ratewarden_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
-    "CREATE TABLE IF NOT EXISTS ratewarden_state (key TEXT NOT NULL, window TEXT NOT NULL, state NOT NULL,"
-    " expires INTEGER NOT NULL, PRIMARY KEY (key, window)) WITHOUT ROWID",
-    "CREATE INDEX IF NOT EXISTS ratewarden_state_expires ON ratewarden_state (expires)",
-    f"INSERT OR IGNORE INTO ratewarden_meta (name, value) VALUES ('schema', '{SCHEMA}')",
-)
 _SELECT = "SELECT state FROM ratewarden_state WHERE key = ? AND window = ?"
 _UPSERT = "INSERT OR REPLACE INTO ratewarden_state (key, window, state, expires) VALUES (?, ?, ?, ?)"
 _DELETE = "DELETE FROM ratewarden_state WHERE key = ? AND window = ?"
@@ -104,11 +93,9 @@ _SWEEP = (
     "(SELECT key, window FROM ratewarden_state WHERE expires <= ? LIMIT ?)"
 )
 _INT64 = (-(2**63), 2**63 - 1)
-_T = TypeVar("_T")
 _json = json.JSONEncoder(separators=(",", ":")).encode
 #: connections inherited through fork(): never used nor closed by the child (SQLite forbids both)
 _ABANDONED: list[Any] = []
-_NO_OFFSET = 1 << 80
 log = logging.getLogger("ratewarden")
 
 
@@ -150,26 +137,6 @@ def decode_state(value: Any) -> Any:
 # -- opening ----------------------------------------------------------------------------------
 
 
-def _path_of(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.netloc:
-        raise ConfigError(
-            f"{url!r}: a SQLite URL names a file, not a host {parts.netloc!r}; "
-            "use sqlite:///relative/path.db or sqlite:////absolute/path.db"
-        )
-    path = unquote(parts.path)
-    if path.startswith("/"):
-        path = path[1:]
-    if not path or path.endswith("/"):
-        raise ConfigError(f"{url!r} names no file; use sqlite:///relative/path.db or sqlite:////absolute/path.db")
-    if path == ":memory:" or path.startswith("file:") or "mode=memory" in parts.query:
-        raise ConfigError(
-            f"{url!r}: an in-memory SQLite database is neither shared between processes nor kept after a "
-            "restart; use memory:// for in-process limits, or a file: sqlite:///path.db"
-        )
-    return path
-
-
 def _timeout(value: Any, where: str) -> float:
     try:
         t = float(value)
@@ -180,36 +147,8 @@ def _timeout(value: Any, where: str) -> float:
     return t
 
 
-def _explain(exc: sqlite3.Error) -> str:
-    name = getattr(exc, "sqlite_errorname", None)
-    return f"{exc} ({name})" if name else str(exc)
-
-
-def _in_transaction(db: sqlite3.Connection) -> bool:
-    try:
-        return db.in_transaction
-    except sqlite3.Error:  # closed meanwhile
-        return False
-
-
 def _now_us() -> int:
     return time.time_ns() // 1000
-
-
-def _sane(out: Outcome) -> bool:
-    """Whether an outcome decided on a stored state is well formed (a garbage state that the
-    algorithm happens to accept yields floats or other types here)."""
-    return type(out[1]) is int and type(out[2]) is int and type(out[3]) is int
-
-
-class _Corrupt:
-    """A column value that does not decode (read as no state, with a warning)."""
-
-    __slots__ = ("error", "value")
-
-    def __init__(self, value: Any, error: Exception) -> None:
-        self.value = value
-        self.error = error
 
 
 def _after_fork(ref: weakref.ref[SQLiteStore]) -> Callable[[], None]:
@@ -235,7 +174,7 @@ class _Conn:
             self.db.close()
 
 
-class SQLiteStore:
+class SQLiteStore(Transactions):
     """A store in one SQLite file; thread-safe and multi-process safe.
 
     ``SQLiteStore("rl.db")`` or, through a limiter, ``Limiter("sqlite:///rl.db?timeout=2")``.
@@ -244,6 +183,7 @@ class SQLiteStore:
     """
 
     kind = "sqlite"
+    _decode = staticmethod(decode_state)
 
     def __init__(
         self,
@@ -262,12 +202,11 @@ class SQLiteStore:
         self.path = os.path.abspath(path)  # later threads must not depend on the working directory
         self.timeout = _timeout(timeout, "SQLiteStore(timeout=...)")
         self.key_prefix = key_prefix
-        self._injected = clock is not None
         if clock is None:
             self.now: Callable[[], int] = _now_us
         else:
             self.now = lambda: int(clock() * 1_000_000 + 0.5)
-        self._offset = _NO_OFFSET  # the smallest wall-minus-monotonic offset seen (microseconds)
+        self._expiry = ExpiryClock() if clock is None else None
         self._local = threading.local()
         self._conns: weakref.WeakSet[_Conn] = weakref.WeakSet()
         self._conns_lock = threading.Lock()
@@ -275,8 +214,9 @@ class SQLiteStore:
         self._reopen_lock = threading.Lock()
         self._gen = 0
         self._ident: tuple[int, int] | None = None  # (device, inode) of the file opened
-        self._shm: tuple[int, int] = (0, 0)  # (inode, largest size) of the -shm seen
+        self._shm = ShmWatch(self.path)
         self._check_at = 0.0
+        self._reopen_failed: str | None = None
         self._writes = 0
         self._closed = False
         self._uri = f"file:{quote(self.path)}?mode=rw"
@@ -296,7 +236,7 @@ class SQLiteStore:
         """``sqlite:///relative.db``, ``sqlite:////absolute.db``; option ``?timeout=SECONDS``."""
         if options:
             raise ConfigError(f"unknown SQLite store option {sorted(options)[0]!r} (it takes timeout)")
-        path = _path_of(url)
+        path = path_of(url)
         query = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
         extra = set(query) - {"timeout"}
         if extra:
@@ -310,18 +250,6 @@ class SQLiteStore:
 
     # -- connections ----------------------------------------------------------------------------
 
-    def _connect(self, uri: str, busy_timeout: float = 0.0) -> sqlite3.Connection:
-        """A connection in autocommit mode. Decisions wait for the write lock in :meth:`_write`,
-        so SQLite's busy handler is off (``busy_timeout=0``) except while setting the file up."""
-        db = sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
-        try:
-            db.execute("PRAGMA synchronous = NORMAL")
-            db.execute("PRAGMA mmap_size = 0")  # a truncated file: an I/O error, never SIGBUS
-        except BaseException:
-            db.close()
-            raise
-        return db
-
     def _conn(self) -> sqlite3.Connection:
         if self._closed:
             raise StoreError(f"the SQLite store {self.path} is closed")
@@ -333,9 +261,9 @@ class SQLiteStore:
                 return c.db
             self._discard()  # a connection to a file that has been replaced
         try:
-            db = self._connect(self._uri)
+            db = connect(self._uri)
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the SQLite store {self.path}: {_explain(exc)}") from exc
+            raise StoreError(f"cannot open the SQLite store {self.path}: {explain(exc)}") from exc
         c = _Conn(db, self._gen)
         with self._conns_lock:
             self._conns.add(c)
@@ -369,151 +297,61 @@ class SQLiteStore:
             if now < self._check_at:
                 return
             self._check_at = now + FILE_CHECK_INTERVAL
-            self._expiry_now(self.now())  # observe the clocks' offset now and then
-            try:
-                st = os.stat(self.path)
-                ident: tuple[int, int] | None = (st.st_dev, st.st_ino)
-            except OSError:
-                ident = None
+            self._expiry_now()  # observe the clocks' offset now and then
+            ident = file_ident(self.path)
             if ident != self._ident:
                 self._reopen(ident)
-            self._check_shm()
+            self._shm.check()
 
     def _reopen(self, ident: tuple[int, int] | None) -> None:
+        """The file at the path is not the one opened: open it (creating it if need be), copy
+        the old file's live rows that it lacks, and switch every thread over to it."""
         what = "deleted" if ident is None else "replaced by another file"
         c: _Conn | None = getattr(self._local, "conn", None)
+        old = c.db if c is not None and c.gen == self._gen else None
+        try:
+            self._setup(self._gen + 1)
+        except ConfigError as exc:
+            if self._reopen_failed != str(exc):  # loud once, not once a second
+                self._reopen_failed = str(exc)
+                log.error("the SQLite store %s was %s while in use and cannot be reopened: %s", self.path, what, exc)
+            raise StoreError(f"the SQLite store {self.path} was {what} and cannot be reopened: {exc}") from exc
+        self._reopen_failed = None
         rows: list[Any] = []
-        if c is not None and c.gen == self._gen:  # still open on the old file: its live rows
+        if old is not None:  # still open on the old file: its live rows
             with contextlib.suppress(sqlite3.Error):
-                rows = c.db.execute(_LIVE, (self._expiry_now(self.now()),)).fetchall()
+                rows = old.execute(_LIVE, (self._expiry_now(),)).fetchall()
         log.error(
-            "the SQLite store %s was %s while in use: reopening the file at that path (%d live "
-            "rows of the old file are copied where the new one has none)",
+            "the SQLite store %s was %s while in use: reopened the file at that path and copied "
+            "the %d live rows of the old file that the new one lacked",
             self.path,
             what,
             len(rows),
         )
-        self._discard()
-        self._gen += 1
-        try:
-            self._setup()
-        except ConfigError as exc:
-            self._check_at = 0.0  # try again on the next decision
-            log.error("the SQLite store %s cannot be reopened: %s", self.path, exc)
-            raise StoreError(f"the SQLite store {self.path} was {what} and cannot be reopened: {exc}") from exc
+        self._gen += 1  # the other threads' connections are to the old file: each drops its own
+        if c is not None and old is not None:
+            with self._conns_lock:
+                self._conns.discard(c)
+            with contextlib.suppress(sqlite3.Error):
+                old.close()
         if rows:
             db = self._local.conn.db
             self._write(db, lambda: db.executemany(_COPY, rows))
 
-    def _check_shm(self) -> None:
-        """SQLite maps ``-shm`` into memory: truncated under it, the next access is SIGBUS.
-        Give it back its size (zeros), so SQLite sees a stale index and rebuilds it."""
-        shm = self.path + "-shm"
-        try:
-            st = os.stat(shm)
-        except OSError:
-            return
-        ino, size = self._shm
-        if st.st_ino == ino and st.st_size < size:
-            log.error(
-                "the WAL index %s was truncated from %d to %d bytes while in use: restoring its size "
-                "(SQLite rebuilds the index); a process that touched it meanwhile died of SIGBUS",
-                shm,
-                size,
-                st.st_size,
-            )
-            with contextlib.suppress(OSError):
-                os.truncate(shm, size)
-            return
-        self._shm = (st.st_ino, max(st.st_size, size if st.st_ino == ino else 0, _SHM_REGION))
+    def _expiry_now(self, now: int | None = None) -> int:
+        """The time expiry is judged at (see :class:`ExpiryClock`); with an injected clock, ``now``."""
+        if now is None:
+            now = self.now()
+        return now if self._expiry is None else self._expiry(now)
 
-    def _expiry_now(self, now: int) -> int:
-        """The time expiry is judged at: ``now``, never ahead of the monotonic clock (the
-        smallest wall-minus-monotonic offset seen maps it onto the wall clock, so an NTP step
-        ahead is ignored and a step back is followed). With an injected clock, ``now``."""
-        if self._injected:
-            return now
-        mono = time.monotonic_ns() // 1000
-        self._offset = min(self._offset, now - mono)
-        return mono + self._offset
-
-    def _setup(self) -> None:
-        """Open (creating if needed) the file, check it is ours, switch to WAL, create the tables."""
-        where = f"the SQLite store {self.path}"
-        parent = os.path.dirname(self.path)
-        if not os.path.isdir(parent):
-            raise ConfigError(f"cannot open {where}: the directory {parent} does not exist")
-        if os.path.isdir(self.path):
-            raise ConfigError(f"cannot open {where}: it is a directory")
-        try:
-            db = self._connect(f"file:{quote(self.path)}?mode=rwc", busy_timeout=max(self.timeout, 1.0))
-        except sqlite3.Error as exc:
-            raise ConfigError(f"cannot open {where}: {_explain(exc)}{self._hint()}") from exc
-        try:
-            ready = self._check_schema(db, where)
-            mode = db.execute("PRAGMA journal_mode").fetchone()[0]
-            if str(mode).lower() != "wal":
-                mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                if str(mode).lower() != "wal":
-                    raise ConfigError(f"cannot use {where}: SQLite refused the WAL journal (journal_mode is {mode})")
-            if not ready:  # a new file (or one being set up by another process right now)
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    self._check_schema(db, where)
-                    for sql in _CREATE:
-                        db.execute(sql)
-                    db.execute("COMMIT")
-                finally:
-                    if _in_transaction(db):
-                        db.execute("ROLLBACK")
-                self._check_schema(db, where, created=True)
-            db.execute("PRAGMA busy_timeout = 0")
-        except sqlite3.Error as exc:
-            db.close()
-            raise ConfigError(f"cannot use {where}: {_explain(exc)}{self._hint()}") from exc
-        except BaseException:
-            db.close()
-            raise
-        c = _Conn(db, self._gen)
-        with contextlib.suppress(OSError):
-            st = os.stat(self.path)
-            self._ident = (st.st_dev, st.st_ino)
+    def _setup(self, gen: int = 0) -> None:
+        """Open the file as ours (:func:`open_file`) and make it this thread's connection."""
+        db = open_file(self.path, self.timeout)
+        c = _Conn(db, gen)
+        self._ident = file_ident(self.path)
         with self._conns_lock:
             self._conns.add(c)
         self._local.conn = c
-
-    def _hint(self) -> str:
-        parent = os.path.dirname(self.path)
-        if not os.access(parent, os.W_OK):
-            return f"; the directory {parent} is not writable (SQLite creates its -wal and -shm files there)"
-        if os.path.exists(self.path) and not os.access(self.path, os.W_OK):
-            return "; the file is not writable"
-        return ""
-
-    @staticmethod
-    def _check_schema(db: sqlite3.Connection, where: str, created: bool = False) -> bool:
-        """Raise ConfigError if the file holds something else; True when it is set up completely."""
-        names = {r[0]: r[1] for r in db.execute("SELECT name, type FROM sqlite_master")}
-        tables = {name for name, kind in names.items() if kind == "table"}
-        if "ratewarden_meta" not in tables:
-            others = sorted(t for t in tables if not t.startswith("sqlite_"))
-            if created or others:
-                raise ConfigError(
-                    f"cannot use {where}: it holds tables of something else ({', '.join(others[:5])}) "
-                    "and no ratewarden schema; give the limiter a database file of its own"
-                )
-            return False  # an empty database: ours to set up
-        row = db.execute("SELECT value FROM ratewarden_meta WHERE name = 'schema'").fetchone()
-        if row is None or row[0] != SCHEMA:
-            found = "no schema version" if row is None else f"schema {row[0]!r}"
-            raise ConfigError(f"cannot use {where}: it has {found}, this ratewarden reads {SCHEMA!r}")
-        if "ratewarden_state" in tables:
-            cols = [(r[1], r[2].upper(), r[3], r[5]) for r in db.execute("PRAGMA table_info(ratewarden_state)")]
-            if cols != _STATE_COLUMNS:
-                raise ConfigError(f"cannot use {where}: the table ratewarden_state has unexpected columns {cols}")
-        elif created:
-            raise ConfigError(f"cannot use {where}: the table ratewarden_state is missing")
-        return "ratewarden_state" in tables and "ratewarden_state_expires" in names
 
     # -- the decisions --------------------------------------------------------------------------
 
@@ -523,7 +361,7 @@ class SQLiteStore:
         wid = window.id
         db = self._conn()
         if not cost:  # a check writes nothing: no write lock
-            return self._run("peek", [window], self._snapshot(db, [(k, wid)]), [(k, wid)], self.now(), [0], "")[0][0]
+            return run_checked("peek", [window], self._snapshot(db, [(k, wid)]), [(k, wid)], self.now(), [0], "")[0][0]
 
         def decide() -> Outcome:
             row = db.execute(_SELECT, (k, wid)).fetchone()
@@ -533,10 +371,10 @@ class SQLiteStore:
             else:
                 try:
                     out = window.decide(decode_state(row[0]), now, cost)
-                    if not _sane(out):
+                    if not sane(out):
                         raise TypeError(f"the outcome {out[:4]!r} is not made of integers")
                 except Exception as exc:
-                    self._unreadable(k, wid, row[0], exc)
+                    unreadable(k, wid, row[0], exc)
                     out = window.decide(None, now, cost)
                     if not out[0]:
                         db.execute(_DELETE, (k, wid))
@@ -557,12 +395,12 @@ class SQLiteStore:
         costs = [item[2] for item in items]
         db = self._conn()
         if op == "peek":
-            return self._run(op, windows, self._snapshot(db, keys), keys, self.now(), costs, arg)[0]
+            return run_checked(op, windows, self._snapshot(db, keys), keys, self.now(), costs, arg)[0]
 
         def decide() -> list[Outcome]:
-            read = [self._read(db, kw) for kw in keys]
+            read = [read_state(db, kw, decode_state) for kw in keys]
             now = self.now()
-            outs, new, states = self._run(op, windows, read, keys, now, costs, arg)
+            outs, new, states = run_checked(op, windows, read, keys, now, costs, arg)
             if new is not None:
                 wrote = False
                 for (k, wid), old, s, o, r in zip(keys, states, new, outs, read, strict=True):
@@ -600,7 +438,7 @@ class SQLiteStore:
         """Delete expired rows now (at most ``limit``; all when ``None``); how many went."""
         db = self._conn()
         n = -1 if limit is None else limit
-        return self._write(db, lambda: db.execute(_SWEEP, (self._expiry_now(self.now()), n)).rowcount)
+        return self._write(db, lambda: db.execute(_SWEEP, (self._expiry_now(), n)).rowcount)
 
     def __len__(self) -> int:
         """The number of rows (window states) in the file, expired or not."""
@@ -623,149 +461,9 @@ class SQLiteStore:
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _write(self, db: sqlite3.Connection, body: Callable[[], _T]) -> _T:
-        """``BEGIN IMMEDIATE``, ``body()``, ``COMMIT``: one atomic decision. While another process
-        holds the write lock, roll back and retry (short, growing sleeps) for up to ``timeout``."""
-        deadline = time.monotonic() + self.timeout  # one budget for the whole decision
-        if not self._write_lock.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
-            raise StoreError(
-                f"the SQLite store {self.path} failed: its other threads held it for more than the "
-                f"{self.timeout} s timeout (another process holds the write lock)"
-            )
-        try:
-            delay = _FIRST_WAIT
-            while True:
-                try:
-                    db.execute("BEGIN IMMEDIATE")
-                    result = body()
-                    db.execute("COMMIT")
-                    return result
-                except sqlite3.OperationalError as exc:
-                    if _in_transaction(db):
-                        self._rollback(db)
-                    deadline, delay = self._wait(db, exc, deadline, delay)
-                except (sqlite3.Error, ValueError, TypeError) as exc:
-                    raise self._failure(db, exc) from exc
-        finally:
-            if _in_transaction(db):
-                self._rollback(db)
-            self._write_lock.release()
-
-    def _snapshot(self, db: sqlite3.Connection, keys: list[tuple[str, str]]) -> list[Any]:
-        """The states of ``keys``, read from one snapshot without the write lock (WAL readers
-        never wait for writers; SQLITE_BUSY only while a crashed writer's log is recovered)."""
-        deadline = time.monotonic() + self.timeout
-        delay = _FIRST_WAIT
-        while True:
-            try:
-                if len(keys) == 1:
-                    return [self._read(db, keys[0])]
-                db.execute("BEGIN")
-                try:
-                    return [self._read(db, kw) for kw in keys]
-                finally:
-                    db.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
-                if _in_transaction(db):
-                    self._rollback(db)
-                deadline, delay = self._wait(db, exc, deadline, delay)
-            except (sqlite3.Error, ValueError, TypeError) as exc:
-                if _in_transaction(db):
-                    self._rollback(db)
-                raise self._failure(db, exc) from exc
-
-    def _wait(
-        self, db: sqlite3.Connection, exc: sqlite3.OperationalError, deadline: float, delay: float
-    ) -> tuple[float, float]:
-        """After SQLITE_BUSY: sleep a little and return the next (deadline, delay); any other
-        error, or the timeout passed, raises StoreError."""
-        if getattr(exc, "sqlite_errorcode", 0) & 0xFF != _SQLITE_BUSY:
-            raise self._failure(db, exc) from exc
-        now = time.monotonic()
-        if now >= deadline:
-            raise self._failure(db, exc) from exc
-        time.sleep(min(delay, deadline - now))
-        return deadline, min(2 * delay, _MAX_WAIT)
-
-    @staticmethod
-    def _read(db: sqlite3.Connection, kw: tuple[str, str]) -> Any:
-        row = db.execute(_SELECT, kw).fetchone()
-        if row is None:
-            return None
-        try:
-            return decode_state(row[0])
-        except (ValueError, TypeError, RecursionError) as exc:
-            return _Corrupt(row[0], exc)
-
-    def _run(
-        self,
-        op: Op,
-        windows: list[Window],
-        states: list[Any],
-        keys: list[tuple[str, str]],
-        now: int,
-        costs: list[int],
-        arg: str,
-    ) -> tuple[list[Outcome], list[Any] | None, list[Any]]:
-        """:func:`run` on states read from rows; a state it cannot decide on is reset (with a
-        warning) and the operation run again. Returns the states it ran on as well."""
-        if not any(type(st) is _Corrupt for st in states):
-            try:
-                outs, new = run(op, windows, states, now, costs, arg)
-                if all(_sane(o) for o in outs):
-                    return outs, new, states
-            except Exception:  # a garbage state: find it below
-                pass
-        checked = []
-        for st, w, (k, wid) in zip(states, windows, keys, strict=True):
-            bad: Exception | None = None
-            if st is not None:
-                try:
-                    bad = st.error if type(st) is _Corrupt else None
-                    if bad is None and not _sane(w.decide(st, now, 0)):
-                        bad = TypeError("the outcome is not made of integers")
-                except Exception as exc:
-                    bad = exc
-                if bad is not None:
-                    self._unreadable(k, wid, st.value if type(st) is _Corrupt else st, bad)
-            checked.append(None if bad is not None else st)
-        outs, new = run(op, windows, checked, now, costs, arg)
-        return outs, new, checked
-
-    @staticmethod
-    def _unreadable(key: str, wid: str, value: Any, exc: Exception) -> None:
-        shown = repr(value)
-        log.warning(
-            "the SQLite store holds a state it cannot read for key %r, window %s (%s: %s): %s; reset to no state",
-            key,
-            wid,
-            type(exc).__name__,
-            exc,
-            shown if len(shown) <= 80 else shown[:77] + "...",
-        )
-
     def _wrote(self, db: sqlite3.Connection, now: int) -> None:
         """Count a write; every ``SWEEP_EVERY`` writes, reclaim a few expired rows."""
         self._writes += 1
         if self._writes >= SWEEP_EVERY:
             self._writes = 0
             db.execute(_SWEEP, (self._expiry_now(now), SWEEP_LIMIT))
-
-    @staticmethod
-    def _rollback(db: sqlite3.Connection) -> None:
-        with contextlib.suppress(sqlite3.Error):  # the failed statement may have rolled back already
-            db.execute("ROLLBACK")
-
-    def _failure(self, db: sqlite3.Connection, exc: Exception) -> StoreError:
-        if _in_transaction(db):
-            self._rollback(db)
-        if isinstance(exc, sqlite3.Error):
-            if self._closed:
-                return StoreError(f"the SQLite store {self.path} is closed")
-            if _in_transaction(db):  # pragma: no cover - a connection we cannot reuse
-                self._discard()
-            text = _explain(exc)
-            if "locked" in str(exc) or "busy" in str(exc):
-                text += f" for more than the {self.timeout} s timeout"
-            return StoreError(f"the SQLite store {self.path} failed: {text}")
-        return StoreError(f"the SQLite store {self.path} holds a state it cannot read ({type(exc).__name__}: {exc})")
