@@ -105,9 +105,9 @@ class _Table:
 
 log = logging.getLogger("ratewarden")
 _FORK_WARNING = (
-    "a memory:// store is used in a forked child process: limits are counted per process, so "
-    "each worker admits the full limit; use sqlite:///path.db (one host) or redis:// (several) "
-    "to share them"
+    "a memory:// store in a forked or pre-forking server process: limits are counted per process, "
+    "so with several worker processes each admits the full limit; use sqlite:///path.db (one host) "
+    "or redis:// (several) to share them"
 )
 _stores: weakref.WeakSet[MemoryStore] = weakref.WeakSet()
 _fork = {"child": False, "warned": False}
