@@ -158,6 +158,7 @@ class MemoryStore:
         self._count = 0
         self._swept = 0  # wheel buckets below this number have been swept
         self._expiry = ExpiryClock() if clock is None else None
+        self._ahead = 0  # how far the wall clock was ahead of the expiry clock when last read
         self._forked = False
         _stores.add(self)
         if _fork["child"] or _prefork_worker():
@@ -324,16 +325,26 @@ class MemoryStore:
                 self._insert(t, key, st, o, now)
 
     def _expiry_now(self, now: int) -> int:
-        """The time expiry is judged at (see :class:`ExpiryClock`); with an injected clock, ``now``."""
-        return now if self._expiry is None else self._expiry(now)
+        """The time expiry is judged at (see :class:`ExpiryClock`); with an injected clock, ``now``.
+
+        The monotonic clock is read here only (once per wheel tick on the insert path); in
+        between, inserts subtract the gap seen last (``_ahead``)."""
+        if self._expiry is None:
+            return now
+        expiry = self._expiry(now)
+        self._ahead = now - expiry
+        return expiry
 
     def _insert(self, table: _Table, key: str, state: Any, out: Outcome, now: int) -> None:
         if self._forked:
             _warn_fork()
             self._forked = False
-        now = self._expiry_now(now)
-        if now >> _SHIFT > self._swept:
-            self._sweep(now)
+        wall = now
+        now -= self._ahead
+        if now >> _SHIFT > self._swept:  # a new wheel tick, or a clock stepped ahead: read the clocks
+            now = self._expiry_now(wall)
+            if now >> _SHIFT > self._swept:
+                self._sweep(now)
         if self._count >= self.max_keys:
             self._evict(now)
         table.data[key] = state
