@@ -1,8 +1,11 @@
 """The memory store (storage/memory.py): bounded memory, reclaiming expired state, eviction order.
 
-DESIGN.md invariant 5: a maximum key count; expired state reclaimed without a full scan on the
-hot path; a flood of distinct keys cannot exhaust memory. Live keys are never evicted while the
-store is under its cap, and when it is full, expired states go first.
+The store holds at most ``max_keys`` states; expired state is reclaimed without a full scan on
+the hot path; a flood of distinct keys cannot exhaust memory. Live keys are never evicted while
+the store is under its cap; when it is full, expired states go first, then the states whose loss
+admits the least, so a flood of fresh keys never gives an exhausted key its budget back. A wall
+clock stepped ahead and back loses no live state, and a store used in a forked child says once
+that it counts per process.
 """
 
 from __future__ import annotations
