@@ -14,10 +14,12 @@ import time
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ratewarden import ConfigError, FakeClock, Limiter
-from ratewarden.core.algorithms import GCRA, Outcome
-from ratewarden.core.rates import Rate
+from ratewarden.core.algorithms import GCRA, Outcome, make_window
+from ratewarden.core.rates import Rate, parse_rate
 from ratewarden.storage.memory import MemoryStore
 
 S = 1_000_000
@@ -300,3 +302,36 @@ def test_a_memory_store_used_in_a_forked_child_logs_one_warning(tmp_path: Any) -
     warnings = [line for line in out.stderr.splitlines() if line.startswith("WARNING")]
     assert len(warnings) == 1, out.stderr
     assert "per process" in warnings[0]
+
+
+def _rank(table_window: Any, state: Any, now: int) -> tuple[int, int]:
+    """Where eviction ranks a state at ``now``: (class of its used units, its expiry bucket)."""
+    out = table_window.decide(state, now, 0)
+    if out[2] <= 0:
+        return (-1, 0)  # expired: first of all
+    used = table_window.capacity - out[1]
+    return (used.bit_length() if used > 0 else 0, (now + out[2]) >> 20)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    algorithm=st.sampled_from(ALGORITHMS),
+    keys=st.lists(st.integers(0, 15), min_size=1, max_size=120),
+)
+def test_an_evicted_state_never_ranks_after_one_kept(algorithm: str, keys: list[int]) -> None:
+    """With the clock still (no usage paid back meanwhile), the state evicted to make room ranks
+    no later than any state kept: fewer used units (by power of two), or as few and due sooner."""
+    clock = FakeClock()
+    store = MemoryStore(max_keys=6, clock=clock)
+    w = make_window(algorithm, parse_rate("20/hour"))
+    now = store.now()
+    for i in keys:
+        key = f"k{i}"
+        before = dict(store._tables[w.id].data) if w.id in store._tables else {}
+        store.hit1(key, w, 1)
+        after = store._tables[w.id].data
+        for gone in set(before) - set(after):
+            lost = _rank(w, before[gone], now)
+            for kept, state in after.items():
+                if kept != key and state is not None:
+                    assert lost <= _rank(w, state, now), (gone, kept)

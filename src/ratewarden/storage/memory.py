@@ -16,6 +16,7 @@ Invariants kept here:
   evicted before any key that has used more, and pushing out a key with ``n`` used units takes
   ``max_keys`` states with at least about ``n / 2`` used units each. Usage that time has
   paid back since a state was filed only keeps it longer (it is never evicted earlier).
+  Amortised O(1): each re-filing is paid for by the hits since the state was filed.
 * **Expiry needs real time.** A state is dropped as expired only when the wall clock *and*
   the time elapsed on the monotonic clock both say so (the sweep's "now" is the wall clock,
   never ahead of the smallest wall-minus-monotonic offset seen). A wall clock stepped ahead by
