@@ -249,19 +249,20 @@ def test_locked_beyond_the_timeout_is_a_store_error(db_path: Path, clock: FakeCl
     lim.close()
 
 
-def test_a_corrupt_state_is_a_store_error(db_path: Path, clock: FakeClock) -> None:
+def test_an_unreadable_state_is_reset_with_a_warning(
+    db_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
     lim = Limiter(f"sqlite:///{db_path}", clock=clock, algorithm="fixed-window")
     lim.hit("k", "5/minute")
     db = sqlite3.connect(db_path)
     db.execute("UPDATE ratewarden_state SET state = '[[1,' WHERE key = 'rw:k'")
     db.commit()
     db.close()
-    d = lim.hit("k", "5/minute")  # on_store_error="allow"
-    assert (d.allowed, d.reason) == (True, "store_unavailable")
-    with pytest.raises(StoreError, match="cannot read"):
-        lim.store.apply("peek", [("k", make_window("fixed-window", parse_rate("5/minute")), 1)])
-    lim.reset("k")  # the way out: forget the key
-    assert lim.hit("k", "5/minute").remaining == 4
+    assert lim.peek("k", "5/minute").remaining == lim.peek("fresh", "5/minute").remaining  # no state
+    d = lim.hit("k", "5/minute")
+    assert (d.allowed, d.reason, d.remaining) == (True, None, 4)
+    assert "cannot read for key 'rw:k'" in caplog.text
+    assert lim.hit("k", "5/minute").remaining == 3  # the row was overwritten with a good one
     lim.close()
 
 

@@ -1,8 +1,11 @@
 """The memory store (storage/memory.py): bounded memory, reclaiming expired state, eviction order.
 
-Bounded memory (docs/design.md#bounded-memory): a maximum key count; expired state reclaimed without a full scan on the
-hot path; a flood of distinct keys cannot exhaust memory. Live keys are never evicted while the
-store is under its cap, and when it is full, expired states go first.
+The store holds at most ``max_keys`` states; expired state is reclaimed without a full scan on
+the hot path; a flood of distinct keys cannot exhaust memory. Live keys are never evicted while
+the store is under its cap; when it is full, expired states go first, then the states whose loss
+admits the least, so a flood of fresh keys never gives an exhausted key its budget back. A wall
+clock stepped ahead and back loses no live state, and a store used in a forked child says once
+that it counts per process.
 """
 
 from __future__ import annotations
@@ -11,10 +14,12 @@ import time
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ratewarden import ConfigError, FakeClock, Limiter
-from ratewarden.core.algorithms import GCRA, Outcome
-from ratewarden.core.rates import Rate
+from ratewarden.core.algorithms import GCRA, Outcome, make_window
+from ratewarden.core.rates import Rate, parse_rate
 from ratewarden.storage.memory import MemoryStore
 
 S = 1_000_000
@@ -26,7 +31,7 @@ def held(store: MemoryStore) -> int:
 
 
 def wheel_entries(store: MemoryStore) -> int:
-    return sum(len(b) for t in store._tables.values() for b in t.buckets.values())
+    return sum(len(b) for t in store._tables.values() for w in t.wheels.values() for b in w.buckets.values())
 
 
 @pytest.mark.slow
@@ -181,3 +186,152 @@ def test_wheel_entries_stay_bounded_by_max_keys() -> None:
         limiter.release("k", "5/minute", d.lease or "")
         clock.advance(0.001)
     assert wheel_entries(limiter.store) <= 2 * limiter.store.max_keys
+
+
+# -- eviction order: the states whose loss admits the least go first ---------------------------
+
+ALGORITHMS = ["gcra", "fixed-window", "sliding-window", "sliding-log", "token-bucket"]
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_a_flood_of_fresh_keys_never_evicts_an_exhausted_one(algorithm: str) -> None:
+    """Login by email, 5 per 20 minutes: 1,000 logins for other emails must not give the
+    exhausted email its budget back (they are evicted among themselves)."""
+    clock = FakeClock()
+    limiter = Limiter("memory://", clock=clock, max_keys=1000, algorithm=algorithm)
+    for i in range(400):
+        limiter.hit(f"login:other{i}@example.com", "5/20 minutes")
+        clock.advance(0.01)
+    assert all(limiter.hit("login:victim@example.com", "5/20 minutes").allowed for _ in range(5))
+    for i in range(400, 1400):
+        limiter.hit(f"login:other{i}@example.com", "5/20 minutes")
+        clock.advance(0.01)
+    assert len(limiter.store) == held(limiter.store) == 1000
+    assert not limiter.hit("login:victim@example.com", "5/20 minutes").allowed
+
+
+def test_eviction_prefers_the_fewest_used_units_over_a_longer_life() -> None:
+    """A fresh key of a long window (1 unit used) goes before an exhausted key of a short one."""
+    clock = FakeClock()
+    limiter = Limiter("memory://", clock=clock, max_keys=3)
+    for _ in range(5):
+        limiter.hit("login:victim", "5/20 minutes")
+    limiter.hit("reset:a", "1/day")
+    limiter.hit("reset:b", "1/day")
+    limiter.hit("reset:c", "1/day")  # evicts a one-unit state, not the victim's five
+    assert not limiter.hit("login:victim", "5/20 minutes").allowed
+    assert limiter.status("reset:c", "1/day")[0].remaining == 0
+
+
+def test_eviction_drops_expired_states_before_any_live_one() -> None:
+    clock = FakeClock()
+    limiter = Limiter("memory://", clock=clock, max_keys=4)
+    limiter.hit("short", "1/second")
+    for i in range(3):
+        limiter.hit(f"long{i}", "10/hour")
+    clock.advance(1.5)  # "short" expired, its wheel bucket is the current one (not yet swept)
+    limiter.hit("new", "10/hour")
+    assert all(limiter.status(f"long{i}", "10/hour")[0].remaining == 9 for i in range(3))
+    assert limiter.status("new", "10/hour")[0].remaining == 9
+
+
+def test_eviction_refiles_a_state_hit_since_it_was_filed() -> None:
+    """A key first seen long ago and exhausted since is judged by its state now, not by when
+    it was filed."""
+    clock = FakeClock()
+    limiter = Limiter("memory://", clock=clock, max_keys=2)
+    limiter.hit("victim", "5/20 minutes")
+    clock.advance(100)
+    limiter.hit("other", "5/20 minutes")
+    for _ in range(4):
+        limiter.hit("victim", "5/20 minutes")
+    limiter.hit("third", "5/20 minutes")  # the store is full: "other" (one unit) goes
+    assert not limiter.hit("victim", "5/20 minutes").allowed
+    assert limiter.status("other", "5/20 minutes")[0].remaining == 5
+
+
+# -- a wall clock that steps forward and back (NTP) --------------------------------------------
+
+
+def test_a_clock_stepping_40_days_ahead_and_back_keeps_a_full_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweep runs while the wall clock is 40 days ahead: a live state must survive it."""
+    import ratewarden.storage.memory as memory
+
+    step = [0]
+    real = time.time_ns
+    monkeypatch.setattr(memory, "_time_ns", lambda: real() + step[0])
+    limiter = Limiter("memory://")
+    for _ in range(5):
+        assert limiter.hit("login:victim", "5/20 minutes").allowed
+    assert not limiter.hit("login:victim", "5/20 minutes").allowed
+    step[0] = 40 * 86_400 * 10**9  # NTP steps the clock 40 days ahead ...
+    for i in range(100):
+        limiter.hit(f"other{i}", "5/20 minutes")  # new keys run the sweep
+    limiter.store.sweep()
+    step[0] = 0  # ... and back
+    assert not limiter.hit("login:victim", "5/20 minutes").allowed
+    assert len(limiter.store) == held(limiter.store)
+
+
+# -- forked children ---------------------------------------------------------------------------
+
+
+def test_a_memory_store_used_in_a_forked_child_logs_one_warning(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import logging, os, sys
+        from ratewarden import Limiter
+        logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(message)s")
+        limiter = Limiter("memory://")
+        limiter.hit("parent", "5/minute")
+        pid = os.fork()
+        if pid == 0:
+            for i in range(3):
+                limiter.hit(f"child{i}", "5/minute")
+            Limiter("memory://").hit("x", "5/minute")
+            os._exit(0)
+        os.waitpid(pid, 0)
+        limiter.hit("parent2", "5/minute")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    warnings = [line for line in out.stderr.splitlines() if line.startswith("WARNING")]
+    assert len(warnings) == 1, out.stderr
+    assert "per process" in warnings[0]
+
+
+def _rank(table_window: Any, state: Any, now: int) -> tuple[int, int]:
+    """Where eviction ranks a state at ``now``: (class of its used units, its expiry bucket)."""
+    out = table_window.decide(state, now, 0)
+    if out[2] <= 0:
+        return (-1, 0)  # expired: first of all
+    used = table_window.capacity - out[1]
+    return (used.bit_length() if used > 0 else 0, (now + out[2]) >> 20)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    algorithm=st.sampled_from(ALGORITHMS),
+    keys=st.lists(st.integers(0, 15), min_size=1, max_size=120),
+)
+def test_an_evicted_state_never_ranks_after_one_kept(algorithm: str, keys: list[int]) -> None:
+    """With the clock still (no usage paid back meanwhile), the state evicted to make room ranks
+    no later than any state kept: fewer used units (by power of two), or as few and due sooner."""
+    clock = FakeClock()
+    store = MemoryStore(max_keys=6, clock=clock)
+    w = make_window(algorithm, parse_rate("20/hour"))
+    now = store.now()
+    for i in keys:
+        key = f"k{i}"
+        before = dict(store._tables[w.id].data) if w.id in store._tables else {}
+        store.hit1(key, w, 1)
+        after = store._tables[w.id].data
+        for gone in set(before) - set(after):
+            lost = _rank(w, before[gone], now)
+            for kept, state in after.items():
+                if kept != key and state is not None:
+                    assert lost <= _rank(w, state, now), (gone, kept)

@@ -5,13 +5,30 @@ Invariants kept here:
 * **Atomic.** Every operation on a key's windows runs the pure core under one store lock, so
   no interleaving of threads or asyncio tasks can over-admit.
 * **Bounded.** At most ``max_keys`` window states are held (a key limited by two windows holds
-  two). Expired states are reclaimed first; when the store is still full, the states filed to
-  expire soonest are evicted (least recently refreshed first, and the ones whose loss admits the
-  least), so a flood of distinct keys can never exhaust memory.
+  two), so a flood of distinct keys can never exhaust memory.
+* **Eviction admits the least.** When the store is full, a new state takes the place of the
+  held state whose loss admits the fewest extra units. Exactly: expired states go first (those
+  due before the current wheel tick by the sweep, the others when eviction meets them); then
+  the state with the fewest *used units* (capacity minus what would pass now), compared by
+  their power of two (1, 2-3, 4-7, ...), and among those the one due to expire soonest (to the
+  ~1 s of a wheel bucket). A state is judged by what it holds when eviction reaches it, not
+  when it was filed: one hit since is re-filed, never evicted early. So fresh one-hit keys are
+  evicted before any key that has used more, and pushing out a key with ``n`` used units takes
+  ``max_keys`` states with at least about ``n / 2`` used units each. Usage that time has
+  paid back since a state was filed only keeps it longer (it is never evicted earlier).
+  Amortised O(1): each re-filing is paid for by the hits since the state was filed.
+* **Expiry needs real time.** A state is dropped as expired only when the wall clock *and*
+  the time elapsed on the monotonic clock both say so (the sweep's "now" is the wall clock,
+  never ahead of the smallest wall-minus-monotonic offset seen). A wall clock stepped ahead by
+  NTP and then back loses no live state; one stepped ahead for good reclaims states as they
+  age in real time. An injected ``clock`` (tests, simulations) is trusted as is.
 * **No full scan on the hot path.** Each state is filed once in a coarse timing wheel (buckets of
-  ~1 s) by the time it expires. A bucket that comes due is checked key by key: states that have
-  really expired are dropped, the rest (refreshed since) are filed again by their new expiry.
-  A hit on a known key touches no wheel at all; a new key appends one entry to one bucket.
+  ~1 s, one wheel per class of used units) by the time it expires. A bucket that comes due is
+  checked key by key: states that have really expired are dropped, the rest (refreshed since)
+  are filed again by their new expiry. A hit on a known key touches no wheel at all; a new key
+  appends one entry to one bucket.
+* **Per process.** Each process has its own states: under a server with several worker
+  processes every worker counts alone. A store inherited through ``fork()`` logs one warning.
 
 States are the core's immutable values; a store keeps nothing of its own per key beyond the
 state and one wheel entry, so a live key costs about 150 bytes.
@@ -20,8 +37,12 @@ state and one wheel entry, so a live key costs about 150 bytes.
 from __future__ import annotations
 
 import heapq
+import logging
+import os
+import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,6 +50,7 @@ from ratewarden.clock import micros
 from ratewarden.core.algorithms.base import Outcome, Window
 from ratewarden.core.evaluate import Op, run
 from ratewarden.errors import ConfigError
+from ratewarden.storage._expiry import ExpiryClock
 from ratewarden.storage.base import Item
 
 __all__ = ["DEFAULT_MAX_KEYS", "MemoryStore"]
@@ -37,26 +59,80 @@ DEFAULT_MAX_KEYS = 1_000_000
 _SHIFT = 20  # wheel bucket = expiry >> 20 microseconds (about 1.05 s)
 
 
-class _Table:
-    """The states of one window (one algorithm + rate) for every key."""
+class _Wheel:
+    """Wheel buckets of one class of used units: bucket number -> keys, and a heap of them."""
 
-    __slots__ = ("buckets", "data", "heap", "window")
+    __slots__ = ("buckets", "heap")
 
-    def __init__(self, window: Window) -> None:
-        self.window = window
-        self.data: dict[str, Any] = {}
+    def __init__(self) -> None:
         self.buckets: dict[int, list[str]] = {}
         self.heap: list[int] = []  # bucket numbers present in ``buckets``
 
-    def file(self, key: str, expires: int) -> None:
+
+class _Table:
+    """The states of one window (one algorithm + rate) for every key."""
+
+    __slots__ = ("capacity", "data", "wheels", "window")
+
+    def __init__(self, window: Window) -> None:
+        self.window = window
+        self.capacity = window.capacity
+        self.data: dict[str, Any] = {}
+        self.wheels: dict[int, _Wheel] = {}  # by class: the bit length of the used units
+
+    def file(self, key: str, expires: int, remaining: int) -> None:
         b = expires >> _SHIFT
-        lst = self.buckets.get(b)
+        cls = (self.capacity - remaining).bit_length() if remaining < self.capacity else 0
+        wheel = self.wheels.get(cls)
+        if wheel is None:
+            wheel = self.wheels[cls] = _Wheel()
+        lst = wheel.buckets.get(b)
         if lst is None:
-            self.buckets[b] = [key]
-            heapq.heappush(self.heap, b)
+            wheel.buckets[b] = [key]
+            heapq.heappush(wheel.heap, b)
         else:
             lst.append(key)
 
+    def refile(self, key: str, now: int) -> bool:
+        """File a popped key again by what its state holds at ``now``; False when it expired."""
+        state = self.data[key]
+        if state is None:
+            return False
+        out = self.window.decide(state, now, 0)
+        if out[2] <= 0:
+            return False
+        self.file(key, now + out[2], out[1])
+        return True
+
+
+log = logging.getLogger("ratewarden")
+_FORK_WARNING = (
+    "a memory:// store in a forked or pre-forking server process: limits are counted per process, "
+    "so with several worker processes each admits the full limit; use sqlite:///path.db (one host) "
+    "or redis:// (several) to share them"
+)
+_stores: weakref.WeakSet[MemoryStore] = weakref.WeakSet()
+_fork = {"child": False, "warned": False}
+
+
+def _after_fork() -> None:
+    _fork["child"] = True
+    for store in _stores:
+        store._forked = True
+
+
+def _warn_fork() -> None:
+    if not _fork["warned"]:
+        _fork["warned"] = True
+        log.warning(_FORK_WARNING)
+
+
+def _prefork_worker() -> bool:
+    """True in a worker of a pre-forking server that imported ratewarden after the fork."""
+    return "gunicorn.workers.base" in sys.modules
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 _time_ns = time.time_ns
 
@@ -83,6 +159,12 @@ class MemoryStore:
         self._tables: dict[str, _Table] = {}
         self._count = 0
         self._swept = 0  # wheel buckets below this number have been swept
+        self._expiry = ExpiryClock() if clock is None else None
+        self._ahead = 0  # how far the wall clock was ahead of the expiry clock when last read
+        self._forked = False
+        _stores.add(self)
+        if _fork["child"] or _prefork_worker():
+            _warn_fork()
 
     # -- the hot path -------------------------------------------------------------------------
 
@@ -98,7 +180,7 @@ class MemoryStore:
             out = window.decide(state, now, cost)
             if out[0] and cost:
                 if state is None and key not in data:
-                    self._insert(table, key, out[4], now + out[2], now)
+                    self._insert(table, key, out[4], out, now)
                 else:
                     data[key] = out[4]
             return out
@@ -213,7 +295,7 @@ class MemoryStore:
     def sweep(self) -> int:
         """Reclaim every state that has expired; returns how many were dropped."""
         with self._lock:
-            return self._sweep(self.now())
+            return self._sweep(self._expiry_now(self.now()))
 
     def close(self) -> None:
         pass
@@ -237,20 +319,38 @@ class MemoryStore:
         """
         for t, key, st, o in changes:
             if key not in t.data and st is not None and o[2] > 0:
-                self._insert(t, key, st, now + o[2], now)
+                self._insert(t, key, st, o, now)
         for t, key, st, o in changes:
             if key in t.data:
                 t.data[key] = st if o[2] > 0 else None
             elif st is not None and o[2] > 0:  # evicted by an insert above: make room again
-                self._insert(t, key, st, now + o[2], now)
+                self._insert(t, key, st, o, now)
 
-    def _insert(self, table: _Table, key: str, state: Any, expires: int, now: int) -> None:
-        if now >> _SHIFT > self._swept:
-            self._sweep(now)
+    def _expiry_now(self, now: int) -> int:
+        """The time expiry is judged at (see :class:`ExpiryClock`); with an injected clock, ``now``.
+
+        The monotonic clock is read here only (once per wheel tick on the insert path); in
+        between, inserts subtract the gap seen last (``_ahead``)."""
+        if self._expiry is None:
+            return now
+        expiry = self._expiry(now)
+        self._ahead = now - expiry
+        return expiry
+
+    def _insert(self, table: _Table, key: str, state: Any, out: Outcome, now: int) -> None:
+        if self._forked:
+            _warn_fork()
+            self._forked = False
+        wall = now
+        now -= self._ahead
+        if now >> _SHIFT > self._swept:  # a new wheel tick, or a clock stepped ahead: read the clocks
+            now = self._expiry_now(wall)
+            if now >> _SHIFT > self._swept:
+                self._sweep(now)
         if self._count >= self.max_keys:
             self._evict(now)
         table.data[key] = state
-        table.file(key, expires)
+        table.file(key, now + out[2], out[1])
         self._count += 1
 
     def _sweep(self, now: int) -> int:
@@ -258,37 +358,62 @@ class MemoryStore:
         due = now >> _SHIFT
         dropped = 0
         for t in self._tables.values():
-            heap, buckets, data, window = t.heap, t.buckets, t.data, t.window
-            while heap and heap[0] < due:
-                for key in buckets.pop(heapq.heappop(heap)):
-                    if key not in data:  # reset, or evicted
-                        continue
-                    state = data[key]
-                    reset = 0 if state is None else window.decide(state, now, 0)[2]
-                    if reset <= 0:
-                        del data[key]
-                        dropped += 1
-                    else:
-                        t.file(key, now + reset)
+            data = t.data
+            for cls, wheel in list(t.wheels.items()):
+                heap, buckets = wheel.heap, wheel.buckets
+                while heap and heap[0] < due:
+                    for key in buckets.pop(heapq.heappop(heap)):
+                        if key in data and not t.refile(key, now):  # not reset or evicted, and expired
+                            del data[key]
+                            dropped += 1
+                if not heap and t.wheels.get(cls) is wheel:
+                    del t.wheels[cls]
         self._count -= dropped
         self._swept = due
         return dropped
 
     def _evict(self, now: int) -> None:
-        """Make room for one state: drop the one filed to expire soonest."""
+        """Make room for one state: drop the one whose loss admits the least (see the module
+        docstring). A state refreshed since it was filed is filed again by what it holds now."""
         while self._count >= self.max_keys:
-            best: _Table | None = None
+            best: tuple[int, int] | None = None
+            table: _Table | None = None
             for t in self._tables.values():
-                if t.heap and (best is None or t.heap[0] < best.heap[0]):
-                    best = t
-            if best is None:  # pragma: no cover - count and wheel disagree
+                for cls, wheel in t.wheels.items():
+                    if wheel.heap and (best is None or (cls, wheel.heap[0]) < best):
+                        best = (cls, wheel.heap[0])
+                        table = t
+            if best is None or table is None:  # pragma: no cover - count and wheel disagree
                 raise RuntimeError("memory store bookkeeping is inconsistent")
-            b = best.heap[0]
-            lst = best.buckets[b]
+            cls, b = best
+            wheel = table.wheels[cls]
+            lst = wheel.buckets[b]
             key = lst.pop()
             if not lst:
-                heapq.heappop(best.heap)
-                del best.buckets[b]
-            if key in best.data:
-                del best.data[key]
-                self._count -= 1
+                heapq.heappop(wheel.heap)
+                del wheel.buckets[b]
+                if not wheel.heap:
+                    del table.wheels[cls]
+            if key not in table.data:  # reset, or evicted
+                continue
+            if self._filed_later(table, key, now, cls, b):
+                continue
+            del table.data[key]
+            self._count -= 1
+
+    @staticmethod
+    def _filed_later(table: _Table, key: str, now: int, cls: int, b: int) -> bool:
+        """Refile ``key`` if what its state holds now ranks it after where it was filed."""
+        state = table.data[key]
+        if state is None:
+            return False
+        out = table.window.decide(state, now, 0)
+        if out[2] <= 0:
+            return False  # expired: evict it
+        remaining = out[1]
+        capacity = table.capacity
+        true_cls = (capacity - remaining).bit_length() if remaining < capacity else 0
+        if (true_cls, (now + out[2]) >> _SHIFT) <= (cls, b):
+            return False
+        table.file(key, now + out[2], remaining)
+        return True

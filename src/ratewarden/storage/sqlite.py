@@ -9,8 +9,9 @@ Invariants kept here:
   one consistent snapshot and take no write lock (WAL readers never block writers).
 * **Durable, shared, not blocking.** WAL journal, ``synchronous=NORMAL`` (a commit survives a
   process crash; a power cut may lose the last commits, never corrupt the file), a busy
-  timeout (``?timeout=5``, seconds: how long a decision retries, with sleeps of 0.1 to 2 ms, while
-  another process holds the write lock), one connection per thread (``sqlite3`` connections must
+  timeout (``?timeout=5``, seconds: the longest a decision waits, for this store's other threads
+  and for another process holding the write lock, retrying with sleeps of 0.1 to 2 ms; then
+  :class:`~ratewarden.errors.StoreError`), one connection per thread (``sqlite3`` connections must
   not cross threads; :class:`ratewarden.AsyncLimiter` calls in from worker threads). The
   threads of one store take turns on a lock of their own before the file lock, so they never
   poll the file lock because of each other.
@@ -21,11 +22,20 @@ Invariants kept here:
 * **Bounded, no full scan.** Expired rows are reclaimed incrementally: every
   ``SWEEP_EVERY`` writes, the writing transaction deletes at most ``SWEEP_LIMIT`` rows found
   through the ``expires`` index. A stale row is harmless meanwhile: the core treats an expired
-  state as empty.
+  state as empty. "Expired" is judged by the wall clock never ahead of the monotonic clock (the
+  smallest wall-minus-monotonic offset this process has seen), so a clock stepped ahead by NTP
+  and back deletes no live row; with an injected clock, by that clock.
+* **The file it opened.** At most once a second (on a decision), the path is checked: a file
+  deleted or replaced is logged as an error and reopened (created if need be), and the old
+  file's live rows that the new one lacks are copied into it; if it cannot be reopened,
+  decisions fail with StoreError. Usage counted only in the old file after another process
+  started on the new one is lost: delete ``path``, ``-wal`` and ``-shm`` with every process
+  stopped. What remains of SIGBUS (the mapped ``-shm``) is in :mod:`._sqlite_file`.
+* **A row it cannot read is reset**, with a warning naming the key (:mod:`._sqlite_rows`).
 * **Defined failure.** A path that cannot be opened, a file that is not a SQLite database, or
   one whose tables belong to something else raises :class:`~ratewarden.errors.ConfigError` at
   open time with the path and the reason; every ``sqlite3`` error during a decision (locked
-  beyond the timeout, I/O error, disk full, corruption) raises
+  beyond the timeout, I/O error, disk full, corruption of the file) raises
   :class:`~ratewarden.errors.StoreError`, so the limiter's ``on_store_error`` applies.
 """
 
@@ -33,59 +43,61 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from ratewarden.clock import micros
 from ratewarden.core.algorithms.base import Outcome, Window
-from ratewarden.core.evaluate import Op, run
+from ratewarden.core.evaluate import Op
 from ratewarden.errors import ConfigError, StoreError
+from ratewarden.storage._expiry import ExpiryClock
+from ratewarden.storage._sqlite_file import (
+    SCHEMA,
+    ShmWatch,
+    connect,
+    explain,
+    file_ident,
+    open_file,
+    path_of,
+)
+from ratewarden.storage._sqlite_rows import read_state, run_checked, sane, unreadable
+from ratewarden.storage._sqlite_tx import Transactions
 from ratewarden.storage.base import Item
 
 __all__ = ["DEFAULT_TIMEOUT", "SCHEMA", "SQLiteStore", "decode_state", "encode_state"]
 
-#: the value of ``ratewarden_meta.schema`` this module reads and writes
-SCHEMA = "ratewarden-sqlite-1"
-#: seconds a decision waits for another process's write lock before it fails with StoreError
+#: the most seconds a decision waits (for this store's other threads, then for another process's
+#: write lock) before it fails with StoreError
 DEFAULT_TIMEOUT = 5.0
-#: while another process holds the write lock, retry after this many seconds, doubling up to
-#: ``_MAX_WAIT`` (SQLite's own busy handler sleeps up to 100 ms at a time, and a process that
-#: sleeps that long loses the lock to busier ones: decisions of a second or more under load)
-_FIRST_WAIT = 0.0001
-_MAX_WAIT = 0.002
-_SQLITE_BUSY = 5
+#: the file at the path is checked (deleted, replaced, -shm truncated) at most this often, seconds
+FILE_CHECK_INTERVAL = 1.0
 #: a sweep of expired rows runs every this many writes of a store ...
 SWEEP_EVERY = 64
 #: ... and deletes at most this many rows
 SWEEP_LIMIT = 256
 
-_STATE_COLUMNS = [("key", "TEXT", 1, 1), ("window", "TEXT", 1, 2), ("state", "", 1, 0), ("expires", "INTEGER", 1, 0)]
-_CREATE = (
-    "CREATE TABLE IF NOT EXISTS ratewarden_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
-    "CREATE TABLE IF NOT EXISTS ratewarden_state (key TEXT NOT NULL, window TEXT NOT NULL, state NOT NULL,"
-    " expires INTEGER NOT NULL, PRIMARY KEY (key, window)) WITHOUT ROWID",
-    "CREATE INDEX IF NOT EXISTS ratewarden_state_expires ON ratewarden_state (expires)",
-    f"INSERT OR IGNORE INTO ratewarden_meta (name, value) VALUES ('schema', '{SCHEMA}')",
-)
 _SELECT = "SELECT state FROM ratewarden_state WHERE key = ? AND window = ?"
 _UPSERT = "INSERT OR REPLACE INTO ratewarden_state (key, window, state, expires) VALUES (?, ?, ?, ?)"
 _DELETE = "DELETE FROM ratewarden_state WHERE key = ? AND window = ?"
 _DELETE_KEY = "DELETE FROM ratewarden_state WHERE key = ?"
+_LIVE = "SELECT key, window, state, expires FROM ratewarden_state WHERE expires > ?"
+_COPY = "INSERT OR IGNORE INTO ratewarden_state (key, window, state, expires) VALUES (?, ?, ?, ?)"
 _SWEEP = (
     "DELETE FROM ratewarden_state WHERE (key, window) IN "
     "(SELECT key, window FROM ratewarden_state WHERE expires <= ? LIMIT ?)"
 )
 _INT64 = (-(2**63), 2**63 - 1)
-_T = TypeVar("_T")
 _json = json.JSONEncoder(separators=(",", ":")).encode
 #: connections inherited through fork(): never used nor closed by the child (SQLite forbids both)
 _ABANDONED: list[Any] = []
+log = logging.getLogger("ratewarden")
 
 
 # -- states <-> column values -----------------------------------------------------------------
@@ -126,26 +138,6 @@ def decode_state(value: Any) -> Any:
 # -- opening ----------------------------------------------------------------------------------
 
 
-def _path_of(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.netloc:
-        raise ConfigError(
-            f"{url!r}: a SQLite URL names a file, not a host {parts.netloc!r}; "
-            "use sqlite:///relative/path.db or sqlite:////absolute/path.db"
-        )
-    path = unquote(parts.path)
-    if path.startswith("/"):
-        path = path[1:]
-    if not path or path.endswith("/"):
-        raise ConfigError(f"{url!r} names no file; use sqlite:///relative/path.db or sqlite:////absolute/path.db")
-    if path == ":memory:" or path.startswith("file:") or "mode=memory" in parts.query:
-        raise ConfigError(
-            f"{url!r}: an in-memory SQLite database is neither shared between processes nor kept after a "
-            "restart; use memory:// for in-process limits, or a file: sqlite:///path.db"
-        )
-    return path
-
-
 def _timeout(value: Any, where: str) -> float:
     try:
         t = float(value)
@@ -154,18 +146,6 @@ def _timeout(value: Any, where: str) -> float:
     if isinstance(value, bool) or not t >= 0 or t == float("inf"):
         raise ConfigError(f"timeout must be a finite number of seconds >= 0 in {where}, not {value!r}")
     return t
-
-
-def _explain(exc: sqlite3.Error) -> str:
-    name = getattr(exc, "sqlite_errorname", None)
-    return f"{exc} ({name})" if name else str(exc)
-
-
-def _in_transaction(db: sqlite3.Connection) -> bool:
-    try:
-        return db.in_transaction
-    except sqlite3.Error:  # closed meanwhile
-        return False
 
 
 def _now_us() -> int:
@@ -184,17 +164,18 @@ def _after_fork(ref: weakref.ref[SQLiteStore]) -> Callable[[], None]:
 class _Conn:
     """A thread's connection; closed when the thread ends (its thread-local slot is dropped)."""
 
-    __slots__ = ("__weakref__", "db")
+    __slots__ = ("__weakref__", "db", "gen")
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, gen: int) -> None:
         self.db = db
+        self.gen = gen  # the store's generation: a connection of an older one is to a replaced file
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
             self.db.close()
 
 
-class SQLiteStore:
+class SQLiteStore(Transactions):
     """A store in one SQLite file; thread-safe and multi-process safe.
 
     ``SQLiteStore("rl.db")`` or, through a limiter, ``Limiter("sqlite:///rl.db?timeout=2")``.
@@ -203,6 +184,7 @@ class SQLiteStore:
     """
 
     kind = "sqlite"
+    _decode = staticmethod(decode_state)
 
     def __init__(
         self,
@@ -225,12 +207,17 @@ class SQLiteStore:
             self.now: Callable[[], int] = _now_us
         else:
             self.now = micros(clock)
+        self._expiry = ExpiryClock() if clock is None else None
         self._local = threading.local()
         self._conns: weakref.WeakSet[_Conn] = weakref.WeakSet()
         self._conns_lock = threading.Lock()
-        self._write_lock = threading.Lock()
-        # threads of this store queue here; the holder waits at most ``timeout`` for other processes
-        self._lock_wait = self.timeout + 1.0
+        self._write_lock = threading.Lock()  # threads of this store queue here (within ``timeout``)
+        self._reopen_lock = threading.Lock()
+        self._gen = 0
+        self._ident: tuple[int, int] | None = None  # (device, inode) of the file opened
+        self._shm = ShmWatch(self.path)
+        self._check_at = 0.0
+        self._reopen_failed: str | None = None
         self._writes = 0
         self._closed = False
         self._uri = f"file:{quote(self.path)}?mode=rw"
@@ -250,7 +237,7 @@ class SQLiteStore:
         """``sqlite:///relative.db``, ``sqlite:////absolute.db``; option ``?timeout=SECONDS``."""
         if options:
             raise ConfigError(f"unknown SQLite store option {sorted(options)[0]!r} (it takes timeout)")
-        path = _path_of(url)
+        path = path_of(url)
         query = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
         extra = set(query) - {"timeout"}
         if extra:
@@ -264,28 +251,21 @@ class SQLiteStore:
 
     # -- connections ----------------------------------------------------------------------------
 
-    def _connect(self, uri: str, busy_timeout: float = 0.0) -> sqlite3.Connection:
-        """A connection in autocommit mode. Decisions wait for the write lock in :meth:`_write`,
-        so SQLite's busy handler is off (``busy_timeout=0``) except while setting the file up."""
-        db = sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
-        try:
-            db.execute("PRAGMA synchronous = NORMAL")
-        except BaseException:
-            db.close()
-            raise
-        return db
-
     def _conn(self) -> sqlite3.Connection:
         if self._closed:
             raise StoreError(f"the SQLite store {self.path} is closed")
+        if time.monotonic() >= self._check_at:
+            self._check_file()
         c: _Conn | None = getattr(self._local, "conn", None)
         if c is not None:
-            return c.db
+            if c.gen == self._gen:
+                return c.db
+            self._discard()  # a connection to a file that has been replaced
         try:
-            db = self._connect(self._uri)
+            db = connect(self._uri)
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the SQLite store {self.path}: {_explain(exc)}") from exc
-        c = _Conn(db)
+            raise StoreError(f"cannot open the SQLite store {self.path}: {explain(exc)}") from exc
+        c = _Conn(db, self._gen)
         with self._conns_lock:
             self._conns.add(c)
         self._local.conn = c
@@ -308,80 +288,71 @@ class SQLiteStore:
         self._conns = weakref.WeakSet()
         self._conns_lock = threading.Lock()
         self._write_lock = threading.Lock()
+        self._reopen_lock = threading.Lock()
 
-    def _setup(self) -> None:
-        """Open (creating if needed) the file, check it is ours, switch to WAL, create the tables."""
-        where = f"the SQLite store {self.path}"
-        parent = os.path.dirname(self.path)
-        if not os.path.isdir(parent):
-            raise ConfigError(f"cannot open {where}: the directory {parent} does not exist")
-        if os.path.isdir(self.path):
-            raise ConfigError(f"cannot open {where}: it is a directory")
+    def _check_file(self) -> None:
+        """The slow path of :meth:`_conn`: is the file at the path still the one opened, and
+        its -shm whole? Reopens a deleted or replaced file; restores a truncated -shm."""
+        with self._reopen_lock:
+            now = time.monotonic()
+            if now < self._check_at:
+                return
+            self._check_at = now + FILE_CHECK_INTERVAL
+            self._expiry_now()  # observe the clocks' offset now and then
+            ident = file_ident(self.path)
+            if ident != self._ident:
+                self._reopen(ident)
+            self._shm.check()
+
+    def _reopen(self, ident: tuple[int, int] | None) -> None:
+        """The file at the path is not the one opened: open it (creating it if need be), copy
+        the old file's live rows that it lacks, and switch every thread over to it."""
+        what = "deleted" if ident is None else "replaced by another file"
+        c: _Conn | None = getattr(self._local, "conn", None)
+        old = c.db if c is not None and c.gen == self._gen else None
         try:
-            db = self._connect(f"file:{quote(self.path)}?mode=rwc", busy_timeout=max(self.timeout, 1.0))
-        except sqlite3.Error as exc:
-            raise ConfigError(f"cannot open {where}: {_explain(exc)}{self._hint()}") from exc
-        try:
-            ready = self._check_schema(db, where)
-            mode = db.execute("PRAGMA journal_mode").fetchone()[0]
-            if str(mode).lower() != "wal":
-                mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                if str(mode).lower() != "wal":
-                    raise ConfigError(f"cannot use {where}: SQLite refused the WAL journal (journal_mode is {mode})")
-            if not ready:  # a new file (or one being set up by another process right now)
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    self._check_schema(db, where)
-                    for sql in _CREATE:
-                        db.execute(sql)
-                    db.execute("COMMIT")
-                finally:
-                    if _in_transaction(db):
-                        db.execute("ROLLBACK")
-                self._check_schema(db, where, created=True)
-            db.execute("PRAGMA busy_timeout = 0")
-        except sqlite3.Error as exc:
-            db.close()
-            raise ConfigError(f"cannot use {where}: {_explain(exc)}{self._hint()}") from exc
-        except BaseException:
-            db.close()
-            raise
-        c = _Conn(db)
-        self._conns.add(c)
+            self._setup(self._gen + 1)
+        except ConfigError as exc:
+            if self._reopen_failed != str(exc):  # loud once, not once a second
+                self._reopen_failed = str(exc)
+                log.error("the SQLite store %s was %s while in use and cannot be reopened: %s", self.path, what, exc)
+            raise StoreError(f"the SQLite store {self.path} was {what} and cannot be reopened: {exc}") from exc
+        self._reopen_failed = None
+        rows: list[Any] = []
+        if old is not None:  # still open on the old file: its live rows
+            with contextlib.suppress(sqlite3.Error):
+                rows = old.execute(_LIVE, (self._expiry_now(),)).fetchall()
+        log.error(
+            "the SQLite store %s was %s while in use: reopened the file at that path and copied "
+            "the %d live rows of the old file that the new one lacked",
+            self.path,
+            what,
+            len(rows),
+        )
+        self._gen += 1  # the other threads' connections are to the old file: each drops its own
+        if c is not None and old is not None:
+            with self._conns_lock:
+                self._conns.discard(c)
+            with contextlib.suppress(sqlite3.Error):
+                old.close()
+        if rows:
+            db = self._local.conn.db
+            self._write(db, lambda: db.executemany(_COPY, rows))
+
+    def _expiry_now(self, now: int | None = None) -> int:
+        """The time expiry is judged at (see :class:`ExpiryClock`); with an injected clock, ``now``."""
+        if now is None:
+            now = self.now()
+        return now if self._expiry is None else self._expiry(now)
+
+    def _setup(self, gen: int = 0) -> None:
+        """Open the file as ours (:func:`open_file`) and make it this thread's connection."""
+        db = open_file(self.path, self.timeout)
+        c = _Conn(db, gen)
+        self._ident = file_ident(self.path)
+        with self._conns_lock:
+            self._conns.add(c)
         self._local.conn = c
-
-    def _hint(self) -> str:
-        parent = os.path.dirname(self.path)
-        if not os.access(parent, os.W_OK):
-            return f"; the directory {parent} is not writable (SQLite creates its -wal and -shm files there)"
-        if os.path.exists(self.path) and not os.access(self.path, os.W_OK):
-            return "; the file is not writable"
-        return ""
-
-    @staticmethod
-    def _check_schema(db: sqlite3.Connection, where: str, created: bool = False) -> bool:
-        """Raise ConfigError if the file holds something else; True when it is set up completely."""
-        names = {r[0]: r[1] for r in db.execute("SELECT name, type FROM sqlite_master")}
-        tables = {name for name, kind in names.items() if kind == "table"}
-        if "ratewarden_meta" not in tables:
-            others = sorted(t for t in tables if not t.startswith("sqlite_"))
-            if created or others:
-                raise ConfigError(
-                    f"cannot use {where}: it holds tables of something else ({', '.join(others[:5])}) "
-                    "and no ratewarden schema; give the limiter a database file of its own"
-                )
-            return False  # an empty database: ours to set up
-        row = db.execute("SELECT value FROM ratewarden_meta WHERE name = 'schema'").fetchone()
-        if row is None or row[0] != SCHEMA:
-            found = "no schema version" if row is None else f"schema {row[0]!r}"
-            raise ConfigError(f"cannot use {where}: it has {found}, this ratewarden reads {SCHEMA!r}")
-        if "ratewarden_state" in tables:
-            cols = [(r[1], r[2].upper(), r[3], r[5]) for r in db.execute("PRAGMA table_info(ratewarden_state)")]
-            if cols != _STATE_COLUMNS:
-                raise ConfigError(f"cannot use {where}: the table ratewarden_state has unexpected columns {cols}")
-        elif created:
-            raise ConfigError(f"cannot use {where}: the table ratewarden_state is missing")
-        return "ratewarden_state" in tables and "ratewarden_state_expires" in names
 
     # -- the decisions --------------------------------------------------------------------------
 
@@ -391,12 +362,23 @@ class SQLiteStore:
         wid = window.id
         db = self._conn()
         if not cost:  # a check writes nothing: no write lock
-            return window.decide(self._snapshot(db, [(k, wid)])[0], self.now(), 0)
+            return run_checked("peek", [window], self._snapshot(db, [(k, wid)]), [(k, wid)], self.now(), [0], "")[0][0]
 
         def decide() -> Outcome:
             row = db.execute(_SELECT, (k, wid)).fetchone()
             now = self.now()
-            out = window.decide(None if row is None else decode_state(row[0]), now, cost)
+            if row is None:
+                out = window.decide(None, now, cost)
+            else:
+                try:
+                    out = window.decide(decode_state(row[0]), now, cost)
+                    if not sane(out):
+                        raise TypeError(f"the outcome {out[:4]!r} is not made of integers")
+                except Exception as exc:
+                    unreadable(k, wid, row[0], exc)
+                    out = window.decide(None, now, cost)
+                    if not out[0]:
+                        db.execute(_DELETE, (k, wid))
             if out[0]:
                 if out[2] > 0:
                     db.execute(_UPSERT, (k, wid, encode_state(out[4]), now + out[2]))
@@ -414,16 +396,18 @@ class SQLiteStore:
         costs = [item[2] for item in items]
         db = self._conn()
         if op == "peek":
-            return run(op, windows, self._snapshot(db, keys), self.now(), costs, arg)[0]
+            return run_checked(op, windows, self._snapshot(db, keys), keys, self.now(), costs, arg)[0]
 
         def decide() -> list[Outcome]:
-            states = [self._read(db, kw) for kw in keys]
+            read = [read_state(db, kw, decode_state) for kw in keys]
             now = self.now()
-            outs, new = run(op, windows, states, now, costs, arg)
+            outs, new, states = run_checked(op, windows, read, keys, now, costs, arg)
             if new is not None:
                 wrote = False
-                for (k, wid), old, s, o in zip(keys, states, new, outs, strict=True):
+                for (k, wid), old, s, o, r in zip(keys, states, new, outs, read, strict=True):
                     if s is old:
+                        if r is not old:  # an unreadable row, still unreadable: forget it
+                            db.execute(_DELETE, (k, wid))
                         continue
                     if s is None or o[2] <= 0:
                         if old is not None:
@@ -454,7 +438,8 @@ class SQLiteStore:
     def sweep(self, limit: int | None = None) -> int:
         """Delete expired rows now (at most ``limit``; all when ``None``); how many went."""
         db = self._conn()
-        return self._write(db, lambda: db.execute(_SWEEP, (self.now(), -1 if limit is None else limit)).rowcount)
+        n = -1 if limit is None else limit
+        return self._write(db, lambda: db.execute(_SWEEP, (self._expiry_now(), n)).rowcount)
 
     def __len__(self) -> int:
         """The number of rows (window states) in the file, expired or not."""
@@ -477,96 +462,9 @@ class SQLiteStore:
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _write(self, db: sqlite3.Connection, body: Callable[[], _T]) -> _T:
-        """``BEGIN IMMEDIATE``, ``body()``, ``COMMIT``: one atomic decision. While another process
-        holds the write lock, roll back and retry (short, growing sleeps) for up to ``timeout``."""
-        if not self._write_lock.acquire(timeout=self._lock_wait):
-            raise StoreError(f"the SQLite store {self.path} stayed busy for more than {self.timeout} s")
-        try:
-            deadline = 0.0
-            delay = _FIRST_WAIT
-            while True:
-                try:
-                    db.execute("BEGIN IMMEDIATE")
-                    result = body()
-                    db.execute("COMMIT")
-                    return result
-                except sqlite3.OperationalError as exc:
-                    if _in_transaction(db):
-                        self._rollback(db)
-                    deadline, delay = self._wait(db, exc, deadline, delay)
-                except (sqlite3.Error, ValueError, TypeError) as exc:
-                    raise self._failure(db, exc) from exc
-        finally:
-            if _in_transaction(db):
-                self._rollback(db)
-            self._write_lock.release()
-
-    def _snapshot(self, db: sqlite3.Connection, keys: list[tuple[str, str]]) -> list[Any]:
-        """The states of ``keys``, read from one snapshot without the write lock (WAL readers
-        never wait for writers; SQLITE_BUSY only while a crashed writer's log is recovered)."""
-        deadline = 0.0
-        delay = _FIRST_WAIT
-        while True:
-            try:
-                if len(keys) == 1:
-                    return [self._read(db, keys[0])]
-                db.execute("BEGIN")
-                try:
-                    return [self._read(db, kw) for kw in keys]
-                finally:
-                    db.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
-                if _in_transaction(db):
-                    self._rollback(db)
-                deadline, delay = self._wait(db, exc, deadline, delay)
-            except (sqlite3.Error, ValueError, TypeError) as exc:
-                if _in_transaction(db):
-                    self._rollback(db)
-                raise self._failure(db, exc) from exc
-
-    def _wait(
-        self, db: sqlite3.Connection, exc: sqlite3.OperationalError, deadline: float, delay: float
-    ) -> tuple[float, float]:
-        """After SQLITE_BUSY: sleep a little and return the next (deadline, delay); any other
-        error, or the timeout passed, raises StoreError."""
-        if getattr(exc, "sqlite_errorcode", 0) & 0xFF != _SQLITE_BUSY:
-            raise self._failure(db, exc) from exc
-        now = time.monotonic()
-        if not deadline:
-            deadline = now + self.timeout
-        if now >= deadline:
-            raise self._failure(db, exc) from exc
-        time.sleep(min(delay, deadline - now))
-        return deadline, min(2 * delay, _MAX_WAIT)
-
-    @staticmethod
-    def _read(db: sqlite3.Connection, kw: tuple[str, str]) -> Any:
-        row = db.execute(_SELECT, kw).fetchone()
-        return None if row is None else decode_state(row[0])
-
     def _wrote(self, db: sqlite3.Connection, now: int) -> None:
         """Count a write; every ``SWEEP_EVERY`` writes, reclaim a few expired rows."""
         self._writes += 1
         if self._writes >= SWEEP_EVERY:
             self._writes = 0
-            db.execute(_SWEEP, (now, SWEEP_LIMIT))
-
-    @staticmethod
-    def _rollback(db: sqlite3.Connection) -> None:
-        with contextlib.suppress(sqlite3.Error):  # the failed statement may have rolled back already
-            db.execute("ROLLBACK")
-
-    def _failure(self, db: sqlite3.Connection, exc: Exception) -> StoreError:
-        if _in_transaction(db):
-            self._rollback(db)
-        if isinstance(exc, sqlite3.Error):
-            if self._closed:
-                return StoreError(f"the SQLite store {self.path} is closed")
-            if _in_transaction(db):  # pragma: no cover - a connection we cannot reuse
-                self._discard()
-            text = _explain(exc)
-            if "locked" in str(exc) or "busy" in str(exc):
-                text += f" for more than the {self.timeout} s timeout"
-            return StoreError(f"the SQLite store {self.path} failed: {text}")
-        return StoreError(f"the SQLite store {self.path} holds a state it cannot read ({type(exc).__name__}: {exc})")
+            db.execute(_SWEEP, (self._expiry_now(now), SWEEP_LIMIT))
