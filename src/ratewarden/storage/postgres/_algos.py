@@ -1,0 +1,438 @@
+"""PL/pgSQL ports of the core algorithms (``core/algorithms/*.py``), one function per algorithm.
+
+They mirror the Lua ports (``storage/lua/``) line for line and keep the same state encodings
+(text of space-separated integers; concurrency leases "expires id cost", the anonymous lease
+stored as "-"), so one decoder reads the states of both. Every number is a ``bigint``
+(microseconds, counts); ``{S}fdiv`` / ``{S}cdiv`` are the floor and ceiling divisions of the
+Python core (``//`` and ``-(-a // b)``), exact for negative numerators too.
+
+``{S}`` is replaced by the qualified prefix of the store's objects (``"schema".prefix_``).
+Each decide function returns ``{S}outcome``: allowed, remaining, reset_us, retry_us, new state.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ALGORITHMS_SQL"]
+
+ALGORITHMS_SQL = r"""
+CREATE OR REPLACE FUNCTION {S}fdiv(a bigint, b bigint) RETURNS bigint LANGUAGE sql IMMUTABLE AS
+$$ SELECT CASE WHEN a % b <> 0 AND ((a < 0) <> (b < 0)) THEN a / b - 1 ELSE a / b END $$;
+
+CREATE OR REPLACE FUNCTION {S}cdiv(a bigint, b bigint) RETURNS bigint LANGUAGE sql IMMUTABLE AS
+$$ SELECT -(CASE WHEN (-a) % b <> 0 AND ((-a < 0) <> (b < 0)) THEN (-a) / b - 1 ELSE (-a) / b END) $$;
+
+-- An outcome decided at a later time than now (the clock stepped back by lag > 0): the waits
+-- are measured from the real now, so they grow by lag.
+CREATE OR REPLACE FUNCTION {S}late(lag bigint, o {S}outcome) RETURNS {S}outcome LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+  IF o.rst <> 0 THEN o.rst := o.rst + lag; END IF;
+  IF o.rty > 0 THEN o.rty := o.rty + lag; END IF;
+  RETURN o;
+END $$;
+
+-- fixed-window (code 1): state "start count"
+CREATE OR REPLACE FUNCTION {S}fw(sp bigint[], st text, now bigint, cost bigint)
+RETURNS {S}outcome LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+  p bigint := sp[3]; lim bigint := sp[2]; start bigint := now - now % sp[3];
+  s bigint[]; cnt bigint := 0; lft bigint;
+BEGIN
+  IF st IS NOT NULL THEN
+    s := string_to_array(st, ' ')::bigint[];
+    IF s[1] > start THEN
+      RETURN {S}late(s[1] - now, {S}fw(sp, st, s[1], cost));
+    ELSIF s[1] = start THEN
+      cnt := s[2];
+    END IF;
+  END IF;
+  lft := start + p - now;
+  IF cost > lim THEN
+    RETURN (false, lim - cnt, CASE WHEN cnt <> 0 THEN lft ELSE 0 END, -1::bigint, st);
+  END IF;
+  IF cnt + greatest(cost, 1) <= lim THEN
+    cnt := cnt + cost;
+    RETURN (true, lim - cnt, CASE WHEN cnt <> 0 THEN lft ELSE 0 END, 0::bigint, start || ' ' || cnt);
+  END IF;
+  RETURN (false, lim - cnt, lft, lft, st);
+END $$;
+
+CREATE OR REPLACE FUNCTION {S}fw_charge(sp bigint[], st text, now bigint, cost bigint)
+RETURNS text LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE start bigint := now - now % sp[3]; s bigint[]; cnt bigint := 0;
+BEGIN
+  IF st IS NOT NULL THEN
+    s := string_to_array(st, ' ')::bigint[];
+    IF s[1] > start THEN start := s[1]; END IF;
+    IF s[1] = start THEN cnt := s[2]; END IF;
+  END IF;
+  RETURN start || ' ' || (cnt + cost);
+END $$;
+
+-- sliding-window (code 2): state "start previous current"
+CREATE OR REPLACE FUNCTION {S}sw(sp bigint[], st text, now bigint, cost bigint)
+RETURNS {S}outcome LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+  p bigint := sp[3]; lim bigint := sp[2]; start bigint := now - now % sp[3];
+  s bigint[]; prev bigint := 0; cur bigint := 0; elapsed bigint; weight bigint; need bigint;
+  retry bigint; nxt bigint; rem bigint; rst bigint; ok boolean := false;
+BEGIN
+  IF st IS NOT NULL THEN
+    s := string_to_array(st, ' ')::bigint[];
+    IF s[1] = start THEN
+      prev := s[2]; cur := s[3];
+    ELSIF s[1] = start - p THEN
+      prev := s[3];
+    ELSIF s[1] > start THEN
+      RETURN {S}late(s[1] - now, {S}sw(sp, st, s[1], cost));
+    END IF;
+  END IF;
+  elapsed := now - start;
+  weight := prev * (p - elapsed);
+  need := greatest(cost, 1);
+  IF cost <= lim AND weight + (cur + need) * p <= lim * p THEN
+    cur := cur + cost;
+    st := start || ' ' || prev || ' ' || cur;
+    retry := 0;
+    ok := true;
+  ELSIF cost > lim THEN
+    retry := -1;
+  ELSIF cur + need <= lim THEN
+    retry := p - {S}fdiv((lim - cur - need) * p, prev) - elapsed;
+  ELSE
+    nxt := 0;
+    IF cur <> 0 THEN nxt := greatest(p - {S}fdiv((lim - need) * p, cur), 0); END IF;
+    retry := p - elapsed + nxt;
+  END IF;
+  rem := greatest({S}fdiv(lim * p - weight - cur * p, p), 0);
+  rst := CASE WHEN cur <> 0 THEN start + 2 * p - now WHEN prev <> 0 THEN start + p - now ELSE 0 END;
+  RETURN (ok, rem, rst, retry, st);
+END $$;
+
+CREATE OR REPLACE FUNCTION {S}sw_charge(sp bigint[], st text, now bigint, cost bigint)
+RETURNS text LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE p bigint := sp[3]; start bigint := now - now % sp[3]; s bigint[]; prev bigint := 0; cur bigint := 0;
+BEGIN
+  IF st IS NOT NULL THEN
+    s := string_to_array(st, ' ')::bigint[];
+    IF s[1] >= start THEN
+      start := s[1]; prev := s[2]; cur := s[3];
+    ELSIF s[1] = start - p THEN
+      prev := s[3];
+    END IF;
+  END IF;
+  RETURN start || ' ' || prev || ' ' || (cur + cost);
+END $$;
+
+-- sliding-log (code 3): state "ts cost ts cost ...", oldest first
+CREATE OR REPLACE FUNCTION {S}sl(sp bigint[], st text, now bigint, cost bigint)
+RETURNS {S}outcome LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+  p bigint := sp[3]; lim bigint := sp[2]; e bigint[] := '{}'; s bigint[]; n int; i int;
+  used bigint := 0; rst bigint := 0; need bigint; excess bigint; freed bigint := 0;
+BEGIN
+  IF st IS NOT NULL AND st <> '' THEN
+    s := string_to_array(st, ' ')::bigint[];
+    IF s[1] <= now - p THEN
+      FOR i IN 1 .. array_length(s, 1) BY 2 LOOP
+        IF s[i] > now - p THEN e := e || s[i] || s[i + 1]; END IF;
+      END LOOP;
+    ELSE
+      e := s;
+    END IF;
+  END IF;
+  n := coalesce(array_length(e, 1), 0);
+  FOR i IN 2 .. n BY 2 LOOP used := used + e[i]; END LOOP;
+  IF n > 0 THEN rst := e[n - 1] + p - now; END IF;
+  IF cost > lim THEN
+    RETURN (false, lim - used, rst, -1::bigint, array_to_string(e, ' '));
+  END IF;
+  need := greatest(cost, 1);
+  IF used + need <= lim THEN
+    IF cost <> 0 THEN
+      IF n > 0 AND e[n - 1] >= now THEN
+        e[n] := e[n] + cost;
+      ELSE
+        e := e || now || cost;
+        n := n + 2;
+      END IF;
+      used := used + cost;
+      rst := e[n - 1] + p - now;
+    END IF;
+    RETURN (true, lim - used, rst, 0::bigint, array_to_string(e, ' '));
+  END IF;
+  excess := used + need - lim;
+  FOR i IN 1 .. n BY 2 LOOP
+    freed := freed + e[i + 1];
+    IF freed >= excess THEN
+      RETURN (false, lim - used, rst, e[i] + p - now, array_to_string(e, ' '));
+    END IF;
+  END LOOP;
+  RAISE EXCEPTION 'ratewarden: sliding-log state is inconsistent';
+END $$;
+
+CREATE OR REPLACE FUNCTION {S}sl_charge(sp bigint[], st text, now bigint, cost bigint)
+RETURNS text LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE e bigint[] := '{}'; s bigint[]; n int; i int;
+BEGIN
+  IF st IS NOT NULL AND st <> '' THEN
+    s := string_to_array(st, ' ')::bigint[];
+    FOR i IN 1 .. array_length(s, 1) BY 2 LOOP
+      IF s[i] > now - sp[3] THEN e := e || s[i] || s[i + 1]; END IF;
+    END LOOP;
+  END IF;
+  n := coalesce(array_length(e, 1), 0);
+  IF n > 0 AND e[n - 1] >= now THEN
+    e[n] := e[n] + cost;
+  ELSE
+    e := e || now || cost;
+  END IF;
+  RETURN array_to_string(e, ' ');
+END $$;
+
+-- gcra (code 4): spec "4 T tau burst", state "tat"
+CREATE OR REPLACE FUNCTION {S}gcra(sp bigint[], st text, now bigint, cost bigint)
+RETURNS {S}outcome LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE unit bigint := sp[2]; tau bigint := sp[3]; tat bigint := now; nt bigint;
+BEGIN
+  IF st IS NOT NULL AND st::bigint > now THEN tat := st::bigint; END IF;
+  IF cost > sp[4] THEN
+    RETURN (false, {S}fdiv(tau - tat + now, unit), tat - now, -1::bigint, st);
+  END IF;
+  nt := tat + greatest(cost, 1) * unit;
+  IF nt - now <= tau THEN
+    IF cost = 0 THEN
+      RETURN (true, {S}fdiv(tau - tat + now, unit), tat - now, 0::bigint, st);
+    END IF;
+    RETURN (true, {S}fdiv(tau - nt + now, unit), nt - now, 0::bigint, nt::text);
+  END IF;
+  RETURN (false, {S}fdiv(tau - tat + now, unit), tat - now, nt - now - tau, st);
+END $$;
+
+CREATE OR REPLACE FUNCTION {S}gcra_charge(sp bigint[], st text, now bigint, cost bigint)
+RETURNS text LANGUAGE sql IMMUTABLE AS
+$$ SELECT (greatest(coalesce(st::bigint, now), now) + cost * sp[2])::text $$;
+
+-- token-bucket (code 5): spec "5 limit P burst full", state "level last" (level = tokens * P)
+CREATE OR REPLACE FUNCTION {S}tb_level(sp bigint[], s bigint[], now bigint)
+RETURNS bigint LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE full_ bigint := sp[5]; level bigint; missing bigint;
+BEGIN
+  IF s IS NULL THEN RETURN full_; END IF;
+  level := s[1];
+  missing := full_ - level;
+  IF missing > 0 AND now > s[2] THEN
+    IF now - s[2] >= {S}cdiv(missing, sp[2]) THEN
+      level := full_;
+    ELSE
+      level := level + (now - s[2]) * sp[2];
+    END IF;
+  END IF;
+  RETURN level;
+END $$;
+
+CREATE OR REPLACE FUNCTION {S}tb(sp bigint[], st text, now bigint, cost bigint)
+RETURNS {S}outcome LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE p bigint := sp[3]; lim bigint := sp[2]; full_ bigint := sp[5]; s bigint[]; level bigint; need bigint;
+BEGIN
+  IF st IS NOT NULL THEN
+    s := string_to_array(st, ' ')::bigint[];
+    IF now < s[2] THEN
+      RETURN {S}late(s[2] - now, {S}tb(sp, st, s[2], cost));
+    END IF;
+  END IF;
+  level := {S}tb_level(sp, s, now);
+  IF cost > sp[4] THEN
+    RETURN (false, {S}fdiv(level, p), {S}cdiv(full_ - level, lim), -1::bigint, st);
+  END IF;
+  need := greatest(cost, 1) * p;
+  IF level >= need THEN
+    IF cost <> 0 THEN
+      level := level - cost * p;
+      st := level || ' ' || now;
+    END IF;
+    RETURN (true, {S}fdiv(level, p), {S}cdiv(full_ - level, lim), 0::bigint, st);
+  END IF;
+  RETURN (false, {S}fdiv(level, p), {S}cdiv(full_ - level, lim), {S}cdiv(need - level, lim), st);
+END $$;
+
+CREATE OR REPLACE FUNCTION {S}tb_charge(sp bigint[], st text, now bigint, cost bigint)
+RETURNS text LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE s bigint[]; last bigint := now;
+BEGIN
+  IF st IS NOT NULL THEN
+    s := string_to_array(st, ' ')::bigint[];
+    IF s[2] >= now THEN last := s[2]; END IF;
+  END IF;
+  RETURN ({S}tb_level(sp, s, now) - cost * sp[3]) || ' ' || last;
+END $$;
+
+-- concurrency (code 6): state "expires lease cost ...", sorted like Python tuples (ids in
+-- code point order: COLLATE "C" on UTF-8); the anonymous lease "" is stored as "-".
+CREATE OR REPLACE FUNCTION {S}cc_enc(ex bigint[], ids text[], cs bigint[]) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+  SELECT string_agg(x.e || ' ' || CASE WHEN x.i = '' THEN '-' ELSE x.i END || ' ' || x.c, ' ' ORDER BY x.o)
+  FROM unnest(ex, ids, cs) WITH ORDINALITY AS x(e, i, c, o)
+$$;
+
+CREATE OR REPLACE FUNCTION {S}cc(sp bigint[], st text, now bigint, cost bigint, lease text)
+RETURNS {S}outcome LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+  lim bigint := sp[2]; t text[]; ex bigint[] := '{}'; ids text[] := '{}'; cs bigint[] := '{}';
+  n int := 0; i int; j int; used bigint := 0; rst bigint := 0; need bigint; excess bigint;
+  freed bigint := 0; ne bigint;
+BEGIN
+  IF st IS NOT NULL AND st <> '' THEN
+    t := string_to_array(st, ' ');
+    FOR i IN 1 .. array_length(t, 1) BY 3 LOOP
+      IF t[i]::bigint > now THEN
+        ex := ex || t[i]::bigint;
+        ids := ids || CASE WHEN t[i + 1] = '-' THEN '' ELSE t[i + 1] END;
+        cs := cs || t[i + 2]::bigint;
+      END IF;
+    END LOOP;
+    n := coalesce(array_length(ex, 1), 0);
+  END IF;
+  FOR i IN 1 .. n LOOP used := used + cs[i]; END LOOP;
+  IF n > 0 THEN rst := ex[n] - now; END IF;
+  IF cost > lim THEN
+    RETURN (false, lim - used, rst, -1::bigint, {S}cc_enc(ex, ids, cs));
+  END IF;
+  need := greatest(cost, 1);
+  IF used + need <= lim THEN
+    IF cost <> 0 THEN
+      ne := now + sp[3];
+      j := n + 1;
+      FOR i IN 1 .. n LOOP
+        IF ex[i] > ne OR (ex[i] = ne AND (ids[i] COLLATE "C" > lease COLLATE "C"
+            OR (ids[i] = lease AND cs[i] > cost))) THEN
+          j := i;
+          EXIT;
+        END IF;
+      END LOOP;
+      ex := ex[1:j - 1] || ne || ex[j:n];
+      ids := ids[1:j - 1] || lease || ids[j:n];
+      cs := cs[1:j - 1] || cost || cs[j:n];
+      n := n + 1;
+      used := used + cost;
+      rst := ex[n] - now;
+    END IF;
+    RETURN (true, lim - used, rst, 0::bigint, {S}cc_enc(ex, ids, cs));
+  END IF;
+  excess := used + need - lim;
+  FOR i IN 1 .. n LOOP
+    freed := freed + cs[i];
+    IF freed >= excess THEN
+      RETURN (false, lim - used, rst, ex[i] - now, {S}cc_enc(ex, ids, cs));
+    END IF;
+  END LOOP;
+  RAISE EXCEPTION 'ratewarden: concurrency state is inconsistent';
+END $$;
+
+-- The anonymous leases of decide (named "") are released only by their TTL: releasing ""
+-- drops expired leases and nothing else.
+CREATE OR REPLACE FUNCTION {S}cc_release(st text, now bigint, lease text)
+RETURNS text LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE t text[]; out_ text[] := '{}'; i int;
+BEGIN
+  IF st IS NULL OR st = '' THEN RETURN NULL; END IF;
+  t := string_to_array(st, ' ');
+  FOR i IN 1 .. array_length(t, 1) BY 3 LOOP
+    IF t[i]::bigint > now AND (lease = '' OR t[i + 1] <> lease) THEN
+      out_ := out_ || t[i:i + 2];
+    END IF;
+  END LOOP;
+  IF coalesce(array_length(out_, 1), 0) = 0 THEN RETURN NULL; END IF;
+  RETURN array_to_string(out_, ' ');
+END $$;
+
+-- quota (code 7): spec "7 limit p1 p2 p3 p4" (the previous, current and next period's starts
+-- and the next one's end, computed by the client in the policy's time zone); state
+-- "start used end". The period holding the SERVER's now is chosen; a server time outside
+-- [p1, p4) is an error (clock skew), never a guess.
+CREATE OR REPLACE FUNCTION {S}q_bounds(sp bigint[], now bigint, OUT a bigint, OUT b bigint)
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+  IF now < sp[3] OR now >= sp[6] THEN
+    RAISE EXCEPTION 'ratewarden: quota: server time is outside the periods the client sent (clock skew)';
+  END IF;
+  IF now < sp[4] THEN a := sp[3]; b := sp[4];
+  ELSIF now < sp[5] THEN a := sp[4]; b := sp[5];
+  ELSE a := sp[5]; b := sp[6];
+  END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION {S}q_period(sp bigint[], s bigint[], now bigint, OUT a bigint, OUT b bigint)
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+  SELECT x.a, x.b INTO a, b FROM {S}q_bounds(sp, now) x;
+  IF s IS NOT NULL AND s[1] > a THEN
+    IF array_length(s, 1) >= 3 THEN
+      a := s[1]; b := s[3];
+    ELSE
+      SELECT x.a, x.b INTO a, b FROM {S}q_bounds(sp, s[1]) x;
+    END IF;
+  END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION {S}q(sp bigint[], st text, now bigint, cost bigint)
+RETURNS {S}outcome LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+  lim bigint := sp[2]; s bigint[]; start bigint; stop bigint; at_ bigint := now; used bigint := 0;
+  lft bigint; rem bigint; o {S}outcome;
+BEGIN
+  IF st IS NOT NULL THEN s := string_to_array(st, ' ')::bigint[]; END IF;
+  SELECT x.a, x.b INTO start, stop FROM {S}q_period(sp, s, now) x;
+  IF start > now THEN at_ := start; END IF;
+  IF s IS NOT NULL AND s[1] = start THEN used := s[2]; END IF;
+  lft := stop - at_;
+  rem := greatest(lim - used, 0);
+  IF cost > lim THEN
+    o := (false, rem, CASE WHEN used <> 0 THEN lft ELSE 0 END, -1::bigint, st);
+  ELSIF used + greatest(cost, 1) <= lim THEN
+    used := used + cost;
+    o := (true, lim - used, CASE WHEN used <> 0 THEN lft ELSE 0 END, 0::bigint, start || ' ' || used || ' ' || stop);
+  ELSE
+    o := (false, rem, lft, lft, st);
+  END IF;
+  IF at_ > now THEN RETURN {S}late(at_ - now, o); END IF;
+  RETURN o;
+END $$;
+
+CREATE OR REPLACE FUNCTION {S}q_charge(sp bigint[], st text, now bigint, cost bigint)
+RETURNS text LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE s bigint[]; start bigint; stop bigint; used bigint := 0;
+BEGIN
+  IF st IS NOT NULL THEN s := string_to_array(st, ' ')::bigint[]; END IF;
+  SELECT x.a, x.b INTO start, stop FROM {S}q_period(sp, s, now) x;
+  IF s IS NOT NULL AND s[1] = start THEN used := s[2]; END IF;
+  RETURN start || ' ' || (used + cost) || ' ' || stop;
+END $$;
+
+-- dispatch by the spec's code
+CREATE OR REPLACE FUNCTION {S}decide(sp bigint[], st text, now bigint, cost bigint, lease text)
+RETURNS {S}outcome LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+  CASE sp[1]
+    WHEN 1 THEN RETURN {S}fw(sp, st, now, cost);
+    WHEN 2 THEN RETURN {S}sw(sp, st, now, cost);
+    WHEN 3 THEN RETURN {S}sl(sp, st, now, cost);
+    WHEN 4 THEN RETURN {S}gcra(sp, st, now, cost);
+    WHEN 5 THEN RETURN {S}tb(sp, st, now, cost);
+    WHEN 6 THEN RETURN {S}cc(sp, st, now, cost, lease);
+    WHEN 7 THEN RETURN {S}q(sp, st, now, cost);
+  END CASE;
+END $$;
+
+CREATE OR REPLACE FUNCTION {S}charge(sp bigint[], st text, now bigint, cost bigint)
+RETURNS text LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+  CASE sp[1]
+    WHEN 1 THEN RETURN {S}fw_charge(sp, st, now, cost);
+    WHEN 2 THEN RETURN {S}sw_charge(sp, st, now, cost);
+    WHEN 3 THEN RETURN {S}sl_charge(sp, st, now, cost);
+    WHEN 4 THEN RETURN {S}gcra_charge(sp, st, now, cost);
+    WHEN 5 THEN RETURN {S}tb_charge(sp, st, now, cost);
+    WHEN 7 THEN RETURN {S}q_charge(sp, st, now, cost);
+  END CASE;
+END $$;
+"""
