@@ -4,6 +4,7 @@
   for each, whether it passed, what remained and the exact ``retry_after``: a way to see how the
   algorithms differ at window edges (``--algorithm all`` puts them side by side).
 * ``ratewarden check FILE`` validates a policy file and prints the rules it understood.
+* ``ratewarden migrate URL`` creates or upgrades a PostgreSQL store's table and functions.
 """
 
 from __future__ import annotations
@@ -106,7 +107,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     c = sub.add_parser("check", help="validate a policy file and print the rules it understood")
     c.add_argument("file", help="path to ratewarden.toml")
+    m = sub.add_parser("migrate", help="create or upgrade a PostgreSQL store's table and functions")
+    m.add_argument("url", help="postgresql://user@host:5432/db[?schema=...&table_prefix=...]")
     return p
+
+
+def _migrate(url: str) -> int:
+    """``ratewarden migrate URL``: install or upgrade the PostgreSQL store's objects now."""
+    if not url.lower().startswith(("postgresql://", "postgres://")):
+        print(f"error: migrate takes a postgresql:// URL, not {url!r}", file=sys.stderr)
+        return 2
+    from ratewarden.storage.postgres import migrate_url
+
+    found, now = migrate_url(url)
+    print(f"schema version {found} -> {now}" if found != now else f"schema version {now}: up to date")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -134,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 2
             simulate(args.rate, algos, args.requests, every, args.cost, offset)
             return 0
+        if args.command == "migrate":
+            return _migrate(args.url)
         from ratewarden.policy.cli import check_main
 
         return check_main(args.file)

@@ -15,7 +15,8 @@ Options, as keywords or in the URL's query string (the URL wins):
   fraction of a second of decisions, never corrupt them; ``on`` to wait for the WAL flush);
 * ``key_prefix`` (the limiter's, default ``rw:``).
 
-Every other query parameter goes to libpq (``sslmode``, ``application_name``...).
+Every other query parameter goes to libpq (``sslmode``, ``application_name`` -- by default
+``ratewarden`` --, ``password``...).
 See ``docs/postgres.md`` for the design, the failure behaviour and the figures.
 """
 
@@ -91,6 +92,8 @@ def _split(url: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         )
     opts = {k: _option(k, v, _redact(url)) for k, v in options.items()}
     rest = [(k, v) for k, v in query if k not in _OURS]
+    if not any(k == "application_name" for k, _ in rest):
+        rest.append(("application_name", "ratewarden"))  # how an operator finds the store's sessions
     conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(rest), ""))
     try:
         from psycopg.conninfo import conninfo_to_dict
