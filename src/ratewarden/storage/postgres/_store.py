@@ -21,6 +21,7 @@ Invariants kept here:
 from __future__ import annotations
 
 import asyncio
+import select
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -43,8 +44,18 @@ __all__ = ["PostgresStore"]
 _OPS = frozenset({"hit", "peek", "charge", "acquire", "release"})
 _ERRORS = (psycopg.Error, psycopg_pool.PoolTimeout, OSError, asyncio.TimeoutError)
 #: server-side errors of a statement: the server is fine, the breaker stays closed
-_ANSWERED = (pg_errors.RaiseException, pg_errors.DataError, pg_errors.QueryCanceled, pg_errors.ProgrammingError)
 _TEST_SLACK = 3_600  # seconds rows outlive their window when a test injects the clock
+
+
+def _dead(conn: Any) -> bool:
+    """Whether an idle pooled connection was closed by the server (terminated, restarted): its
+    socket is readable (the server's FATAL message, or EOF) although no statement is running.
+    One non-blocking ``select`` (a microsecond); such a connection is closed and never used."""
+    try:
+        fd = conn.pgconn.socket
+        return bool(select.select([fd], [], [], 0)[0])
+    except (ValueError, OSError, psycopg.Error):  # fd beyond select()'s range, or already closed
+        return bool(conn.closed)
 
 
 class _Breaker:
@@ -172,8 +183,10 @@ class PostgresStore:
         return (now, self._slack, op, arg, keys, wids, specs, costs)
 
     def _error(self, exc: BaseException) -> StoreError:
-        if not isinstance(exc, _ANSWERED):
-            self._breaker.fail(exc)
+        if isinstance(exc, psycopg_pool.PoolTimeout | OSError) or (
+            isinstance(exc, psycopg.OperationalError) and "connect" in str(exc).split(":")[0]
+        ):
+            self._breaker.fail(exc)  # no connection to be had: fail fast for a while
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         return StoreError(f"postgresql store {self.url}: {type(exc).__name__}: {msg}")
 
@@ -208,14 +221,19 @@ class PostgresStore:
         self._breaker.check()
         try:
             pool = self._pool or self._sync_pool()
-            for attempt in (0, 1):
+            for attempt in range(self._pool_max + 2):
                 try:
                     with pool.connection() as conn:
+                        if _dead(conn):
+                            conn.close()  # the pool replaces it
+                            continue
                         row = conn.execute(sql, args).fetchone()
                     break
-                except pg_errors.AdminShutdown:
-                    if attempt:
+                except pg_errors.AdminShutdown:  # terminated before its statement ran, or during it
+                    if attempt > self._pool_max:
                         raise
+            else:
+                raise StoreError("no live connection in the pool")
             if row is None:  # pragma: no cover - a SELECT of a function returns one row
                 raise StoreError("no reply from the ratewarden functions")
             reply: list[int] = row[0]
@@ -310,14 +328,19 @@ class PostgresStore:
             pool = self._apool if self._aready and self._aloop is asyncio.get_running_loop() else None
             if pool is None:
                 pool = await self._async_pool()
-            for attempt in (0, 1):
+            for attempt in range(self._pool_max + 2):
                 try:
                     async with pool.connection() as conn:
+                        if _dead(conn):
+                            await conn.close()  # the pool replaces it
+                            continue
                         row = await (await conn.execute(sql, args)).fetchone()
                     break
-                except pg_errors.AdminShutdown:
-                    if attempt:
+                except pg_errors.AdminShutdown:  # terminated before its statement ran, or during it
+                    if attempt > self._pool_max:
                         raise
+            else:
+                raise StoreError("no live connection in the pool")
             if row is None:  # pragma: no cover
                 raise StoreError("no reply from the ratewarden functions")
             reply: list[int] = row[0]
