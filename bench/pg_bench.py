@@ -66,9 +66,7 @@ def pyrate_sync(url: str, schema: str) -> SyncMake:
     from psycopg_pool import ConnectionPool
 
     def make(key: str) -> tuple[Callable[[], bool], Callable[[], None]]:
-        pool: Any = ConnectionPool(
-            url, min_size=1, max_size=10, kwargs={"options": f"-c search_path={schema}"}
-        )
+        pool: Any = ConnectionPool(url, min_size=1, max_size=10, kwargs={"options": f"-c search_path={schema}"})
         bucket = pl.PostgresBucket(pool, f"b_{key}", [pl.Rate(1_000_000, pl.Duration.HOUR)])
         lim = pl.Limiter(bucket)
 
@@ -89,9 +87,7 @@ def pyrate_async(url: str, schema: str) -> AsyncMake:
         import pyrate_limiter as pl
         from psycopg_pool import ConnectionPool
 
-        pool: Any = ConnectionPool(
-            url, min_size=1, max_size=10, kwargs={"options": f"-c search_path={schema}"}
-        )
+        pool: Any = ConnectionPool(url, min_size=1, max_size=10, kwargs={"options": f"-c search_path={schema}"})
         bucket = pl.PostgresBucket(pool, f"a_{key}", [pl.Rate(1_000_000, pl.Duration.HOUR)])
         lim = pl.Limiter(bucket)
 

@@ -8,10 +8,8 @@ against the core are in ``test_postgres_diff.py``.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import multiprocessing as mp
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,15 +17,14 @@ from typing import Any
 
 import pytest
 
-from ratewarden import AsyncLimiter, ConfigError, FakeClock, Limiter, StoreError
-from ratewarden.cli import main as cli_main
+from ratewarden import AsyncLimiter, FakeClock, Limiter
 from ratewarden.core.algorithms import make_window
 from ratewarden.core.rates import US, Rate
 
 from .backends import PG_SCHEMA, PG_URL, _drop_pg_schema
 
 psycopg = pytest.importorskip("psycopg")
-from ratewarden.storage.postgres import PostgresStore, db_key, open_postgres  # noqa: E402
+from ratewarden.storage.postgres import open_postgres  # noqa: E402
 
 pytestmark = pytest.mark.postgres
 
@@ -250,5 +247,8 @@ def test_a_backlog_of_expired_rows_is_caught_up_however_long_the_interval(conn: 
         for i in range(30):
             lim.hit(f"new:{i}", "1/hour", algorithm="fixed-window")
         assert _rows(conn, prefix) == 30
+        clock.advance(3 * 3600)
+        assert lim.store.sweep() >= 30  # the admin sweep: everything expired, at once
+        assert _rows(conn, prefix) == 0
     finally:
         lim.close()

@@ -10,6 +10,7 @@ table holds, decoded. The strategies are the Redis scripts' (the same ports, the
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -27,6 +28,7 @@ from .backends import PG_SCHEMA, PG_URL, _drop_pg_schema
 
 psycopg = pytest.importorskip("psycopg")
 from ratewarden.storage.postgres import PostgresStore, db_key, decode_state, open_postgres  # noqa: E402
+from ratewarden.storage.postgres._codec import parse  # noqa: E402
 
 pytestmark = pytest.mark.postgres
 
@@ -249,3 +251,74 @@ def test_a_deliberate_difference_is_caught(conn: Any) -> None:
         assert got[0][:4] != want[0][:4]
     finally:
         _cleanup(conn, store)
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+@given(data=st.data())
+def test_a_batch_matches_the_core_run_request_by_request(conn: Any, data: st.DataObject) -> None:
+    """The asyncio face sends the requests that queued up as one batch call: they run one after
+    the other in it, so the outcomes must be those of the core applied request by request (a
+    later request sees what an earlier one wrote, denials write nothing). The requests are cut
+    into several batches, each at its own time (the scenario's steps, backward ones too)."""
+    items, steps = data.draw(scenarios(sorted(ALGORITHMS)))
+    batches: list[tuple[int, list[tuple[Any, ...]]]] = []
+    for i, (dt, step_op, cost, lease) in enumerate(steps):
+        its = [(k, w) for k, w in items if data.draw(st.booleans(), label="in")] or items[:1]
+        lease_charged = step_op == "charge" and any(w.name == "concurrency" for _, w in its)
+        request = (its, "hit" if lease_charged else step_op, cost, lease)  # no charge of a lease
+        if i == 0 or data.draw(st.booleans(), label="new call"):
+            batches.append((dt if i else 0, []))
+        batches[-1][1].append(request)
+    clock = FakeClock(START / US + data.draw(st.integers(0, 10**6)))
+    now = int(clock() * US + 0.5)
+    store = _open(clock)
+    states: dict[tuple[str, str], Any] = {}
+    try:
+        for dt, requests in batches:
+            now += dt
+            clock.set(now / US)
+            reqs = [
+                store._req(op, [(k, w, cost) for k, w in its], lease if op in ("acquire", "release") else "")
+                for its, op, cost, lease in requests
+            ]
+            replies = store._split(reqs, store._call(store.names.batch, store._batch_args(reqs, 0)), 0)
+            got = [o for r, q in zip(replies, reqs, strict=True) for o in parse(r, len(q[2]))]
+            want = []
+            for its, op, cost, lease in requests:
+                arg = lease if op in ("acquire", "release") else ""
+                outs, new = run(
+                    op, [w for _, w in its], [states.get((k, w.id)) for k, w in its], now, [cost] * len(its), arg
+                )
+                want += outs
+                if new is not None:
+                    for (k, w), s, o in zip(its, new, outs, strict=True):
+                        if s is None or o[2] <= 0:
+                            states.pop((k, w.id), None)
+                        else:
+                            states[k, w.id] = s
+            assert [o[:4] for o in got] == [o[:4] for o in want], now - START
+            for k, w in items:
+                assert decode_state(w, _raw(conn, store, k, w)) == states.get((k, w.id))
+    finally:
+        _cleanup(conn, store)
+
+
+async def test_the_async_face_batches_concurrent_calls_exactly(conn: Any) -> None:
+    """200 concurrent calls on 3 keys through the asyncio face (most of them batched): exactly
+    the limit of each key is admitted, and the table holds exactly that count."""
+    from ratewarden import AsyncLimiter
+
+    clock = FakeClock(START / US)
+    prefix = f"rwdiff:{uuid.uuid4().hex[:10]}:"
+    url = f"{PG_URL}?schema={PG_SCHEMA}"
+    lim = AsyncLimiter(url, key_prefix=prefix, clock=clock, _test_now=clock, algorithm="fixed-window")
+    try:
+        got = await asyncio.gather(*(lim.hit(f"k{i % 3}", "50/minute") for i in range(200)))
+        admitted = [sum(d.allowed for d, i in zip(got, range(200), strict=True) if i % 3 == j) for j in range(3)]
+        assert admitted == [50, 50, 50]
+        assert lim.store_errors == 0
+    finally:
+        _cleanup(conn, lim.store)
+        await lim.aclose()

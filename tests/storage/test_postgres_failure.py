@@ -55,9 +55,7 @@ def _kill(conn: Any, app: str) -> int:
 
 
 def _count(conn: Any, prefix: str, key: str) -> int:
-    row = conn.execute(
-        f'SELECT state FROM "{PG_SCHEMA}".ratewarden_state WHERE key = %s', (prefix + key,)
-    ).fetchone()
+    row = conn.execute(f'SELECT state FROM "{PG_SCHEMA}".ratewarden_state WHERE key = %s', (prefix + key,)).fetchone()
     return 0 if row is None else int(row[0].split()[1])
 
 
@@ -218,10 +216,11 @@ def test_a_window_too_large_for_bigint_is_refused_when_compiled() -> None:
 
 
 def test_the_policy_file_and_the_middleware_take_the_url(conn: Any) -> None:
+    import warnings
+
     from starlette.applications import Starlette
     from starlette.responses import PlainTextResponse
     from starlette.routing import Route
-    import warnings
 
     with warnings.catch_warnings():  # Starlette 1.x warns when its TestClient runs on httpx
         warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")

@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ratewarden.errors import ConfigError
-from ratewarden.storage.postgres._codec import decode_state, db_key
+from ratewarden.storage.postgres._codec import db_key, decode_state
 from ratewarden.storage.postgres._schema import SCHEMA_VERSION, Names
 from ratewarden.storage.postgres._store import PostgresStore
 
@@ -52,6 +52,7 @@ _COMMIT = {"on", "off", "local", "remote_write", "remote_apply"}
 
 def _option(name: str, value: Any, url: str) -> Any:
     kind = _OURS[name]
+    v: Any
     try:
         v = value if kind is str and isinstance(value, str) else kind(value)
     except (TypeError, ValueError):
@@ -87,9 +88,7 @@ def _split(url: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
             options[k] = v
     unknown = set(options) - set(_OURS)
     if unknown:
-        raise ConfigError(
-            f"unknown PostgreSQL store option {sorted(unknown)[0]!r} (takes {', '.join(sorted(_OURS))})"
-        )
+        raise ConfigError(f"unknown PostgreSQL store option {sorted(unknown)[0]!r} (takes {', '.join(sorted(_OURS))})")
     opts = {k: _option(k, v, _redact(url)) for k, v in options.items()}
     rest = [(k, v) for k, v in query if k not in _OURS]
     if not any(k == "application_name" for k, _ in rest):

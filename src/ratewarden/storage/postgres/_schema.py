@@ -7,8 +7,9 @@ Objects (``{S}`` = ``"schema".prefix``, default ``"public".ratewarden_``):
   row holds no usage. Primary key ``(key, wid)``, an index on ``expires`` for the sweep,
   fillfactor 80 so updates of a hot key stay HOT (``expires`` moves at most once a second).
 * ``{S}schema_version (version)``: the versions installed; a later release adds a migration.
-* ``{S}apply(...)`` / ``{S}hit1(...)``: one call per decision (see :data:`DISPATCH_SQL`),
-  on top of the algorithm functions of ``_algos.py``.
+* ``{S}apply(...)`` / ``{S}hit1(...)``: one call per decision, ``{S}batch(...)``: several
+  queued decisions in one call (see :data:`DISPATCH_SQL`),
+  on top of the algorithm functions of ``_algos.py`` and ``_algos_more.py``.
 
 :func:`migrate` installs or upgrades everything in one transaction under an advisory lock, so
 processes starting together do not race; a database with a newer version is refused.
@@ -22,6 +23,7 @@ from typing import Any
 
 from ratewarden.errors import ConfigError, StoreError
 from ratewarden.storage.postgres._algos import ALGORITHMS_SQL
+from ratewarden.storage.postgres._algos_more import MORE_ALGORITHMS_SQL
 
 __all__ = ["SCHEMA_VERSION", "Names", "migrate", "migrate_async"]
 
@@ -109,6 +111,28 @@ BEGIN
   RETURN res;
 END $$;
 
+-- Several requests in one call (the asyncio face merges the calls that queue up while others
+-- are in flight): every key's lock first, in sorted order, then each request all-or-nothing in
+-- turn (apply() takes its locks again: already held), a later one seeing what an earlier wrote.
+CREATE OR REPLACE FUNCTION {S}batch(now_in bigint, slack bigint, ops text[], leases text[], counts int[],
+  keys text[], wids text[], specs text[], costs bigint[], sweep int)
+RETURNS bigint[] LANGUAGE plpgsql AS $$
+DECLARE
+  now bigint := coalesce(now_in, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint);
+  h bigint; q int; nq int := coalesce(array_length(ops, 1), 0); lo int := 1; hi int; res bigint[] := '{}';
+BEGIN
+  FOR h IN SELECT DISTINCT hashtextextended(k, {SEED}) FROM unnest(keys) k ORDER BY 1 LOOP
+    PERFORM pg_advisory_xact_lock(h);
+  END LOOP;
+  FOR q IN 1 .. nq LOOP
+    hi := lo + counts[q] - 1;
+    res := res || {S}apply(now, slack, ops[q], leases[q], keys[lo:hi], wids[lo:hi], specs[lo:hi],
+      costs[lo:hi], CASE WHEN q = nq THEN sweep ELSE 0 END);
+    lo := hi + 1;
+  END LOOP;
+  RETURN res;
+END $$;
+
 -- apply('hit') of one window: the hot path, without the arrays.
 CREATE OR REPLACE FUNCTION {S}hit1(now_in bigint, slack bigint, k text, w text, spec text,
   cost bigint, sweep int)
@@ -146,13 +170,27 @@ END $$;
 """
 
 #: version -> the SQL that brings the previous version to it (functions are replaced whole)
-MIGRATIONS: dict[int, tuple[str, ...]] = {1: (TABLES_SQL, ALGORITHMS_SQL, DISPATCH_SQL)}
+MIGRATIONS: dict[int, tuple[str, ...]] = {1: (TABLES_SQL, ALGORITHMS_SQL, MORE_ALGORITHMS_SQL, DISPATCH_SQL)}
 
 
 class Names:
     """The qualified names of one store's objects, checked (they are pasted into SQL)."""
 
-    __slots__ = ("apply", "hit1", "prefix", "q", "s", "schema", "seed", "state", "version")
+    __slots__ = (
+        "apply",
+        "batch",
+        "hit1",
+        "lock",
+        "prefix",
+        "q",
+        "reset",
+        "s",
+        "schema",
+        "seed",
+        "state",
+        "sweep",
+        "version",
+    )
 
     def __init__(self, schema: str, prefix: str) -> None:
         if not isinstance(schema, str) or not _IDENT.match(schema):
@@ -167,8 +205,16 @@ class Names:
         self.version = f"{self.s}schema_version"
         self.apply = f"SELECT {self.s}apply(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
         self.hit1 = f"SELECT {self.s}hit1(%s, %s, %s, %s, %s, %s, %s)"
+        self.batch = f"SELECT {self.s}batch(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        self.reset = f"DELETE FROM {self.state} WHERE key = %s AND (%s::text[] IS NULL OR wid = ANY(%s))"
+        self.sweep = (
+            f"DELETE FROM {self.state} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {self.state} WHERE expires < "
+            "coalesce(%s, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint) / 1000000 "
+            "ORDER BY expires LIMIT %s FOR UPDATE SKIP LOCKED))"
+        )
         # the advisory locks of two stores in one database differ (a collision only serialises)
         self.seed = int.from_bytes(hashlib.blake2b(self.s.encode(), digest_size=4).digest(), "big")
+        self.lock = f"SELECT pg_advisory_xact_lock(hashtextextended(%s, {self.seed}))"
 
     def render(self, sql: str) -> str:
         return (

@@ -4,15 +4,16 @@ Invariants kept here:
 
 * **One round trip per decision.** Every operation is one ``SELECT {S}apply(...)`` (or
   ``{S}hit1(...)`` for one window) on an autocommit connection: the function takes the keys'
-  advisory locks, reads, decides, writes and commits in one statement, one transaction.
+  advisory locks, reads, decides, writes and commits in one statement, one transaction. The
+  asyncio face sends the calls that queue up while others are in flight as one
+  ``{S}batch(...)`` (``_batch.py``).
 * **Database time.** The functions read ``clock_timestamp()``; the client clock is used only to
   send the quota's calendar bounds. ``_test_now`` (tests only) sends an injected clock instead.
-* **Defined failure.** Every psycopg / pool error becomes :class:`StoreError`. Connect and
-  statement timeouts are set on every connection. After a connection failure a circuit
-  breaker fails fast for ``breaker`` seconds, so a dead server costs one timeout per interval,
-  not per request. A connection the server terminated (``pg_terminate_backend``, a restart)
-  raises ``AdminShutdown`` before its statement ran: that call is retried once on a fresh
-  connection; the pool drops broken connections and opens new ones.
+* **Defined failure.** Every psycopg / pool error becomes :class:`StoreError`; connect and
+  statement timeouts are set on every connection. When no connection can be had, a circuit
+  breaker fails fast for ``breaker`` seconds. A pooled session the server closed while idle
+  (``pg_terminate_backend``, a restart) is found before use and replaced (``_conn.py``); one
+  terminated during its statement (``AdminShutdown``: the statement never commits) is retried.
 * **Bounded table.** Every ``sweep_interval`` seconds one call also deletes up to
   ``sweep_batch`` expired rows (index on ``expires``, ``SKIP LOCKED``); when a sweep finds a
   full batch the next call sweeps again, so deletion keeps up with any flood of new keys.
@@ -21,7 +22,6 @@ Invariants kept here:
 from __future__ import annotations
 
 import asyncio
-import select
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -36,7 +36,9 @@ from ratewarden.core.algorithms.base import Outcome, Window
 from ratewarden.core.evaluate import Op
 from ratewarden.errors import ConfigError, StoreError
 from ratewarden.storage.base import Item
+from ratewarden.storage.postgres._batch import Batcher, Request
 from ratewarden.storage.postgres._codec import Specs, db_key, parse
+from ratewarden.storage.postgres._conn import Breaker, dead, unreachable
 from ratewarden.storage.postgres._schema import Names, migrate, migrate_async
 
 __all__ = ["PostgresStore"]
@@ -44,40 +46,9 @@ __all__ = ["PostgresStore"]
 _OPS = frozenset({"hit", "peek", "charge", "acquire", "release"})
 _ERRORS = (psycopg.Error, psycopg_pool.PoolTimeout, OSError, asyncio.TimeoutError)
 #: server-side errors of a statement: the server is fine, the breaker stays closed
+#: asyncio: calls in flight at once per event loop (the others queue and go as one batch)
+ASYNC_SLOTS = 4
 _TEST_SLACK = 3_600  # seconds rows outlive their window when a test injects the clock
-
-
-def _dead(conn: Any) -> bool:
-    """Whether an idle pooled connection was closed by the server (terminated, restarted): its
-    socket is readable (the server's FATAL message, or EOF) although no statement is running.
-    One non-blocking ``select`` (a microsecond); such a connection is closed and never used."""
-    try:
-        fd = conn.pgconn.socket
-        return bool(select.select([fd], [], [], 0)[0])
-    except (ValueError, OSError, psycopg.Error):  # fd beyond select()'s range, or already closed
-        return bool(conn.closed)
-
-
-class _Breaker:
-    """After a connection failure, fail fast for ``backoff`` seconds; then try again."""
-
-    __slots__ = ("backoff", "last", "until")
-
-    def __init__(self, backoff: float) -> None:
-        self.backoff = backoff
-        self.until = 0.0
-        self.last = ""
-
-    def check(self) -> None:
-        if self.until:
-            if time.monotonic() < self.until:
-                raise StoreError(f"postgresql unavailable ({self.last}); failing fast until the next retry")
-            self.until = 0.0
-
-    def fail(self, exc: BaseException) -> None:
-        self.last = f"{type(exc).__name__}: {exc}".strip()
-        if self.backoff > 0:
-            self.until = time.monotonic() + self.backoff
 
 
 class PostgresStore:
@@ -127,7 +98,7 @@ class PostgresStore:
         self._test_now = _test_now
         self._slack = 0 if _test_now is None else _TEST_SLACK
         self._specs = Specs()
-        self._breaker = _Breaker(breaker)
+        self._breaker = Breaker(breaker)
         self._sweep_interval = sweep_interval
         self._sweep_batch = sweep_batch
         self._next_sweep = 0.0
@@ -136,6 +107,7 @@ class PostgresStore:
         self._apool: psycopg_pool.AsyncConnectionPool[Any] | None = None
         self._aloop: asyncio.AbstractEventLoop | None = None
         self._aready = False
+        self._batcher: Batcher | None = None
 
     def check_window(self, window: Window) -> None:
         """Raise :class:`ConfigError` now if the functions cannot decide ``window`` in bigint."""
@@ -164,11 +136,11 @@ class PostgresStore:
         if sweep and len(reply) > 4 * n and reply[4 * n] >= sweep:
             self._next_sweep = 0.0  # a full batch: more may be due, sweep again on the next call
 
-    def _args1(self, key: str, w: Window, cost: int) -> tuple[Any, ...]:
+    def _req1(self, key: str, w: Window, cost: int) -> Request:
         now, client_now = self._now()
-        return (now, self._slack, db_key(self.key_prefix, key), w.id, self._specs.get(w, client_now), cost)
+        return ("hit", "", [db_key(self.key_prefix, key)], [w.id], [self._specs.get(w, client_now)], [cost], now)
 
-    def _args(self, op: Op, items: Sequence[Item], arg: str) -> tuple[Any, ...]:
+    def _req(self, op: Op, items: Sequence[Item], arg: str) -> Request:
         if op not in _OPS:
             raise ValueError(f"unknown operation {op!r}")
         now, client_now = self._now()
@@ -180,12 +152,17 @@ class PostgresStore:
             wids.append(w.id)
             specs.append(self._specs.get(w, client_now))
             costs.append(cost)
-        return (now, self._slack, op, arg, keys, wids, specs, costs)
+        return (op, arg, keys, wids, specs, costs, now)
+
+    def _one(self, req: Request, sweep: int) -> tuple[str, tuple[Any, ...]]:
+        """The statement and arguments of one request (one window's hit: the lean function)."""
+        op, lease, keys, wids, specs, costs, now = req
+        if op == "hit" and len(keys) == 1:
+            return self.names.hit1, (now, self._slack, keys[0], wids[0], specs[0], costs[0], sweep)
+        return self.names.apply, (now, self._slack, op, lease, keys, wids, specs, costs, sweep)
 
     def _error(self, exc: BaseException) -> StoreError:
-        if isinstance(exc, psycopg_pool.PoolTimeout | OSError) or (
-            isinstance(exc, psycopg.OperationalError) and "connect" in str(exc).split(":")[0]
-        ):
+        if unreachable(exc):
             self._breaker.fail(exc)  # no connection to be had: fail fast for a while
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         return StoreError(f"postgresql store {self.url}: {type(exc).__name__}: {msg}")
@@ -224,7 +201,7 @@ class PostgresStore:
             for attempt in range(self._pool_max + 2):
                 try:
                     with pool.connection() as conn:
-                        if _dead(conn):
+                        if dead(conn):
                             conn.close()  # the pool replaces it
                             continue
                         row = conn.execute(sql, args).fetchone()
@@ -243,7 +220,7 @@ class PostgresStore:
 
     def hit1(self, key: str, window: Window, cost: int) -> Outcome:
         sweep = self._sweep()
-        r = self._call(self.names.hit1, (*self._args1(key, window, cost), sweep))
+        r = self._call(*self._one(self._req1(key, window, cost), sweep))
         self._swept(r, 1, sweep)
         try:
             return (r[0] == 1, r[1], r[2], r[3], None)
@@ -256,18 +233,15 @@ class PostgresStore:
             if op not in _OPS:
                 raise ValueError(f"unknown operation {op!r}")
             return []
+        req = self._req(op, items, arg)
         sweep = self._sweep()
-        r = self._call(self.names.apply, (*self._args(op, items, arg), sweep))
+        r = self._call(*self._one(req, sweep))
         self._swept(r, len(items), sweep)
         return parse(r, len(items))
 
-    def _reset_sql(self, windows: Sequence[Window] | None) -> str:
-        where = "key = %s" if windows is None else "key = %s AND wid = ANY(%s)"
-        return f"DELETE FROM {self.names.state} WHERE {where}"
-
     def _reset_args(self, key: str, windows: Sequence[Window] | None) -> tuple[Any, ...]:
-        k = db_key(self.key_prefix, key)
-        return (k,) if windows is None else (k, [w.id for w in windows])
+        wids = None if windows is None else [w.id for w in windows]
+        return (db_key(self.key_prefix, key), wids, wids)
 
     def reset(self, key: str, windows: Sequence[Window] | None = None) -> None:
         """Delete the key's windows (all of them: ``None``), under the key's lock."""
@@ -275,22 +249,17 @@ class PostgresStore:
         args = self._reset_args(key, windows)
         try:
             with self._sync_pool().connection() as conn, conn.transaction():
-                conn.execute(f"SELECT pg_advisory_xact_lock(hashtextextended(%s, {self.names.seed}))", (args[0],))
-                conn.execute(self._reset_sql(windows), args)
+                conn.execute(self.names.lock, args[:1])
+                conn.execute(self.names.reset, args)
         except _ERRORS as exc:
             raise self._error(exc) from exc
 
     def sweep(self, batch: int = 10_000) -> int:
         """Delete up to ``batch`` expired rows now; returns how many (an admin operation)."""
-        now, _ = self._now()
-        sql = (
-            f"DELETE FROM {self.names.state} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {self.names.state} "
-            "WHERE expires < coalesce(%s, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint) / 1000000 "
-            "ORDER BY expires LIMIT %s FOR UPDATE SKIP LOCKED))"
-        )
         try:
             with self._sync_pool().connection() as conn:
-                return conn.execute(sql, (now, batch)).rowcount
+                n: int = conn.execute(self.names.sweep, (self._now()[0], batch)).rowcount
+                return n
         except _ERRORS as exc:
             raise self._error(exc) from exc
 
@@ -331,7 +300,7 @@ class PostgresStore:
             for attempt in range(self._pool_max + 2):
                 try:
                     async with pool.connection() as conn:
-                        if _dead(conn):
+                        if dead(conn):
                             await conn.close()  # the pool replaces it
                             continue
                         row = await (await conn.execute(sql, args)).fetchone()
@@ -348,21 +317,63 @@ class PostgresStore:
         except _ERRORS as exc:
             raise self._error(exc) from exc
 
-    async def ahit1(self, key: str, window: Window, cost: int) -> Outcome:
+    async def _asend(self, reqs: list[Request]) -> list[list[int]]:
+        """One call for ``reqs`` (the batcher's sender): one flat reply per request."""
         sweep = self._sweep()
-        r = await self._acall(self.names.hit1, (*self._args1(key, window, cost), sweep))
-        self._swept(r, 1, sweep)
-        return parse(r, 1)[0]
+        if len(reqs) == 1:
+            r = await self._acall(*self._one(reqs[0], sweep))
+            self._swept(r, len(reqs[0][2]), sweep)
+            return [r]
+        r = await self._acall(self.names.batch, self._batch_args(reqs, sweep))
+        return self._split(reqs, r, sweep)
+
+    def _batch_args(self, reqs: list[Request], sweep: int) -> tuple[Any, ...]:
+        """The arguments of one ``{S}batch`` call over requests sharing one ``now``."""
+        return (
+            reqs[0][6],
+            self._slack,
+            [q[0] for q in reqs],
+            [q[1] for q in reqs],
+            [len(q[2]) for q in reqs],
+            [k for q in reqs for k in q[2]],
+            [w for q in reqs for w in q[3]],
+            [x for q in reqs for x in q[4]],
+            [c for q in reqs for c in q[5]],
+            sweep,
+        )
+
+    def _split(self, reqs: list[Request], r: list[int], sweep: int) -> list[list[int]]:
+        """A batch's flat reply -> one reply per request."""
+        total = sum(len(q[2]) for q in reqs)
+        if not isinstance(r, list) or len(r) < 4 * total:
+            raise StoreError(f"unexpected reply from the ratewarden functions: {r!r:.200}")
+        self._swept(r, total, sweep)
+        out, pos = [], 0
+        for q in reqs:
+            out.append(r[pos : pos + 4 * len(q[2])])
+            pos += 4 * len(q[2])
+        return out
+
+    def _abatcher(self) -> Batcher:
+        loop = asyncio.get_running_loop()
+        b = self._batcher
+        if b is None or b.loop is not loop:
+            b = self._batcher = Batcher(self._asend, loop, min(self._pool_max, ASYNC_SLOTS))
+        return b
+
+    async def ahit1(self, key: str, window: Window, cost: int) -> Outcome:
+        req = self._req1(key, window, cost)
+        b = self._batcher
+        if b is None or b.loop is not asyncio.get_running_loop():
+            b = self._abatcher()
+        return parse(await b.call(req), 1)[0]
 
     async def aapply(self, op: Op, items: Sequence[Item], arg: str = "") -> list[Outcome]:
         if not items:
             if op not in _OPS:
                 raise ValueError(f"unknown operation {op!r}")
             return []
-        sweep = self._sweep()
-        r = await self._acall(self.names.apply, (*self._args(op, items, arg), sweep))
-        self._swept(r, len(items), sweep)
-        return parse(r, len(items))
+        return parse(await self._abatcher().call(self._req(op, items, arg)), len(items))
 
     async def areset(self, key: str, windows: Sequence[Window] | None = None) -> None:
         self._breaker.check()
@@ -370,14 +381,16 @@ class PostgresStore:
         try:
             pool = await self._async_pool()
             async with pool.connection() as conn, conn.transaction():
-                await conn.execute(
-                    f"SELECT pg_advisory_xact_lock(hashtextextended(%s, {self.names.seed}))", (args[0],)
-                )
-                await conn.execute(self._reset_sql(windows), args)
+                await conn.execute(self.names.lock, args[:1])
+                await conn.execute(self.names.reset, args)
         except _ERRORS as exc:
             raise self._error(exc) from exc
 
     async def aclose(self) -> None:
+        b, self._batcher = self._batcher, None
+        if b is not None:
+            for t in list(b.tasks):
+                await asyncio.gather(t, return_exceptions=True)
         pool, self._apool, self._aloop = self._apool, None, None
         if pool is not None:
             await pool.close(timeout=1.0)
