@@ -53,7 +53,9 @@ def open_store(
         try:
             from ratewarden.storage.postgres import open_postgres
         except ImportError as exc:  # pragma: no cover - depends on the install
-            raise ConfigError(f"{url!r} needs the PostgreSQL store: pip install 'ratewarden[postgres]' ({exc})") from None
+            raise ConfigError(
+                f"{url!r} needs the PostgreSQL store: pip install 'ratewarden[postgres]' ({exc})"
+            ) from None
         return open_postgres(url, **options)
     raise ConfigError(
         f"unknown storage {url!r}; use memory://, sqlite:///path.db, redis://host:port/db, "
