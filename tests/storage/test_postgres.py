@@ -252,3 +252,34 @@ def test_a_backlog_of_expired_rows_is_caught_up_however_long_the_interval(conn: 
         assert _rows(conn, prefix) == 0
     finally:
         lim.close()
+
+
+def _log_rows(conn: Any, prefix: str) -> int:
+    n: int = conn.execute(
+        f'SELECT count(*) FROM "{PG_SCHEMA}".ratewarden_log WHERE starts_with(key, %s)', (prefix,)
+    ).fetchone()[0]
+    return n
+
+
+def test_a_sliding_log_is_rows_read_by_index_and_dropped_as_they_expire(conn: Any, prefix: str) -> None:
+    """One row per admission time (a same-microsecond admission adds to the newest row); an
+    admission drops the entries that left the window; the sweep takes a key's entries with it."""
+    clock = FakeClock(START)
+    lim = Limiter(URL, key_prefix=prefix, clock=clock, _test_now=clock, algorithm="sliding-log", sweep_interval=0)
+    try:
+        for _ in range(50):
+            assert lim.hit("k", "100/minute").allowed
+            clock.advance(1)
+        assert lim.hit("k", "100/minute", cost=2).allowed  # same instant as ...
+        clock.advance(-1)
+        assert lim.hit("k", "100/minute").allowed  # ... a request stamped before it: merged
+        assert _log_rows(conn, prefix) == 51
+        assert lim.status("k", "100/minute")[0].remaining == 100 - 53
+        clock.advance(61)
+        assert lim.hit("k", "100/minute").allowed
+        assert _log_rows(conn, prefix) == 1  # the 51 entries that left the window are gone
+        clock.advance(2 * 3600)
+        assert lim.store.sweep() == 1
+        assert _log_rows(conn, prefix) == 0 and _rows(conn, prefix) == 0
+    finally:
+        lim.close()

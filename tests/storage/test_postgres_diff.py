@@ -52,10 +52,14 @@ def _open(clock: FakeClock) -> PostgresStore:
 
 
 def _raw(conn: Any, store: PostgresStore, key: str, w: Window) -> Any:
-    row = conn.execute(
-        f"SELECT state FROM {store.names.state} WHERE key = %s AND wid = %s", (db_key(store.key_prefix, key), w.id)
-    ).fetchone()
-    return None if row is None else row[0]
+    k = db_key(store.key_prefix, key)
+    row = conn.execute(f"SELECT state FROM {store.names.state} WHERE key = %s AND wid = %s", (k, w.id)).fetchone()
+    if row is None or w.name != "sliding-log":
+        return None if row is None else row[0]
+    entries = conn.execute(
+        f"SELECT ts, cost FROM {store.names.s}log WHERE key = %s AND wid = %s ORDER BY ts", (k, w.id)
+    ).fetchall()
+    return " ".join(f"{ts} {c}" for ts, c in entries)  # the entries, in the encoding decode_state reads
 
 
 def _set(conn: Any, store: PostgresStore, key: str, w: Window, raw: str) -> None:

@@ -151,14 +151,15 @@ BEGIN
   RETURN start || ' ' || (used + cost) || ' ' || stop;
 END $$;
 
--- dispatch by the spec's code
-CREATE OR REPLACE FUNCTION {S}decide(sp bigint[], st text, now bigint, cost bigint, lease text)
-RETURNS {S}outcome LANGUAGE plpgsql IMMUTABLE AS $$
+-- dispatch by the spec's code (sliding-log reads its rows: not IMMUTABLE; its charge is
+-- sl(..., true), called by apply() itself)
+CREATE OR REPLACE FUNCTION {S}decide(sp bigint[], st text, k text, w text, now bigint, cost bigint, lease text)
+RETURNS {S}outcome LANGUAGE plpgsql AS $$
 BEGIN
   CASE sp[1]
     WHEN 1 THEN RETURN {S}fw(sp, st, now, cost);
     WHEN 2 THEN RETURN {S}sw(sp, st, now, cost);
-    WHEN 3 THEN RETURN {S}sl(sp, st, now, cost);
+    WHEN 3 THEN RETURN {S}sl(sp, k, w, now, cost, false);
     WHEN 4 THEN RETURN {S}gcra(sp, st, now, cost);
     WHEN 5 THEN RETURN {S}tb(sp, st, now, cost);
     WHEN 6 THEN RETURN {S}cc(sp, st, now, cost, lease);
@@ -172,7 +173,6 @@ BEGIN
   CASE sp[1]
     WHEN 1 THEN RETURN {S}fw_charge(sp, st, now, cost);
     WHEN 2 THEN RETURN {S}sw_charge(sp, st, now, cost);
-    WHEN 3 THEN RETURN {S}sl_charge(sp, st, now, cost);
     WHEN 4 THEN RETURN {S}gcra_charge(sp, st, now, cost);
     WHEN 5 THEN RETURN {S}tb_charge(sp, st, now, cost);
     WHEN 7 THEN RETURN {S}q_charge(sp, st, now, cost);

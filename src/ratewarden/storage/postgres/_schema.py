@@ -24,6 +24,7 @@ from typing import Any
 from ratewarden.errors import ConfigError, StoreError
 from ratewarden.storage.postgres._algos import ALGORITHMS_SQL
 from ratewarden.storage.postgres._algos_more import MORE_ALGORITHMS_SQL
+from ratewarden.storage.postgres._sliding_log import SLIDING_LOG_SQL
 
 __all__ = ["SCHEMA_VERSION", "Names", "migrate", "migrate_async"]
 
@@ -61,8 +62,8 @@ RETURNS bigint[] LANGUAGE plpgsql AS $$
 DECLARE
   now bigint := coalesce(now_in, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint);
   n int := coalesce(array_length(keys, 1), 0); i int; h bigint; sts text[]; sp bigint[];
-  o {S}outcome; outs {S}outcome[] := '{}'; allok boolean := true; res bigint[] := '{}';
-  nst text; cnt int;
+  codes bigint[] := '{}'; o {S}outcome; outs {S}outcome[] := '{}'; allok boolean := true;
+  res bigint[] := '{}'; nst text;
 BEGIN
   FOR h IN SELECT DISTINCT hashtextextended(k, {SEED}) FROM unnest(keys) k ORDER BY 1 LOOP
     PERFORM pg_advisory_xact_lock(h);
@@ -72,16 +73,19 @@ BEGIN
     LEFT JOIN {S}state t ON t.key = u.k AND t.wid = u.w;
   FOR i IN 1 .. n LOOP
     sp := string_to_array(specs[i], ' ')::bigint[];
+    codes[i] := sp[1];
     IF op = 'hit' OR op = 'peek' OR op = 'acquire' THEN
-      o := {S}decide(sp, sts[i], now, costs[i], CASE WHEN op = 'acquire' THEN lease ELSE '' END);
+      o := {S}decide(sp, sts[i], keys[i], wids[i], now, costs[i], CASE WHEN op = 'acquire' THEN lease ELSE '' END);
       IF NOT o.ok THEN allok := false; END IF;
+    ELSIF op = 'charge' AND sp[1] = 3 THEN
+      o := {S}sl(sp, keys[i], wids[i], now, costs[i], true);
     ELSIF op = 'charge' THEN
       nst := {S}charge(sp, sts[i], now, costs[i]);
-      o := {S}decide(sp, nst, now, 0, '');
+      o := {S}decide(sp, nst, keys[i], wids[i], now, 0, '');
       o := (true, o.rem, o.rst, 0::bigint, nst);
     ELSIF op = 'release' THEN
       nst := CASE WHEN sp[1] = 6 THEN {S}cc_release(sts[i], now, lease) ELSE sts[i] END;
-      o := {S}decide(sp, nst, now, 0, '');
+      o := {S}decide(sp, nst, keys[i], wids[i], now, 0, '');
       o := (true, o.rem, o.rst, 0::bigint, nst);
     ELSE
       RAISE EXCEPTION 'ratewarden: unknown operation %', op;
@@ -91,22 +95,11 @@ BEGIN
   END LOOP;
   IF op = 'charge' OR op = 'release' OR (allok AND op <> 'peek') THEN
     FOR i IN 1 .. n LOOP
-      o := outs[i];
-      IF o.st IS NULL OR o.rst <= 0 THEN
-        DELETE FROM {S}state WHERE key = keys[i] AND wid = wids[i];
-      ELSE
-        INSERT INTO {S}state (key, wid, state, expires)
-          VALUES (keys[i], wids[i], o.st, {S}cdiv(now + o.rst, 1000000) + slack)
-          ON CONFLICT (key, wid) DO UPDATE SET state = excluded.state, expires = excluded.expires;
-      END IF;
+      PERFORM {S}put(keys[i], wids[i], codes[i], outs[i], now, slack);
     END LOOP;
   END IF;
   IF sweep > 0 THEN
-    DELETE FROM {S}state WHERE ctid = ANY(ARRAY(
-      SELECT ctid FROM {S}state WHERE expires < now / 1000000 ORDER BY expires
-      LIMIT sweep FOR UPDATE SKIP LOCKED));
-    GET DIAGNOSTICS cnt = ROW_COUNT;
-    res := res || cnt::bigint;
+    res := res || {S}sweep(now, sweep)::bigint;
   END IF;
   RETURN res;
 END $$;
@@ -139,38 +132,28 @@ CREATE OR REPLACE FUNCTION {S}hit1(now_in bigint, slack bigint, k text, w text, 
 RETURNS bigint[] LANGUAGE plpgsql AS $$
 DECLARE
   now bigint := coalesce(now_in, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint);
-  st text; o {S}outcome; cnt int; res bigint[];
+  sp bigint[] := string_to_array(spec, ' ')::bigint[]; st text; o {S}outcome; res bigint[];
 BEGIN
   PERFORM pg_advisory_xact_lock(hashtextextended(k, {SEED}));
-  SELECT t.state INTO st FROM {S}state t WHERE t.key = k AND t.wid = w;
-  o := {S}decide(string_to_array(spec, ' ')::bigint[], st, now, cost, '');
+  IF sp[1] <> 3 THEN
+    SELECT t.state INTO st FROM {S}state t WHERE t.key = k AND t.wid = w;
+  END IF;
+  o := {S}decide(sp, st, k, w, now, cost, '');
   IF o.ok THEN
-    IF o.st IS NULL OR o.rst <= 0 THEN
-      IF st IS NOT NULL THEN DELETE FROM {S}state t WHERE t.key = k AND t.wid = w; END IF;
-    ELSIF st IS NOT NULL THEN
-      UPDATE {S}state t SET state = o.st, expires = {S}cdiv(now + o.rst, 1000000) + slack
-        WHERE t.key = k AND t.wid = w;
-    END IF;
-    IF o.st IS NOT NULL AND o.rst > 0 AND (st IS NULL OR NOT FOUND) THEN
-      INSERT INTO {S}state (key, wid, state, expires)
-        VALUES (k, w, o.st, {S}cdiv(now + o.rst, 1000000) + slack)
-        ON CONFLICT (key, wid) DO UPDATE SET state = excluded.state, expires = excluded.expires;
-    END IF;
+    PERFORM {S}put(k, w, sp[1], o, now, slack);
   END IF;
   res := ARRAY[(CASE WHEN o.ok THEN 1 ELSE 0 END)::bigint, o.rem, o.rst, o.rty];
   IF sweep > 0 THEN
-    DELETE FROM {S}state WHERE ctid = ANY(ARRAY(
-      SELECT ctid FROM {S}state WHERE expires < now / 1000000 ORDER BY expires
-      LIMIT sweep FOR UPDATE SKIP LOCKED));
-    GET DIAGNOSTICS cnt = ROW_COUNT;
-    res := res || cnt::bigint;
+    res := res || {S}sweep(now, sweep)::bigint;
   END IF;
   RETURN res;
 END $$;
 """
 
 #: version -> the SQL that brings the previous version to it (functions are replaced whole)
-MIGRATIONS: dict[int, tuple[str, ...]] = {1: (TABLES_SQL, ALGORITHMS_SQL, MORE_ALGORITHMS_SQL, DISPATCH_SQL)}
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (TABLES_SQL, ALGORITHMS_SQL, SLIDING_LOG_SQL, MORE_ALGORITHMS_SQL, DISPATCH_SQL)
+}
 
 
 class Names:
@@ -206,11 +189,12 @@ class Names:
         self.apply = f"SELECT {self.s}apply(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
         self.hit1 = f"SELECT {self.s}hit1(%s, %s, %s, %s, %s, %s, %s)"
         self.batch = f"SELECT {self.s}batch(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-        self.reset = f"DELETE FROM {self.state} WHERE key = %s AND (%s::text[] IS NULL OR wid = ANY(%s))"
+        self.reset = (
+            f"WITH d AS (DELETE FROM {self.state} WHERE key = %s AND (%s::text[] IS NULL OR wid = ANY(%s)) "
+            f"RETURNING key, wid) DELETE FROM {self.s}log x USING d WHERE x.key = d.key AND x.wid = d.wid"
+        )
         self.sweep = (
-            f"DELETE FROM {self.state} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {self.state} WHERE expires < "
-            "coalesce(%s, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint) / 1000000 "
-            "ORDER BY expires LIMIT %s FOR UPDATE SKIP LOCKED))"
+            f"SELECT {self.s}sweep(coalesce(%s, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint), %s)"
         )
         # the advisory locks of two stores in one database differ (a collision only serialises)
         self.seed = int.from_bytes(hashlib.blake2b(self.s.encode(), digest_size=4).digest(), "big")

@@ -258,8 +258,8 @@ class PostgresStore:
         """Delete up to ``batch`` expired rows now; returns how many (an admin operation)."""
         try:
             with self._sync_pool().connection() as conn:
-                n: int = conn.execute(self.names.sweep, (self._now()[0], batch)).rowcount
-                return n
+                row = conn.execute(self.names.sweep, (self._now()[0], batch)).fetchone()
+                return int(row[0]) if row else 0
         except _ERRORS as exc:
             raise self._error(exc) from exc
 
