@@ -247,3 +247,95 @@ def test_the_policy_file_and_the_middleware_take_the_url(conn: Any) -> None:
         assert n == 1
     finally:
         conn.execute(f'DELETE FROM "{PG_SCHEMA}".ratewarden_state WHERE starts_with(key, %s)', (prefix,))
+
+
+# -- a restarted server: a private cluster on a spare port (never the shared one) ----------------
+
+
+@pytest.fixture
+def private_pg() -> Iterator[str]:
+    """A PostgreSQL cluster of this test's own (initdb as the postgres user), on a spare port,
+    in a directory the postgres user can reach (pytest's tmp_path is private to root)."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    if not (shutil.which("initdb") and shutil.which("pg_ctl") and shutil.which("runuser")):
+        pytest.skip("needs initdb, pg_ctl and runuser")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tmp_path = Path(tempfile.mkdtemp(prefix="rwtest-pg-"))
+    os.chmod(tmp_path, 0o755)
+    data = tmp_path / "pgdata"
+    data.mkdir()
+    shutil.chown(data, "postgres", "postgres")
+    sock = tmp_path / "sock"
+    sock.mkdir()
+    shutil.chown(sock, "postgres", "postgres")
+
+    def pg(*args: str) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", *args], check=True, capture_output=True, timeout=120)
+
+    try:
+        pg("initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
+    except (subprocess.CalledProcessError, OSError) as exc:
+        shutil.rmtree(tmp_path, ignore_errors=True)
+        pytest.skip(f"cannot create a private cluster: {exc}")
+    opts = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off"
+    try:
+        pg("pg_ctl", "-D", str(data), "-o", opts, "-l", str(sock / "log"), "-w", "start")
+    except (subprocess.CalledProcessError, OSError) as exc:
+        shutil.rmtree(tmp_path, ignore_errors=True)
+        pytest.skip(f"cannot start a private cluster: {exc}")
+    url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    try:
+        yield url
+    finally:
+        pg("pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_a_restarted_server_keeps_the_state_and_the_pool_recovers(private_pg: str) -> None:
+    import subprocess
+    from pathlib import Path
+
+    url = f"{private_pg}?connect_timeout=1&breaker=0.2"
+    lim = Limiter(url, on_store_error="deny")
+    alim = AsyncLimiter(url, on_store_error="deny")  # opened after the restart
+    try:
+        assert [lim.hit("k", "3/hour", algorithm="fixed-window").allowed for _ in range(2)] == [True, True]
+        data = subprocess.run(
+            ["psql", private_pg, "-Atc", "SHOW data_directory"], check=True, capture_output=True, text=True
+        ).stdout.strip()
+        log = str(Path(data).parent / "sock" / "log")  # without -l the server would hold our pipe open
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", "pg_ctl", "-D", data, "-l", log, "-m", "fast", "-w", "restart"],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # the pool reconnects by itself
+            before = lim.store_errors
+            d = lim.hit("other", "100/hour", algorithm="fixed-window")
+            if lim.store_errors == before and d.allowed:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the store did not recover after the restart")
+        assert [lim.hit("k", "3/hour", algorithm="fixed-window").allowed for _ in range(2)] == [True, False]
+
+        async def ahit() -> bool:
+            try:
+                return (await alim.hit("k", "3/hour", algorithm="fixed-window")).allowed
+            finally:
+                await alim.aclose()
+
+        assert asyncio.run(ahit()) is False
+    finally:
+        lim.close()

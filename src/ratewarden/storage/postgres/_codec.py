@@ -125,7 +125,8 @@ def parse(reply: Any, n: int) -> list[Outcome]:
 
 
 def decode_state(w: Window, raw: str | None) -> Any:
-    """A stored state -> the value the Python core uses (for tests and inspection)."""
+    """A stored state -> the value the Python core uses (for tests and inspection). A
+    sliding-log's entries are rows of the log table: pass them as ``"ts cost ts cost ..."``."""
     if raw is None:
         return None
     parts: Sequence[str] = raw.split()

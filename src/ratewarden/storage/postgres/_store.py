@@ -211,9 +211,7 @@ class PostgresStore:
                         raise
             else:
                 raise StoreError("no live connection in the pool")
-            if row is None:  # pragma: no cover - a SELECT of a function returns one row
-                raise StoreError("no reply from the ratewarden functions")
-            reply: list[int] = row[0]
+            reply: list[int] = row[0]  # a SELECT of a function returns one row
             return reply
         except _ERRORS as exc:
             raise self._error(exc) from exc
@@ -310,9 +308,7 @@ class PostgresStore:
                         raise
             else:
                 raise StoreError("no live connection in the pool")
-            if row is None:  # pragma: no cover
-                raise StoreError("no reply from the ratewarden functions")
-            reply: list[int] = row[0]
+            reply: list[int] = row[0]  # a SELECT of a function returns one row
             return reply
         except _ERRORS as exc:
             raise self._error(exc) from exc
