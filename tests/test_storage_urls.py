@@ -21,7 +21,7 @@ def test_max_keys_is_refused_for_stores_it_does_not_bound(tmp_path: Path) -> Non
         ("memory://?maxkeys=5", "unknown option 'maxkeys'"),
         ("memory://?max_keys=0", "max_keys must be a positive integer"),
         ("mysql://localhost/db", "unknown storage 'mysql://localhost/db'"),
-        ("postgres://localhost/db?pool_size=3", "unknown PostgreSQL store option 'pool_size'"),
+        ("postgres://localhost/db?pool_size=3", 'bad PostgreSQL URL .*invalid URI query parameter: "pool_size"'),
     ],
 )
 def test_bad_urls(url: str, message: str) -> None:
