@@ -177,9 +177,9 @@ def main() -> None:
     asy: dict[str, list[float]] = {name: [] for name, _, _ in subjects}
     try:
         for rep in range(args.reps):
-            for name, s, a in subjects:
-                sync[name].append(run_sync(s, args.n, name))
-                asy[name].append(asyncio.run(run_async(a, args.n, name)))
+            for name, make_s, make_a in subjects:
+                sync[name].append(run_sync(make_s, args.n, name))
+                asy[name].append(asyncio.run(run_async(make_a, args.n, name)))
             print(f"round {rep + 1}/{args.reps} done", file=sys.stderr)
     finally:
         with psycopg.connect(args.url, autocommit=True) as conn:
@@ -197,8 +197,8 @@ def main() -> None:
     print("denied: calls refused although the rate was never reached (lock contention, errors)")
     print(f"{'subject':58} {'sync/s':>9} {'x pyrate':>9} {'async/s':>9} {'x pyrate':>9} {'denied':>7}")
     for name, _, _ in subjects:
-        s, a = statistics.median(sync[name]), statistics.median(asy[name])
-        print(f"{name:58} {s:9.0f} {s / ps:9.2f} {a:9.0f} {a / pa:9.2f} {DENIED.get(name, 0):7d}")
+        rs, ra = statistics.median(sync[name]), statistics.median(asy[name])
+        print(f"{name:58} {rs:9.0f} {rs / ps:9.2f} {ra:9.0f} {ra / pa:9.2f} {DENIED.get(name, 0):7d}")
 
 
 if __name__ == "__main__":
