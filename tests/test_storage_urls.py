@@ -20,7 +20,8 @@ def test_max_keys_is_refused_for_stores_it_does_not_bound(tmp_path: Path) -> Non
         ("memory://?max_keys=lots", "max_keys must be an integer"),
         ("memory://?maxkeys=5", "unknown option 'maxkeys'"),
         ("memory://?max_keys=0", "max_keys must be a positive integer"),
-        ("postgres://localhost/db", "unknown storage 'postgres://localhost/db'"),
+        ("mysql://localhost/db", "unknown storage 'mysql://localhost/db'"),
+        ("postgres://localhost/db?pool_size=3", 'bad PostgreSQL URL .*invalid URI query parameter: "pool_size"'),
     ],
 )
 def test_bad_urls(url: str, message: str) -> None:

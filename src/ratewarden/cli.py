@@ -7,6 +7,7 @@
   every mistake it holds.
 * ``ratewarden demo [--port 8000]`` runs a web app with five teams' scenarios on one policy file.
 * ``ratewarden --version`` prints the version. ``python -m ratewarden`` is the same command.
+* ``ratewarden migrate URL`` creates or upgrades a PostgreSQL store's table and functions.
 """
 
 from __future__ import annotations
@@ -119,7 +120,21 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     d.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     d.add_argument("--profile", default=None, help="policy profile, e.g. 'quick' (save: 2 per 4 s)")
+    m = sub.add_parser("migrate", help="create or upgrade a PostgreSQL store's table and functions")
+    m.add_argument("url", help="postgresql://user@host:5432/db[?schema=...&table_prefix=...]")
     return p
+
+
+def _migrate(url: str) -> int:
+    """``ratewarden migrate URL``: install or upgrade the PostgreSQL store's objects now."""
+    if not url.lower().startswith(("postgresql://", "postgres://")):
+        print(f"error: migrate takes a postgresql:// URL, not {url!r}", file=sys.stderr)
+        return 2
+    from ratewarden.storage.postgres import migrate_url
+
+    found, now = migrate_url(url)
+    print(f"schema version {found} -> {now}" if found != now else f"schema version {now}: up to date")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -152,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             serve(args.port, args.host, args.profile)
             return 0
+        if args.command == "migrate":
+            return _migrate(args.url)
         from ratewarden.policy.cli import check_main
 
         return check_main(args.file)

@@ -24,6 +24,9 @@ Test modules take the fixtures they use by assignment (an import would trip ruff
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,6 +135,67 @@ BACKENDS.append(
         persistent=True,
         marks=(pytest.mark.redis,),
         teardown=_redis_teardown,
+    )
+)
+
+
+# -- postgres (added by the PostgreSQL store engineer; before the fixtures, which read BACKENDS) --
+#
+# The real PostgreSQL at 127.0.0.1:5432, database "test", in a schema of this test run's own
+# (dropped when the run ends). The fake clock reaches the functions through the store's test
+# hook (``_test_now``), as for Redis; each test's limiters share one key prefix (from ``tmp_path``).
+
+PG_URL = "postgresql://root@127.0.0.1:5432/test"
+PG_SCHEMA = f"rwtest_{uuid.uuid4().hex[:10]}"
+
+
+def _drop_pg_schema() -> None:
+    import psycopg
+
+    with contextlib.suppress(psycopg.Error), psycopg.connect(PG_URL, autocommit=True, connect_timeout=2) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{PG_SCHEMA}" CASCADE')
+
+
+def _pg_options(clock: FakeClock | None, tmp_path: Path, options: dict[str, Any]) -> dict[str, Any]:
+    import hashlib
+
+    test = hashlib.blake2b(str(tmp_path).encode(), digest_size=6).hexdigest()
+    prefix = options.pop("key_prefix", "rw:")
+    if isinstance(prefix, str):
+        prefix = f"rwtest:{test}:{prefix}"
+    if not _PG_DROP:
+        _PG_DROP.append(atexit.register(_drop_pg_schema))
+    return {"key_prefix": prefix, "_test_now": clock, "schema": PG_SCHEMA, "statement_timeout": 10, **options}
+
+
+_PG_DROP: list[Any] = []
+
+
+def _postgres(clock: FakeClock | None, tmp_path: Path, **options: Any) -> Limiter:
+    return Limiter(PG_URL, clock=clock, **_pg_options(clock, tmp_path, options))
+
+
+def _apostgres(clock: FakeClock | None, tmp_path: Path, **options: Any) -> AsyncLimiter:
+    return AsyncLimiter(PG_URL, clock=clock, **_pg_options(clock, tmp_path, options))
+
+
+def _postgres_teardown(lim: Any) -> None:
+    import psycopg
+
+    store = lim.store
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"DELETE FROM {store.names.state} WHERE starts_with(key, %s)", (store.key_prefix,))
+
+
+BACKENDS.append(
+    Backend(
+        "postgres",
+        _postgres,
+        _apostgres,
+        shared=True,
+        persistent=True,
+        marks=(pytest.mark.postgres,),
+        teardown=_postgres_teardown,
     )
 )
 

@@ -1,4 +1,5 @@
-"""Stores, picked by URL: ``memory://``, ``sqlite:///path.db``, ``redis://host:port/db``."""
+"""Stores, picked by URL: ``memory://``, ``sqlite:///path.db``, ``redis://host:port/db``,
+``postgresql://user@host:5432/db``."""
 
 from __future__ import annotations
 
@@ -48,7 +49,15 @@ def open_store(
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise ConfigError(f"{url!r} needs the Redis store: pip install 'ratewarden[redis]' ({exc})") from None
         return open_redis(url, **options)
+    if scheme in ("postgresql", "postgres"):
+        try:
+            from ratewarden.storage.postgres import open_postgres
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ConfigError(
+                f"{url!r} needs the PostgreSQL store: pip install 'ratewarden[postgres]' ({exc})"
+            ) from None
+        return open_postgres(url, **options)
     raise ConfigError(
         f"unknown storage {url!r}; use memory://, sqlite:///path.db, redis://host:port/db, "
-        "redis+cluster://host:port or redis+sentinel://host:port/service"
+        "redis+cluster://host:port, redis+sentinel://host:port/service or postgresql://user@host:5432/db"
     )
