@@ -4,6 +4,7 @@
   for each, whether it passed, what remained and the exact ``retry_after``: a way to see how the
   algorithms differ at window edges (``--algorithm all`` puts them side by side).
 * ``ratewarden check FILE`` validates a policy file and prints the rules it understood.
+* ``ratewarden serve --policy FILE`` runs the decision service (see docs/service.md).
 """
 
 from __future__ import annotations
@@ -106,6 +107,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     c = sub.add_parser("check", help="validate a policy file and print the rules it understood")
     c.add_argument("file", help="path to ratewarden.toml")
+    from ratewarden.service.cli import add_parser as add_serve_parser
+
+    add_serve_parser(sub)
     return p
 
 
@@ -134,6 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 2
             simulate(args.rate, algos, args.requests, every, args.cost, offset)
             return 0
+        if args.command == "serve":
+            from ratewarden.service.cli import run as serve
+
+            return serve(args)
         from ratewarden.policy.cli import check_main
 
         return check_main(args.file)

@@ -16,6 +16,7 @@ from ratewarden.core.algorithms.base import Window
 __all__ = [
     "Ban",
     "CostSpec",
+    "Descriptor",
     "JWTConfig",
     "KeySpec",
     "Match",
@@ -101,6 +102,16 @@ class Tiers:
 
 
 @dataclass(frozen=True, slots=True)
+class Descriptor:
+    """An Envoy rate-limit descriptor the rule answers (the decision service's gRPC side):
+    ``entries`` are ``(key, value)`` in order, ``value`` None when the request supplies it (the
+    unpinned values, joined by ``|``, are the rule's key), else the value that must be equal."""
+
+    domain: str
+    entries: tuple[tuple[str, str | None], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     name: str
     match: Match
@@ -114,6 +125,7 @@ class Rule:
     exempt: tuple[str, ...] = ()
     on_store_error: str = "allow"
     line: int = 0
+    descriptor: Descriptor | None = None
 
     @property
     def limits_text(self) -> str:

@@ -18,6 +18,7 @@ from ratewarden.policy.model import (
     Ban,
     Blocklist,
     CostSpec,
+    Descriptor,
     JWTConfig,
     ResponseConfig,
     Rule,
@@ -61,6 +62,7 @@ RULE_KEYS = (
     "shadow",
     "exempt",
     "on_store_error",
+    "descriptor",
 )
 BAN_KEYS = ("name", "match", "key", "fallback", "mode", "max", "within", "ban_for", "shadow")
 SAFELIST_KEYS = ("ips", "header_secret", "paths")
@@ -205,7 +207,30 @@ class Sections(Reader):
             exempt=self.paths(t, (*path, "exempt")),
             on_store_error=on_err,
             line=self.lines.line(path),
+            descriptor=self.descriptor(t["descriptor"], (*path, "descriptor")) if "descriptor" in t else None,
         )
+
+    def descriptor(self, t: Any, path: KeyPath) -> Descriptor:
+        """``{ domain = "edge", entries = ["remote_address", "path=/login"] }``: the Envoy
+        descriptor this rule answers; ``key=value`` pins a value, a bare key supplies the rule's key."""
+        if not isinstance(t, dict):
+            self.fail(path, 'descriptor must be a table, e.g. { domain = "edge", entries = ["remote_address"] }')
+        self.known(t, path, ("domain", "entries"), "descriptor")
+        domain = self.string(t, (*path, "domain"))
+        if not domain:
+            self.fail((*path, "domain"), "the descriptor domain is empty")
+        raw = self.strings(t, (*path, "entries"), allow_single=False)
+        entries: list[tuple[str, str | None]] = []
+        for e in raw:
+            k, eq, v = e.partition("=")
+            if not k.strip():
+                self.fail((*path, "entries"), f"a descriptor entry needs a key, not {e!r}")
+            entries.append((k.strip(), v if eq else None))
+        if not entries:
+            self.fail((*path, "entries"), "a descriptor needs at least one entry")
+        if all(v is not None for _, v in entries):
+            self.fail((*path, "entries"), "every entry is pinned: leave one key bare to say whose limit it is")
+        return Descriptor(domain, tuple(entries))
 
     def cost(self, v: Any, path: KeyPath) -> CostSpec:
         if type(v) is int:
