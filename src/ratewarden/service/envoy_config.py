@@ -219,7 +219,8 @@ def load_envoy_config(
             raise PolicyError(str(f), exc.line, exc.reason) from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
-            raise PolicyError(str(f), mark.line + 1 if mark else 0, f"not valid YAML: {exc}") from None
+            what = " ".join(str(x) for x in (getattr(exc, "context", None), getattr(exc, "problem", None)) if x)
+            raise PolicyError(str(f), mark.line + 1 if mark else 0, f"not valid YAML: {what or exc}") from None
         reader.domain(doc)
         d = doc["domain"]
         if d in domains:
