@@ -103,7 +103,11 @@ def create_app(
         if v.pending is not None:  # Allow2Ban counts every request (the service's answer is the response)
             await engine.aafter(parsed, v, v.status, {})
         metrics.observe("http_request", time.perf_counter() - t0)
-        metrics.decision(v.rule, _outcome(v.allowed, v.status))
+        if v.allowed:  # counted once per rule that applied (several windows of a rule: one count)
+            for name in {st.name if st.name in snap.rules else st.name.rsplit("-", 1)[0] for st in v.decisions}:
+                metrics.decision(name, "allowed")
+        else:
+            metrics.decision(v.rule, _outcome(v.allowed, v.status))
         return _json(request_json(v))
 
     async def get_status(request: Request) -> Response:

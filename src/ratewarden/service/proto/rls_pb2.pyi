@@ -102,9 +102,7 @@ class RateLimitRequest(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal[
-        "descriptors", b"descriptors", "domain", b"domain", "hits_addend", b"hits_addend"
-    ]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["descriptors", b"descriptors", "domain", b"domain", "hits_addend", b"hits_addend"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -137,9 +135,7 @@ class RateLimitResponse(_message.Message):
             ValueType = _typing.NewType("ValueType", _builtins.int)
             V: _TypeAlias = ValueType  # noqa: Y015
 
-        class _UnitEnumTypeWrapper(
-            _enum_type_wrapper._EnumTypeWrapper[RateLimitResponse.RateLimit._Unit.ValueType], _builtins.type
-        ):
+        class _UnitEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[RateLimitResponse.RateLimit._Unit.ValueType], _builtins.type):
             DESCRIPTOR: _descriptor.EnumDescriptor
             UNKNOWN: RateLimitResponse.RateLimit._Unit.ValueType  # 0
             SECOND: RateLimitResponse.RateLimit._Unit.ValueType  # 1
@@ -175,9 +171,7 @@ class RateLimitResponse(_message.Message):
         ) -> None: ...
         _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
         def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-        _ClearFieldArgType: _TypeAlias = _typing.Literal[
-            "name", b"name", "requests_per_unit", b"requests_per_unit", "unit", b"unit"
-        ]  # noqa: Y015
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "requests_per_unit", b"requests_per_unit", "unit", b"unit"]  # noqa: Y015
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -203,20 +197,9 @@ class RateLimitResponse(_message.Message):
             limit_remaining: _builtins.int = ...,
             duration_until_reset: _duration_pb2.Duration | None = ...,
         ) -> None: ...
-        _HasFieldArgType: _TypeAlias = _typing.Literal[
-            "current_limit", b"current_limit", "duration_until_reset", b"duration_until_reset"
-        ]  # noqa: Y015
+        _HasFieldArgType: _TypeAlias = _typing.Literal["current_limit", b"current_limit", "duration_until_reset", b"duration_until_reset"]  # noqa: Y015
         def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-        _ClearFieldArgType: _TypeAlias = _typing.Literal[
-            "code",
-            b"code",
-            "current_limit",
-            b"current_limit",
-            "duration_until_reset",
-            b"duration_until_reset",
-            "limit_remaining",
-            b"limit_remaining",
-        ]  # noqa: Y015
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "current_limit", b"current_limit", "duration_until_reset", b"duration_until_reset", "limit_remaining", b"limit_remaining"]  # noqa: Y015
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -247,9 +230,7 @@ class RateLimitResponse(_message.Message):
     @_builtins.property
     def statuses(self) -> _containers.RepeatedCompositeFieldContainer[Global___RateLimitResponse.DescriptorStatus]: ...
     @_builtins.property
-    def response_headers_to_add(
-        self,
-    ) -> _containers.RepeatedCompositeFieldContainer[Global___RateLimitResponse.HeaderValue]:
+    def response_headers_to_add(self) -> _containers.RepeatedCompositeFieldContainer[Global___RateLimitResponse.HeaderValue]:
         """headers Envoy adds to the client's response (RateLimit, Retry-After)"""
 
     def __init__(
@@ -261,9 +242,7 @@ class RateLimitResponse(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal[
-        "overall_code", b"overall_code", "response_headers_to_add", b"response_headers_to_add", "statuses", b"statuses"
-    ]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["overall_code", b"overall_code", "response_headers_to_add", b"response_headers_to_add", "statuses", b"statuses"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
