@@ -16,7 +16,6 @@ import hmac
 import json
 import logging
 import signal
-import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -27,8 +26,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ratewarden import __version__
-from ratewarden.service.decide import key_json, request_json, status
-from ratewarden.service.inputs import MAX_KEY, CheckKey, ClientError, parse_body, parse_check, parse_reset
+from ratewarden.service.check import CheckEndpoint
+from ratewarden.service.decide import status
+from ratewarden.service.inputs import MAX_KEY, ClientError, parse_body, parse_reset
 from ratewarden.service.openapi import openapi
 from ratewarden.service.state import Service
 
@@ -64,12 +64,6 @@ async def _read(request: Request, cap: int) -> bytes:
     return b"".join(chunks)
 
 
-def _outcome(allowed: bool, status_code: int) -> str:
-    if allowed:
-        return "allowed"
-    return "unavailable" if status_code >= 500 else "denied"
-
-
 def create_app(
     service: Service,
     *,
@@ -78,37 +72,12 @@ def create_app(
     grpc_host: str = "127.0.0.1",
     watch: float | None = None,
     handle_signals: bool = False,
-) -> Starlette:
-    """The ASGI app. ``extra_routes`` are mounted before the service's own routes."""
+) -> ServiceApp:
+    """The ASGI app. ``extra_routes`` (Starlette routes or mounts: a dashboard, static files)
+    are matched before the service's own routes."""
     metrics = service.metrics
     too_large = {"error": f"the body is larger than {service.max_body} bytes", "field": None}
-
-    async def check(request: Request) -> Response:
-        try:
-            body = parse_body(await _read(request, service.max_body))
-            snap = service.snapshot
-            parsed = parse_check(body, snap.rule_names)
-        except TooLargeError:
-            return _json(too_large, 413)
-        except ClientError as exc:
-            return _error(exc.message, exc.field)
-        engine = snap.engine
-        t0 = time.perf_counter()
-        if isinstance(parsed, CheckKey):
-            v = await engine.acheck_key(parsed.rule, parsed.key, parsed.cost, attrs=parsed.attrs)
-            metrics.observe("http_key", time.perf_counter() - t0)
-            metrics.decision(parsed.rule, _outcome(v.allowed, v.status))
-            return _json(key_json(v, parsed.rule))
-        v = await engine.acheck(parsed)
-        if v.pending is not None:  # Allow2Ban counts every request (the service's answer is the response)
-            await engine.aafter(parsed, v, v.status, {})
-        metrics.observe("http_request", time.perf_counter() - t0)
-        if v.allowed:  # counted once per rule that applied (several windows of a rule: one count)
-            for name in {st.name if st.name in snap.rules else st.name.rsplit("-", 1)[0] for st in v.decisions}:
-                metrics.decision(name, "allowed")
-        else:
-            metrics.decision(v.rule, _outcome(v.allowed, v.status))
-        return _json(request_json(v))
+    check = CheckEndpoint(service)
 
     async def get_status(request: Request) -> Response:
         q = request.query_params
@@ -198,7 +167,7 @@ def create_app(
 
     routes: list[BaseRoute] = [
         *extra_routes,
-        Route("/v1/check", check, methods=["POST"]),
+        Route("/v1/check", check, methods=["POST"]),  # reached only through ServiceApp's fast dispatch
         Route("/v1/status", get_status, methods=["GET"]),
         Route("/v1/reset", reset, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
@@ -207,7 +176,30 @@ def create_app(
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.service = service
-    return app
+    return ServiceApp(app, check)
+
+
+class ServiceApp:
+    """The service's ASGI app: ``POST /v1/check`` straight to its endpoint, the rest (and the
+    lifespan) to Starlette. ``state`` and ``routes`` are Starlette's."""
+
+    def __init__(self, starlette: Starlette, check: CheckEndpoint) -> None:
+        self.starlette = starlette
+        self.check = check
+
+    @property
+    def state(self) -> Any:
+        return self.starlette.state
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        return self.starlette.routes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/v1/check":
+            await self.check(scope, receive, send)
+            return
+        await self.starlette(scope, receive, send)
 
 
 async def _watch(service: Service, every: float) -> None:

@@ -22,9 +22,12 @@ from ratewarden.policy.model import Rule
 __all__ = ["Granted", "decide_many", "key_json", "request_json", "status", "windows_of"]
 
 
+_INF = math.inf
+
+
 def _num(x: float) -> float | None:
     """JSON has no infinity: a wait that never ends is ``null``."""
-    return None if math.isinf(x) or math.isnan(x) else round(x, 6)
+    return None if x == _INF or x != x else round(x, 6)
 
 
 def _window_json(st: Any) -> dict[str, Any]:

@@ -45,6 +45,7 @@ class Snapshot:
     reset_names: frozenset[str]  # rules and bans
     index: DescriptorIndex
     source: str
+    inline: bool  # the memory store: decide with a direct call (it never blocks)
 
 
 class Service:
@@ -122,7 +123,8 @@ class Service:
         rules = {r.name: r for r in policy.rules}
         index = DescriptorIndex(routes) if routes is not None else DescriptorIndex.of_rules(policy.rules)
         names = frozenset(rules)
-        return Snapshot(engine, rules, names, names | {b.name for b in policy.bans}, index, policy.source)
+        inline = getattr(engine.store, "kind", "") == "memory"
+        return Snapshot(engine, rules, names, names | {b.name for b in policy.bans}, index, policy.source, inline)
 
     def attach_metrics(self) -> None:
         """Follow the current engine's events (store errors) and its memory store's size."""
