@@ -27,7 +27,7 @@ _INF = math.inf
 
 def _num(x: float) -> float | None:
     """JSON has no infinity: a wait that never ends is ``null``."""
-    return None if x == _INF or x != x else round(x, 6)
+    return None if x == _INF or math.isnan(x) else round(x, 6)
 
 
 def _window_json(st: Any) -> dict[str, Any]:
