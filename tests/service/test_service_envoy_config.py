@@ -35,6 +35,7 @@ def test_the_file_becomes_descriptor_rules(service_policies: Path) -> None:
         ((("to_number", None), ("from_number", None)), "edge:to_number.from_number"),
         ((("path", "/health"),), None),
         ((("plan", "free"),), "free-plan"),
+        ((("internal", None),), None),
     ]
     assert all(r.algorithm == "fixed-window" for r in policy.rules)
     shadow = [r.name for r in policy.rules if r.shadow]
@@ -52,6 +53,7 @@ def test_the_file_becomes_descriptor_rules(service_policies: Path) -> None:
         ("bad_requests.yaml", 5, "'requests_per_unit' must be an integer"),
         ("zero_requests.yaml", 5, "not supported"),
         ("replaces.yaml", 3, "'replaces' is not supported"),
+        ("replaces_in_limit.yaml", 5, "'replaces' is not supported"),
         ("duplicate.yaml", 5, "appears twice"),
         ("no_domain.yaml", 1, "'domain' must be a non-empty string"),
         ("no_key.yaml", 3, "needs a non-empty string 'key'"),

@@ -17,7 +17,8 @@
         rate_limit: {unlimited: true}
 
 Each node with a ``rate_limit`` becomes one rule whose descriptor is the path of keys (and pinned
-values) from the top; ``unit`` is second, minute, hour, day, week, month (30 days) or year (365
+values) from the top; a node with neither a ``rate_limit`` nor nested descriptors is not limited
+(as in envoyproxy/ratelimit); ``unit`` is second, minute, hour, day, week, month (30 days) or year (365
 days). Any algorithm may be chosen (``--algorithm``; fixed-window, what envoyproxy/ratelimit
 does, by default). ``replaces`` and ``requests_per_unit: 0`` are refused with the line that
 uses them. A path is a file or a directory of ``*.yaml``/``*.yml`` files (one domain each).
@@ -53,7 +54,7 @@ UNITS = {
     "year": 365 * 86400,
 }
 _NODE_KEYS = ("key", "value", "rate_limit", "descriptors", "shadow_mode", "detailed_metric", "replaces", "name")
-_LIMIT_KEYS = ("unit", "requests_per_unit", "unlimited", "name")
+_LIMIT_KEYS = ("unit", "requests_per_unit", "unlimited", "name", "replaces")
 _NAME_BAD = re.compile(r"[^A-Za-z0-9_.:/-]")
 #: a method no HTTP request has: rules read from an Envoy file answer descriptors only
 NO_HTTP = Match(methods=frozenset({"-"}))
@@ -135,6 +136,8 @@ class _Reader:
             self.limit(domain, path, n["rate_limit"], shadow, line)
         if "descriptors" in n:
             self.nodes(domain, n["descriptors"], path, line)
+        if "rate_limit" not in n and not n.get("descriptors"):
+            self.routes.append(Route(domain, path, None))  # neither a limit nor nested ones: not limited
 
     def limit(self, domain: str, path: tuple[tuple[str, str | None], ...], rl: Any, shadow: bool, line: int) -> None:
         if not isinstance(rl, dict):
@@ -143,6 +146,8 @@ class _Reader:
         for k in rl:
             if k not in (*_LIMIT_KEYS, _LINE):
                 raise self.fail(line, f"unknown rate_limit key {k!r}; expected one of {', '.join(_LIMIT_KEYS)}")
+        if rl.get("replaces"):
+            raise self.fail(line, "'replaces' is not supported by ratewarden (every matched limit applies)")
         if rl.get("unlimited") is True:
             self.routes.append(Route(domain, path, None))
             return
