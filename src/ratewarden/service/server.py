@@ -182,4 +182,6 @@ def serve(opts: ServeOptions) -> int:
     for p in procs:
         p.join()
     sock.close()
-    return 0 if all(p.exitcode == 0 for p in procs) else 1
+    # uvicorn re-raises the signal it stopped on, so a worker stopped by SIGTERM ends "killed by SIGTERM"
+    clean = (0, -signal.SIGTERM, -signal.SIGINT)
+    return 0 if all(p.exitcode in clean for p in procs) else 1

@@ -177,7 +177,7 @@ class Service:
             else:
                 await asyncio.wait_for(asyncio.to_thread(store.apply, "peek", item), timeout)
         except Exception as exc:
-            log.warning("ratewarden: health check failed: %s", exc)
+            log.warning("ratewarden: health check failed: %r", exc)
             return False
         return True
 
