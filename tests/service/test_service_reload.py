@@ -104,3 +104,25 @@ def test_reload_in_process_is_atomic_and_counted(tmp_path: Path) -> None:
     f.write_text(B)
     assert svc.reload() is True and set(svc.snapshot.rules) == {"b"}
     assert svc.snapshot.engine.store is before.engine.store  # the same memory store: counters kept
+
+
+def test_sighup_reaches_every_worker(tmp_path: Path) -> None:
+    """Two workers on one SQLite file: the parent forwards SIGHUP, and every worker reloads."""
+    db = tmp_path / "rl.db"
+    f = tmp_path / "ratewarden.toml"
+    f.write_text(A.replace("memory://", f"sqlite:///{db}"))
+    with serve_process("--policy", str(f), "--workers", "2") as p:
+        pids = set()
+        for _ in range(40):  # a new connection each time: the kernel spreads them over the workers
+            pids.add(httpx.get(p.url + "/v1/status", headers={"connection": "close"}).json()["pid"])
+        assert len(pids) == 2
+        f.write_text(B.replace("memory://", f"sqlite:///{db}"))
+        p.signal(signal.SIGHUP)
+        seen: dict[int, list[str]] = {}
+
+        def all_reloaded() -> bool:
+            s = httpx.get(p.url + "/v1/status", headers={"connection": "close"}).json()
+            seen[s["pid"]] = s["rules"]
+            return len(seen) == 2 and all(r == ["b"] for r in seen.values())
+
+        until(all_reloaded, timeout=30)

@@ -15,6 +15,7 @@ import contextlib
 import hmac
 import json
 import logging
+import os
 import signal
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -87,6 +88,7 @@ def create_app(
             return _json(
                 {
                     "version": __version__,
+                    "pid": os.getpid(),
                     "policy": snap.source,
                     "storage": getattr(snap.engine.store, "kind", "?"),
                     "rules": sorted(snap.rules),
