@@ -138,3 +138,14 @@ def test_docker_build() -> None:
     if subprocess.run([docker, "info"], capture_output=True, check=False, timeout=20).returncode != 0:
         pytest.skip("no Docker daemon answers on this machine: the image is not built here")
     subprocess.run([docker, "build", "-t", "ratewarden-test", str(ROOT)], check=True, timeout=900)
+
+
+def test_docs_service_python_blocks_run(tmp_path: Path) -> None:
+    """docs/service.md: each Python block runs as written (in a fresh interpreter: the metrics
+    example registers on prometheus_client's default registry), next to its policy example."""
+    doc = (ROOT / "docs" / "service.md").read_text()
+    (tmp_path / "ratewarden.toml").write_text(re.findall(r"```toml\n(.*?)```", doc, re.S)[0])
+    blocks_ = re.findall(r"```python\n(.*?)```", doc, re.S)
+    assert len(blocks_) >= 2
+    for code in blocks_:
+        subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True, capture_output=True, timeout=60)
