@@ -28,6 +28,13 @@ def policy(tmp_path: Path, prefix: str, storage: str, on_error: str = "allow") -
     return f
 
 
+def decisions(url: str) -> float:
+    text = httpx.get(url + "/metrics").text
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("ratewarden_decisions_total{")
+    )
+
+
 def clients(n: int, calls: int, urls: list[str], *extra: str) -> list[dict[str, object]]:
     procs = [
         subprocess.Popen(
@@ -72,9 +79,12 @@ def test_redis_stopped_for_ten_seconds_under_load(tmp_path: Path, redis_prefix: 
     try:
         with serve_process("--policy", str(f)) as svc:
             load = subprocess.Popen(
-                [sys.executable, CLIENT, "--trace", "14s", "hourly", "k", svc.url], stdout=subprocess.PIPE, text=True
+                [sys.executable, CLIENT, "--trace", "20s", "hourly", "k", svc.url], stdout=subprocess.PIPE, text=True
             )
-            time.sleep(1.5)
+            deadline = time.monotonic() + 60
+            while decisions(svc.url) < 50:  # the client process is up and deciding through Redis
+                assert time.monotonic() < deadline, "the load client did not start"
+                time.sleep(0.1)
             down_at = time.time()
             server.stop()
             time.sleep(1.0)
