@@ -8,6 +8,7 @@
 * ``ratewarden demo [--port 8000]`` runs a web app with five teams' scenarios on one policy file.
 * ``ratewarden --version`` prints the version. ``python -m ratewarden`` is the same command.
 * ``ratewarden migrate URL`` creates or upgrades a PostgreSQL store's table and functions.
+* ``ratewarden serve --policy FILE`` runs the decision service (see docs/service.md).
 """
 
 from __future__ import annotations
@@ -122,6 +123,9 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--profile", default=None, help="policy profile, e.g. 'quick' (save: 2 per 4 s)")
     m = sub.add_parser("migrate", help="create or upgrade a PostgreSQL store's table and functions")
     m.add_argument("url", help="postgresql://user@host:5432/db[?schema=...&table_prefix=...]")
+    from ratewarden.service.cli import add_parser as add_serve_parser
+
+    add_serve_parser(sub)
     return p
 
 
@@ -163,12 +167,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             simulate(args.rate, algos, args.requests, every, args.cost, offset)
             return 0
         if args.command == "demo":
-            from ratewarden.demo import serve
+            from ratewarden.demo import serve as run_demo
 
-            serve(args.port, args.host, args.profile)
+            run_demo(args.port, args.host, args.profile)
             return 0
         if args.command == "migrate":
             return _migrate(args.url)
+        if args.command == "serve":
+            from ratewarden.service.cli import run as run_service
+
+            return run_service(args)
         from ratewarden.policy.cli import check_main
 
         return check_main(args.file)

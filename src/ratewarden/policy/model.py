@@ -16,6 +16,7 @@ from ratewarden.core.algorithms.base import Window
 __all__ = [
     "Ban",
     "CostSpec",
+    "Descriptor",
     "JWTConfig",
     "KeySpec",
     "Match",
@@ -101,6 +102,16 @@ class Tiers:
 
 
 @dataclass(frozen=True, slots=True)
+class Descriptor:
+    """An Envoy rate-limit descriptor the rule answers (the decision service's gRPC side):
+    ``entries`` are ``(key, value)`` in order, ``value`` None when the request supplies it (the
+    unpinned values, joined by ``|``, are the rule's key), else the value that must be equal."""
+
+    domain: str
+    entries: tuple[tuple[str, str | None], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     name: str
     match: Match
@@ -116,6 +127,7 @@ class Rule:
     line: int = 0
     #: a body over body_limit, when the key reads the body: "fallback" (the fallback key) or "deny" (413)
     on_oversize_body: Literal["fallback", "deny"] = "fallback"
+    descriptor: Descriptor | None = None
 
     @property
     def limits_text(self) -> str:

@@ -19,6 +19,7 @@ from ratewarden.policy.model import (
     Ban,
     Blocklist,
     CostSpec,
+    Descriptor,
     JWTConfig,
     ResponseConfig,
     Rule,
@@ -72,6 +73,7 @@ RULE_KEYS = (
     "exempt",
     "on_store_error",
     "on_oversize_body",
+    "descriptor",
 )
 BAN_KEYS = ("name", "match", "key", "fallback", "mode", "max", "within", "ban_for", "shadow")
 SAFELIST_KEYS = ("ips", "header_secret", "paths")
@@ -230,6 +232,11 @@ class Sections(Reader):
         shadow = self.attempt(lambda: self.boolean(t, (*path, "shadow")))
         exempt = self.attempt(lambda: self.paths(t, (*path, "exempt")))
         oversize = self.attempt(lambda: self.oversize(t, (*path, "on_oversize_body"), key))
+        descriptor = (
+            self.attempt(lambda: (self.descriptor(t["descriptor"], (*path, "descriptor")),))
+            if "descriptor" in t
+            else (None,)
+        )
         if (
             len(self.errors) > start
             or name is None
@@ -243,6 +250,7 @@ class Sections(Reader):
             or shadow is None
             or exempt is None
             or oversize is None
+            or descriptor is None
         ):
             return None
         return Rule(
@@ -259,6 +267,7 @@ class Sections(Reader):
             on_store_error=on_err,
             line=self.lines.line(path),
             on_oversize_body=oversize,
+            descriptor=descriptor[0],
         )
 
     def oversize(self, t: dict[str, Any], path: KeyPath, key: Any) -> Literal["fallback", "deny"]:
@@ -314,6 +323,28 @@ class Sections(Reader):
             except ConfigError as exc:
                 self.fail(pp, str(exc))
         return params
+
+    def descriptor(self, t: Any, path: KeyPath) -> Descriptor:
+        """``{ domain = "edge", entries = ["remote_address", "path=/login"] }``: the Envoy
+        descriptor this rule answers; ``key=value`` pins a value, a bare key supplies the rule's key."""
+        if not isinstance(t, dict):
+            self.fail(path, 'descriptor must be a table, e.g. { domain = "edge", entries = ["remote_address"] }')
+        self.known(t, path, ("domain", "entries"), "descriptor")
+        domain = self.string(t, (*path, "domain"))
+        if not domain:
+            self.fail((*path, "domain"), "the descriptor domain is empty")
+        raw = self.strings(t, (*path, "entries"), allow_single=False)
+        entries: list[tuple[str, str | None]] = []
+        for e in raw:
+            k, eq, v = e.partition("=")
+            if not k.strip():
+                self.fail((*path, "entries"), f"a descriptor entry needs a key, not {e!r}")
+            entries.append((k.strip(), v if eq else None))
+        if not entries:
+            self.fail((*path, "entries"), "a descriptor needs at least one entry")
+        if all(v is not None for _, v in entries):
+            self.fail((*path, "entries"), "every entry is pinned: leave one key bare to say whose limit it is")
+        return Descriptor(domain, tuple(entries))
 
     def cost(self, v: Any, path: KeyPath) -> CostSpec:
         if type(v) is int:

@@ -1,0 +1,191 @@
+"""The running service's state: one immutable snapshot (engine, rules, descriptor index), swapped
+whole on reload.
+
+A request reads ``service.snapshot`` once and uses that snapshot to the end, so a reload never
+mixes two policies in one decision. :meth:`Service.reload` builds the new snapshot completely
+(file read, validated, engine built) before the swap; if anything fails, the error is logged
+as ``file:line: reason``, counted in ``ratewarden_reloads_total{result="error"}``, and the old
+snapshot keeps serving. The store is kept across reloads while its URL is unchanged, so
+counters in the memory store survive a reload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ratewarden.core.algorithms import make_window
+from ratewarden.core.rates import US, Rate
+from ratewarden.engine import Engine
+from ratewarden.errors import RatewardenError
+from ratewarden.metrics import Metrics
+from ratewarden.policy.load import load_policy
+from ratewarden.policy.model import Policy, Rule
+from ratewarden.service.descriptors import DescriptorIndex, Route
+from ratewarden.service.envoy_config import load_envoy_config
+
+__all__ = ["Service", "Snapshot"]
+
+log = logging.getLogger("ratewarden.service")
+
+_HEALTH_WINDOW = make_window("fixed-window", Rate(1, US))
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    engine: Engine
+    rules: Mapping[str, Rule]
+    rule_names: frozenset[str]
+    reset_names: frozenset[str]  # rules and bans
+    index: DescriptorIndex
+    source: str
+    inline: bool  # the memory store: decide with a direct call (it never blocks)
+
+
+class Service:
+    """Where the policy comes from, the current snapshot, metrics and the admin token.
+
+    ``policy``: a TOML policy file (or TOML text, or a loaded Policy); or ``envoy_config``: an
+    envoyproxy/ratelimit YAML file or directory, with ``algorithm``. ``storage`` (URL or store)
+    beats the file. ``clock`` is for tests.
+    """
+
+    def __init__(
+        self,
+        policy: Any = None,
+        *,
+        envoy_config: str | Path | None = None,
+        algorithm: str = "fixed-window",
+        storage: Any = None,
+        clock: Callable[[], float] | None = None,
+        metrics: Metrics | None = None,
+        admin_token: str | None = None,
+        max_body: int = 64 * 1024,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        if (policy is None) == (envoy_config is None):
+            raise RatewardenError("give exactly one of a policy file or an Envoy configuration")
+        self.policy_source = policy
+        self.envoy_config = envoy_config
+        self.algorithm = algorithm
+        self.storage = storage
+        self.clock = clock
+        self.env = os.environ if env is None else env
+        self.metrics = metrics if metrics is not None else Metrics(_own_registry())
+        self.admin_token = admin_token
+        self.max_body = max_body
+        self.reloads = 0
+        self.reload_errors = 0
+        self.last_error: str | None = None
+        self._lock = threading.Lock()
+        self._detach: Callable[[], None] | None = None
+        self.snapshot = self._build(None)
+
+    @property
+    def path(self) -> Path | None:
+        """The file (or directory) to watch, if the policy came from one."""
+        src = self.envoy_config if self.envoy_config is not None else self.policy_source
+        if isinstance(src, str) and "\n" in src:
+            return None
+        return Path(src) if isinstance(src, str | os.PathLike) else None
+
+    def _load(self) -> tuple[Policy, list[Route] | None]:
+        if self.envoy_config is not None:
+            storage = self.env.get("RATEWARDEN_STORAGE") or (self.storage if isinstance(self.storage, str) else None)
+            policy, routes = load_envoy_config(
+                self.envoy_config,
+                algorithm=self.algorithm,
+                storage=storage or "memory://",
+                on_store_error=self.env.get("RATEWARDEN_ON_STORE_ERROR", "allow"),
+            )
+            return policy, routes
+        if isinstance(self.policy_source, Policy):
+            return self.policy_source, None
+        src = self.policy_source
+        if isinstance(src, str) and "\n" in src:
+            from ratewarden.policy.load import loads_policy
+
+            return loads_policy(src, env=self.env), None
+        return load_policy(src, env=self.env), None
+
+    def _build(self, old: Snapshot | None) -> Snapshot:
+        policy, routes = self._load()
+        storage = self.storage
+        if old is not None and (storage is not None or policy.settings.storage == old.engine.policy.settings.storage):
+            storage = old.engine.store  # same store: its counters carry over
+        engine = Engine(policy, storage=storage, clock=self.clock, env=self.env)
+        rules = {r.name: r for r in policy.rules}
+        index = DescriptorIndex(routes) if routes is not None else DescriptorIndex.of_rules(policy.rules)
+        names = frozenset(rules)
+        inline = getattr(engine.store, "kind", "") == "memory"
+        return Snapshot(engine, rules, names, names | {b.name for b in policy.bans}, index, policy.source, inline)
+
+    def attach_metrics(self) -> None:
+        """Follow the current engine's events (store errors) and its memory store's size."""
+        if self._detach is not None:
+            self._detach()
+        self._detach = self.metrics.attach(self.snapshot.engine, decisions=False)
+
+    def reload(self) -> bool:
+        """Swap in the policy as the file says now; keep the old one if the file is broken."""
+        with self._lock:
+            try:
+                new = self._build(self.snapshot)
+            except Exception as exc:  # a broken file, or a store that cannot be opened
+                self.reload_errors += 1
+                self.last_error = str(exc)
+                self.metrics.reloads.labels("error").inc()
+                log.error(
+                    "ratewarden: reload failed, the previous policy keeps serving: %s",
+                    exc,
+                    extra={"rw_event": "reload_error", "reason": str(exc)},
+                )
+                return False
+            old = self.snapshot
+            self.snapshot = new
+            self.reloads += 1
+            self.last_error = None
+            self.metrics.reloads.labels("ok").inc()
+            if self._detach is not None:
+                self.attach_metrics()
+            if new.engine.store is not old.engine.store:
+                old.engine.close()
+            log.info(
+                "ratewarden: policy reloaded from %s (%d rules, %d descriptors)",
+                new.source,
+                len(new.rules),
+                len(new.index),
+                extra={"rw_event": "reload", "rules": len(new.rules)},
+            )
+            return True
+
+    async def healthy(self, timeout: float = 1.0) -> bool:
+        """True when the store answers a read (a peek that changes nothing) within ``timeout``."""
+        store = self.snapshot.engine.store
+        item = [("__healthz__", _HEALTH_WINDOW, 0)]
+        try:
+            if hasattr(store, "aapply"):
+                await asyncio.wait_for(store.aapply("peek", item), timeout)
+            elif getattr(store, "kind", "") == "memory":
+                store.apply("peek", item)
+            else:
+                await asyncio.wait_for(asyncio.to_thread(store.apply, "peek", item), timeout)
+        except Exception as exc:
+            log.warning("ratewarden: health check failed: %r", exc)
+            return False
+        return True
+
+    def close(self) -> None:
+        self.snapshot.engine.close()
+
+
+def _own_registry() -> Any:
+    from prometheus_client import CollectorRegistry
+
+    return CollectorRegistry()
