@@ -43,6 +43,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from ratewarden.core.algorithms.base import Outcome, Window
+from ratewarden.core.algorithms.sliding_log import Log
 from ratewarden.core.evaluate import Op, run
 from ratewarden.errors import ConfigError, StoreError
 from ratewarden.storage.base import Item
@@ -94,6 +95,8 @@ def encode_state(state: Any) -> int | str:
     """The column value of a state (never ``None``: no state is no row)."""
     if type(state) is int and _INT64[0] <= state <= _INT64[1]:
         return state
+    if type(state) is Log:  # a sliding log: its (time, cost) pairs
+        return _json(state.entries())
     return _json(state)
 
 
