@@ -21,7 +21,7 @@ from ratewarden import FakeClock, StoreError
 from ratewarden.core.algorithms import ALGORITHMS, Quota, Window, make_window
 from ratewarden.core.evaluate import run
 from ratewarden.core.rates import US, Rate
-from ratewarden.storage.redis import RedisStore, decode_state, open_redis
+from ratewarden.storage.redis import RedisStore, decode_state, open_redis, read_state
 
 redis = pytest.importorskip("redis")
 pytestmark = pytest.mark.redis
@@ -140,8 +140,7 @@ def check(
                     else:
                         states[k, w.id] = s
             for k, w in items:
-                raw = client.get(store.codec.state_key(k, w))
-                assert decode_state(w, raw) == states.get((k, w.id)), (w, k)
+                assert read_state(client, store.codec, k, w) == states.get((k, w.id)), (w, k)
     finally:
         keys = list(client.scan_iter(match=prefix + "*", count=1000))
         if keys:
@@ -298,7 +297,7 @@ def test_a_merged_batch_matches_the_core_run_request_by_request(client: Any, dat
                             states[k, w.id] = s
             assert [o[:4] for o in got] == [o[:4] for o in want], now - START
             for k, w in items:
-                assert decode_state(w, client.get(store.codec.state_key(k, w))) == states.get((k, w.id))
+                assert read_state(client, store.codec, k, w) == states.get((k, w.id))
     finally:
         for key in client.scan_iter(match=prefix + "*", count=1000):
             client.delete(key)

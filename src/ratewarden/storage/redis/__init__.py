@@ -19,10 +19,10 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ratewarden.errors import ConfigError
-from ratewarden.storage.redis._lua import SCRIPT, SHA, Codec, decode_state
+from ratewarden.storage.redis._lua import SCRIPT, SHA, Codec, decode_state, read_state
 from ratewarden.storage.redis._store import ClientFactory, RedisStore
 
-__all__ = ["SCRIPT", "SHA", "Codec", "RedisStore", "decode_state", "open_redis"]
+__all__ = ["SCRIPT", "SHA", "Codec", "RedisStore", "decode_state", "open_redis", "read_state"]
 
 _OURS = {"key_prefix": str, "timeout": float, "breaker": float, "max_key_length": int}
 

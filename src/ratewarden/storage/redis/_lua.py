@@ -28,11 +28,23 @@ from ratewarden.core.algorithms import (
     Window,
 )
 from ratewarden.core.algorithms.base import Outcome
+from ratewarden.core.algorithms.sliding_log import Log
 from ratewarden.core.evaluate import Op
 from ratewarden.errors import ConfigError, StoreError
 from ratewarden.storage.base import Item
 
-__all__ = ["CODES", "FILES", "SCRIPT", "SHA", "Codec", "decode_state", "load_script", "resp_evalsha"]
+__all__ = [
+    "CODES",
+    "FILES",
+    "SCRIPT",
+    "SHA",
+    "Codec",
+    "decode_state",
+    "load_script",
+    "log_key",
+    "read_state",
+    "resp_evalsha",
+]
 
 #: algorithm name -> code used in the script (``A[code]`` in Lua) and its file
 CODES: dict[str, int] = {
@@ -177,6 +189,11 @@ class Codec:
     def state_key(self, key: str, w: Window) -> str:
         return f"{self.prefix}{{{_tag_key(key, self.max_key_length)}}}:{w.id}"
 
+    def state_keys(self, key: str, w: Window) -> list[str]:
+        """Every Redis key a window of ``key`` uses (a sliding log has its sorted set too)."""
+        k = self.state_key(key, w)
+        return [k, log_key(k)] if isinstance(w, SlidingLog) else [k]
+
     def pattern(self, key: str) -> str:
         """SCAN pattern matching every window of ``key`` (for ``reset(key)`` without windows)."""
         return _glob_escape(self.base(key)) + "*"
@@ -265,11 +282,27 @@ class Codec:
         return [(reply[i] == 1, reply[i + 1], reply[i + 2], reply[i + 3], None) for i in range(0, 4 * n, 4)]
 
 
-def decode_state(w: Window, raw: bytes | str | None) -> Any:
-    """A stored state string -> the value the Python core uses (for tests and inspection)."""
+def log_key(state_key: str) -> str:
+    """The sorted set holding a sliding-log window's entries (beside its state key, same slot)."""
+    return state_key + ":log"
+
+
+def decode_state(w: Window, raw: bytes | str | None, log: Sequence[bytes | str] = ()) -> Any:
+    """A stored state string -> the value the Python core uses (for tests and inspection).
+
+    A sliding-log state is its header ``"L total last base"`` plus ``log``, the members of its
+    sorted set in order (``ZRANGE key:log 0 -1``): :func:`read_state` fetches both."""
     if raw is None:
         return None
     text = raw.decode() if isinstance(raw, bytes) else raw
+    if isinstance(w, SlidingLog) and text.startswith("L "):
+        base = int(text.split()[3])
+        entries = []
+        for m in log:
+            t, cum = (m.decode() if isinstance(m, bytes) else m).split()
+            entries.append((int(t), int(cum) - base))
+            base = int(cum)
+        return Log.of(entries)
     parts = text.split()
     if isinstance(w, GCRA):
         return int(parts[0])
@@ -283,5 +316,14 @@ def decode_state(w: Window, raw: bytes | str | None) -> Any:
     if isinstance(w, Quota):
         return (nums[0], nums[1])  # "start used end": the end is the script's, not the core's
     if isinstance(w, SlidingLog):
-        return tuple((nums[i], nums[i + 1]) for i in range(0, len(nums), 2))
+        return Log.of((nums[i], nums[i + 1]) for i in range(0, len(nums), 2))
     return tuple(nums)
+
+
+def read_state(client: Any, codec: Codec, key: str, w: Window) -> Any:
+    """The state of ``key`` in window ``w``, read with a sync redis-py ``client`` (for tests
+    and inspection; not atomic)."""
+    k = codec.state_key(key, w)
+    raw = client.get(k)
+    log = client.zrange(log_key(k), 0, -1) if isinstance(w, SlidingLog) and raw is not None else []
+    return decode_state(w, raw, log)

@@ -240,7 +240,7 @@ class RedisStore:
             if windows is None:
                 keys = list(client.scan_iter(match=self.codec.pattern(key), count=1000))
             else:
-                keys = [self.codec.state_key(key, w) for w in windows]
+                keys = [k for w in windows for k in self.codec.state_keys(key, w)]
             if keys:
                 client.delete(*keys)
         except _ERRORS as exc:
@@ -298,7 +298,7 @@ class RedisStore:
             if windows is None:
                 keys = [k async for k in client.scan_iter(match=self.codec.pattern(key), count=1000)]
             else:
-                keys = [self.codec.state_key(key, w) for w in windows]
+                keys = [k for w in windows for k in self.codec.state_keys(key, w)]
             if keys:
                 await client.delete(*keys)
         except _ERRORS as exc:
