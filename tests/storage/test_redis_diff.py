@@ -302,3 +302,40 @@ def test_a_merged_batch_matches_the_core_run_request_by_request(client: Any, dat
         for key in client.scan_iter(match=prefix + "*", count=1000):
             client.delete(key)
         store.close()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_long_sliding_log_matches_the_core(client: Any, seed: int) -> None:
+    """Logs of hundreds of entries, entries leaving the window during long denial streaks (the
+    script then binary-searches its sorted set for the first live entry), costs of several
+    units, and the clock stepping back: the same outcomes and states as the core, every step."""
+    import random
+
+    rnd = random.Random(seed)
+    w = make_window("sliding-log", Rate(300, 10 * US))
+    steps: list[tuple[Any, ...]] = []
+    for _ in range(1500):
+        r = rnd.random()
+        dt = rnd.choice([0, 1, 7, 1_000, 20_000, 333_333]) if r < 0.97 else rnd.choice([-1, -5_000, -10 * US, 4 * US])
+        op = rnd.choice(["hit"] * 8 + ["peek", "charge"])
+        steps.append((dt, op, rnd.choice([0, 1, 1, 1, 2, 5, 40]), ""))
+    check(client, [("a", w)], steps, hit1=True)
+
+
+def test_a_sliding_log_written_in_the_earlier_form_is_read(client: Any) -> None:
+    """States written before the sorted set ("ts cost ts cost ...") decide as the core would."""
+    w = make_window("sliding-log", Rate(3, 60 * US))
+    clock = FakeClock(START / US)
+    prefix = f"rwdiff:{uuid.uuid4().hex[:10]}:"
+    store = open_redis(URL, key_prefix=prefix, _test_now=clock, timeout=2.0)
+    key = store.codec.state_key("a", w)
+    try:
+        client.set(key, f"{START - 30 * US} 1 {START - 10 * US} 1", px=60_000)
+        old = ((START - 30 * US, 1), (START - 10 * US, 1))
+        want = w.decide(old, START, 1)
+        assert store.hit1("a", w, 1)[:4] == want[:4]
+        assert read_state(client, store.codec, "a", w) == want[4]
+        assert not store.hit1("a", w, 1)[0]
+    finally:
+        store.reset("a")
+        store.close()
