@@ -43,9 +43,10 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from ratewarden.core.algorithms.base import Outcome, Window
-from ratewarden.core.algorithms.sliding_log import Log
+from ratewarden.core.algorithms.sliding_log import Log, SlidingLog
 from ratewarden.core.evaluate import Op, run
 from ratewarden.errors import ConfigError, StoreError
+from ratewarden.storage._sqlite_log import RowLog, delete_log, is_header, write_log
 from ratewarden.storage.base import Item
 
 __all__ = ["DEFAULT_TIMEOUT", "SCHEMA", "SQLiteStore", "decode_state", "encode_state"]
@@ -123,6 +124,11 @@ def decode_state(value: Any) -> Any:
     if type(value) is not str:
         raise ValueError(f"a state column holds {type(value).__name__}, not an integer or JSON text")
     return _tuples(json.loads(value))
+
+
+def _state(db: sqlite3.Connection, k: str, wid: str, value: Any) -> Any:
+    """A decoded column value as the core's state (a sliding log's header: its rows, on demand)."""
+    return RowLog.read(db, k, wid, value) if is_header(value) else value
 
 
 # -- opening ----------------------------------------------------------------------------------
@@ -398,10 +404,10 @@ class SQLiteStore:
         def decide() -> Outcome:
             row = db.execute(_SELECT, (k, wid)).fetchone()
             now = self.now()
-            out = window.decide(None if row is None else decode_state(row[0]), now, cost)
+            out = window.decide(None if row is None else _state(db, k, wid, decode_state(row[0])), now, cost)
             if out[0]:
                 if out[2] > 0:
-                    db.execute(_UPSERT, (k, wid, encode_state(out[4]), now + out[2]))
+                    self._put(db, k, window, out[4], now + out[2])
                 elif row is not None:
                     db.execute(_DELETE, (k, wid))
                 self._wrote(db, now)
@@ -424,14 +430,14 @@ class SQLiteStore:
             outs, new = run(op, windows, states, now, costs, arg)
             if new is not None:
                 wrote = False
-                for (k, wid), old, s, o in zip(keys, states, new, outs, strict=True):
+                for (k, wid), w, old, s, o in zip(keys, windows, states, new, outs, strict=True):
                     if s is old:
                         continue
                     if s is None or o[2] <= 0:
                         if old is not None:
                             db.execute(_DELETE, (k, wid))
                     else:
-                        db.execute(_UPSERT, (k, wid, encode_state(s), now + o[2]))
+                        self._put(db, k, w, s, now + o[2])
                     wrote = True
                 if wrote:
                     self._wrote(db, now)
@@ -450,6 +456,8 @@ class SQLiteStore:
             else:
                 for w in windows:
                     db.execute(_DELETE, (k, w.id))
+                    if isinstance(w, SlidingLog):
+                        delete_log(db, k, w.id)
 
         self._write(db, forget)
 
@@ -545,7 +553,15 @@ class SQLiteStore:
     @staticmethod
     def _read(db: sqlite3.Connection, kw: tuple[str, str]) -> Any:
         row = db.execute(_SELECT, kw).fetchone()
-        return None if row is None else decode_state(row[0])
+        return None if row is None else _state(db, kw[0], kw[1], decode_state(row[0]))
+
+    @staticmethod
+    def _put(db: sqlite3.Connection, k: str, w: Window, state: Any, expires: int) -> None:
+        """Write one window's state (a sliding log as a header row and one row per entry)."""
+        if isinstance(state, Log):
+            write_log(db, k, w.id, state, expires, w.period)
+        else:
+            db.execute(_UPSERT, (k, w.id, encode_state(state), expires))
 
     def _wrote(self, db: sqlite3.Connection, now: int) -> None:
         """Count a write; every ``SWEEP_EVERY`` writes, reclaim a few expired rows."""

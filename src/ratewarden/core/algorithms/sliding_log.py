@@ -21,7 +21,10 @@ A ``Log`` is a *version* of a key's log: it sees entries ``[head, n)`` of lists 
 with later versions. Extending a version appends to the shared lists (cutting off whatever a
 discarded later version appended), so only the newest version a store holds for a key may be
 extended; older versions stay readable. Every store keeps exactly one state per key, so this
-holds; :meth:`Log.entries` gives the value (for equality, encoding and tests).
+holds; :meth:`Log.entries` gives the value (for equality, encoding and tests). A store that
+keeps entries elsewhere (rows of a table) subclasses ``Log`` with ``ts``/``cum`` sequences
+that read them on demand and its own :meth:`Log.view`/:meth:`Log.add`: the decision only ever
+reads ``ts[i]``/``cum[i]`` at a few indices and binary-searches them.
 """
 
 from __future__ import annotations
@@ -120,7 +123,7 @@ class Log:
 def as_log(state: Any) -> Log | None:
     """The state as a :class:`Log` (a tuple of ``(time, cost)`` pairs, as written by earlier
     versions, is read as the same entries)."""
-    if state is None or type(state) is Log:
+    if state is None or isinstance(state, Log):
         return state
     if isinstance(state, tuple | list):
         return Log.of((int(t), int(c)) for t, c in state) if state else None
