@@ -20,12 +20,18 @@ for i = 1, NI do
 end
 -- One read however many windows and requests. RAW[key] follows this call's own writes, so
 -- a later request of the batch sees what an earlier one wrote (false: deleted).
-local raws = redis.call('MGET', unpack(KEYS))
+-- Read in chunks: unpack() of more than about 8,000 values fails ("too many results to
+-- unpack"), and a merged batch of many wide requests has more keys than that.
 local RAW = {}
-for i = 1, NI do
-  local k = KEYS[i]
-  if RAW[k] == nil then
-    RAW[k] = raws[i]
+local CHUNK = 1000
+for lo = 1, NI, CHUNK do
+  local hi = math.min(lo + CHUNK - 1, NI)
+  local raws = redis.call('MGET', unpack(KEYS, lo, hi))
+  for i = lo, hi do
+    local k = KEYS[i]
+    if RAW[k] == nil then
+      RAW[k] = raws[i - lo + 1]
+    end
   end
 end
 
