@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -66,5 +65,3 @@ def test_one_request_of_9000_windows(prefix: str) -> None:
         d = lim.hit("k", many)
         assert lim.store_errors == 0
         assert d.allowed
-
-
