@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from ratewarden import FakeClock, StoreError
@@ -339,3 +339,86 @@ def test_a_sliding_log_written_in_the_earlier_form_is_read(client: Any) -> None:
     finally:
         store.reset("a")
         store.close()
+
+
+YEAR = 365 * DAY
+EXTREMES = [Rate(10**12, 10 * YEAR), Rate(1, 10 * YEAR), Rate(10**9, US)]
+
+
+@pytest.mark.parametrize("rate", EXTREMES, ids=["1e12-per-10y", "1-per-10y", "1e9-per-second"])
+@pytest.mark.parametrize(
+    "algorithm", ["fixed-window", "sliding-window", "sliding-log", "gcra", "token-bucket", "concurrency"]
+)
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],  # shrinking these sequences takes minutes
+)
+@given(data=st.data())
+def test_the_extremes_of_the_arithmetic_match_the_core(
+    client: Any, algorithm: str, rate: Rate, data: st.DataObject
+) -> None:
+    """Limits up to 10^12 and periods up to 10 years (limit x period ~ 3e26, far beyond a Lua
+    double's 2^53): the Redis store takes these rates and decides them to the microsecond as
+    the core does, with costs up to the whole limit and time steps up to years."""
+    w = make_window(algorithm, rate)
+    lim, p = rate.limit, rate.period
+    cost = st.one_of(
+        st.sampled_from([0, 1, 2, lim // 3, lim // 2, lim - 1, lim, lim + 1]).map(lambda c: max(0, c)),
+        st.integers(0, lim),
+    )
+    step = st.one_of(
+        st.just(0),
+        st.integers(1, 1_000),
+        st.integers(0, p),
+        st.sampled_from([p // 2, p - 1, p, p + 1, 2 * p, YEAR, 3 * YEAR]),
+        st.integers(-1_000, -1),
+    )
+    ops = st.sampled_from(
+        ["hit", "hit", "hit", "peek", "charge"] + (["acquire", "release"] * (algorithm == "concurrency"))
+    )
+    steps = data.draw(st.lists(st.tuples(step, ops, cost, st.sampled_from(["l1", "l2"])), min_size=1, max_size=20))
+    steps = [(dt, "hit" if op == "charge" and algorithm == "concurrency" else op, c, ls) for dt, op, c, ls in steps]
+    # The test clock holds float seconds: past 2^31 s (2038) it cannot name every microsecond.
+    kept, total = [], 0
+    for s in steps:
+        total += s[0]
+        if total > 11 * YEAR:
+            break
+        kept.append(s)
+    check(client, [("a", w)], kept or steps[:1], hit1=True)
+
+
+@pytest.mark.parametrize("rate", EXTREMES, ids=["1e12-per-10y", "1-per-10y", "1e9-per-second"])
+@pytest.mark.parametrize("algorithm", ["sliding-window", "token-bucket", "gcra", "sliding-log", "fixed-window"])
+@pytest.mark.parametrize("seed", range(4))
+def test_the_extremes_at_retry_after_and_one_microsecond_before(
+    client: Any, algorithm: str, rate: Rate, seed: int
+) -> None:
+    """The boundaries themselves: every denied request is retried exactly at its retry_after
+    and one microsecond before it (the steps are planned on the core, then replayed on both)."""
+    import random
+
+    rnd = random.Random(seed)
+    w = make_window(algorithm, rate)
+    lim = rate.limit
+    states: list[Any] = [None]
+    now = START
+    steps: list[tuple[Any, ...]] = []
+    dt = 0
+    for _ in range(30):
+        cost = rnd.choice([1, lim, max(1, lim // 3), max(1, lim - 1), rnd.randint(1, lim)])
+        steps.append((dt, "hit", cost, ""))
+        now += dt
+        outs, new = run("hit", [w], states, now, [cost])
+        if new is not None:
+            states = new
+        retry = outs[0][3]
+        if retry > 0:
+            dt = retry - rnd.choice([0, 1])
+        else:
+            dt = rnd.choice([0, 1, rate.period // 7])
+        if now + dt - START > 11 * YEAR:
+            break
+    check(client, [("a", w)], steps, hit1=True)

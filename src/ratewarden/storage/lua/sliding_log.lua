@@ -86,6 +86,18 @@ A[3] = {
     if st.add then
       redis.call('ZADD', z, st.add[2], sl_member(st.add[1], st.add[2]))
     end
+    if st.total >= TWO52 then -- keep every running total exact: restart them from the oldest entry
+      local ms = redis.call('ZRANGE', z, 0, -1)
+      redis.call('DEL', z)
+      local base = st.base
+      for i = 1, #ms do
+        local t, c = match(ms[i], '^(%d+) (%d+)$')
+        local cum = tonumber(c) - base
+        redis.call('ZADD', z, cum, sl_member(tonumber(t), cum))
+      end
+      st.total = st.total - base
+      st.base = 0
+    end
     redis.call('PEXPIRE', z, px)
     local raw = string.format('L %.0f %.0f %.0f', st.total, st.last, st.base)
     redis.call('SET', k, raw, 'PX', px)

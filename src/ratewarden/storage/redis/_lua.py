@@ -105,6 +105,13 @@ def resp_evalsha(keys: Sequence[str], args: Sequence[Any]) -> bytes:
     return b"".join(parts)
 
 
+#: the largest limit and period (microseconds) the scripts decide exactly: limits up to 10^12,
+#: periods up to 10 years, with room to spare (every number they hold stays below 2^53, and
+#: products beyond it are computed exactly; see prelude.lua)
+MAX_LIMIT = 2**50
+MAX_PERIOD = 2**50
+
+
 def _spec(w: Window) -> str:
     """The spec string a non-quota window sends (its parse() in Lua reads it), once Lua can
     compute it exactly: ``"4 T tau burst"`` (gcra), ``"5 limit P burst full"`` (token-bucket),
@@ -112,22 +119,22 @@ def _spec(w: Window) -> str:
     code = CODES.get(w.name)
     if code is None:  # pragma: no cover - every core algorithm has a script
         raise ConfigError(f"the Redis store has no script for algorithm {w.name!r}")
+    if w.limit >= MAX_LIMIT or w.period >= MAX_PERIOD or getattr(w, "burst", 0) >= MAX_LIMIT:
+        raise ConfigError(
+            f"{w.name} {w.rate} is beyond what ratewarden decides exactly: limits (and bursts) up to "
+            f"{MAX_LIMIT:,}, periods up to {MAX_PERIOD // 1_000_000 // 86_400 // 365} years"
+        )
     spec = f"{code} {w.limit} {w.period}"
-    biggest = 0
     if isinstance(w, GCRA):
         spec = f"{code} {w.unit} {w.tau} {w.burst}"
-        biggest = w.tau + w.unit
+        if w.tau + w.unit >= EXACT:  # a burst far above the limit on a slow rate
+            raise ConfigError(
+                f"gcra {w.rate} with burst {w.burst} is too large for the Redis store's exact arithmetic "
+                "(burst x emission interval must stay below 2^53 microseconds); use token-bucket, which "
+                "takes any burst, or a smaller burst"
+            )
     elif isinstance(w, TokenBucket):
         spec = f"{code} {w.limit} {w.period} {w.burst} {w.full}"
-        biggest = w.full + w.limit
-    elif isinstance(w, SlidingWindow):
-        biggest = (2 * w.limit + 1) * w.period
-    if biggest >= EXACT:
-        raise ConfigError(
-            f"{w.name} {w.rate} is too large for the Redis store's exact arithmetic "
-            f"(Lua numbers are doubles: limit x period must stay below 2^53 microseconds); "
-            "use a smaller limit, a shorter period, fixed-window or quota"
-        )
     return spec
 
 
@@ -317,6 +324,8 @@ def decode_state(w: Window, raw: bytes | str | None, log: Sequence[bytes | str] 
         return (nums[0], nums[1])  # "start used end": the end is the script's, not the core's
     if isinstance(w, SlidingLog):
         return Log.of((nums[i], nums[i + 1]) for i in range(0, len(nums), 2))
+    if isinstance(w, TokenBucket) and len(nums) == 3:  # "tokens frac last" (a big bucket)
+        return (nums[0] * w.period + nums[1], nums[2])
     return tuple(nums)
 
 
