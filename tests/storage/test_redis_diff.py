@@ -422,3 +422,16 @@ def test_the_extremes_at_retry_after_and_one_microsecond_before(
         if now + dt - START > 11 * YEAR:
             break
     check(client, [("a", w)], steps, hit1=True)
+
+
+def test_a_log_leaving_the_window_at_once_is_trimmed_over_several_calls(client: Any) -> None:
+    """2,500 entries leave the window together: a call removes at most 250 of them (bounded
+    work), the rest are passed over until later calls remove them; outcomes and states stay the
+    core's at every step, and the set ends with the live entries only."""
+    w = make_window("sliding-log", Rate(3_000, 10 * US))
+    steps: list[tuple[Any, ...]] = [(0 if i == 0 else 1, "hit", 1, "") for i in range(2_500)]
+    steps += [(1_000, "hit", 1, "")] * 10  # these stay in the window
+    steps += [(10 * US + 2_500 - 12_499, "hit", 1, "")]  # the first 2,500 have just left it
+    steps += [(1, "peek", 1, ""), (1, "hit", 2, ""), (1, "hit", 0, ""), (1, "charge", 1, "")]
+    steps += [(1, "hit", 1, "")] * 3
+    check(client, [("a", w)], steps, hit1=True)

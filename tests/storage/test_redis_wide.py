@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -65,3 +66,32 @@ def test_one_request_of_9000_windows(prefix: str) -> None:
         d = lim.hit("k", many)
         assert lim.store_errors == 0
         assert d.allowed
+
+
+async def test_merged_calls_are_capped_by_keys(prefix: str) -> None:
+    """Wide requests are not merged into one huge script call: at most MERGE_KEYS keys per merged
+    call (a request wider than that goes alone), so no call runs for long; still exact."""
+    import redis.asyncio as aredis
+
+    from ratewarden.storage.redis._batch import MERGE_KEYS, Batcher
+
+    sent: list[int] = []
+
+    class Counting(Batcher):
+        async def _send(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+            sent.extend(len(k) for k, _ in calls)
+            return await super()._send(calls)
+
+    client = aredis.Redis.from_url(URL)
+    b = Counting(client, asyncio.get_running_loop())
+    store = open_redis(URL, key_prefix=prefix)
+    assert isinstance(store, RedisStore)
+    ws = [make_window("fixed-window", Rate(1000, i * US)) for i in range(1, 71)]
+    try:
+        calls = [store.codec.pack("hit", [(f"k{i}", w, 1) for w in ws]) for i in range(20)]
+        replies = await b._raw(calls)
+        assert all(isinstance(r, list) and len(r) == 4 * 70 for r in replies)
+        assert max(sent) <= MERGE_KEYS and sum(sent) == 20 * 70
+    finally:
+        store.close()
+        await client.aclose()

@@ -1,8 +1,9 @@
 -- sliding-log (code 3): port of core/algorithms/sliding_log.py, O(log n) per call.
 -- The state is two keys in one hash slot:
---   KEY        "L total last base": the running total of every cost admitted (relative to an
---              origin), the newest entry's time, and the running total before the oldest entry
---              kept in the sorted set (what the entries trimmed so far summed to);
+--   KEY        "L total last base skip": the running total of every cost admitted (relative to
+--              an origin), the newest entry's time, the running total before the oldest entry
+--              kept in the sorted set (what the entries trimmed so far summed to), and how many
+--              of the oldest members have left the window but are not trimmed yet (see store);
 --   KEY..":log" a sorted set, one member per admission: score = the running total after it
 --              (cum), member = "<time, 17 digits> <cum>". Scores never decrease and times never
 --              decrease with them, so rank order is time order.
@@ -19,6 +20,8 @@ local function sl_at(z, i)
   local t, c = match(m, '^(%d+) (%d+)$')
   return tonumber(t), tonumber(c)
 end
+
+local SL_TRIM = 250
 
 local function sl_member(t, cum)
   return string.format('%017.0f %.0f', t, cum)
@@ -58,9 +61,9 @@ A[3] = {
   parse = parse_lp,
   dec = function(raw, k)
     local z = k .. ':log'
-    local total, last, base = match(raw, '^L (%d+) (%d+) (%d+)$')
+    local total, last, base, skip = match(raw, '^L (%d+) (%d+) (%d+) (%d+)$')
     if total then
-      return { total = tonumber(total), last = tonumber(last), base = tonumber(base), z = z }
+      return { total = tonumber(total), last = tonumber(last), base = tonumber(base), skip = tonumber(skip), z = z }
     end
     -- the earlier form: (time, cost) pairs
     local e = nums(raw)
@@ -73,20 +76,33 @@ A[3] = {
     return { total = cum, last = e[#e - 1] or 0, base = 0, z = z, n = #e / 2 }
   end,
   enc = function(st)
-    return string.format('L %.0f %.0f %.0f', st.total, st.last, st.base)
+    return string.format('L %.0f %.0f %.0f %.0f', st.total, st.last, st.base, st.skip or 0)
   end,
-  -- The write (dispatch calls it instead of SET): trim, append, expire both keys.
+  -- The write (dispatch calls it instead of SET): trim, append, expire both keys. At most
+  -- SL_TRIM expired entries are removed per call (a long log that left the window at once is
+  -- removed over several calls, so no call does unbounded work); the ones still present are
+  -- counted in "skip" (they belong to no state: decode_state leaves them out) and, being out
+  -- of the window, are passed over by the binary search meanwhile.
   store = function(k, st, px)
     local z = st.z or (k .. ':log')
     if st.trim == 'all' then
-      redis.call('DEL', z)
+      redis.call('UNLINK', z) -- freed in the background when large
+      st.skip = 0
     elseif st.trim and st.trim > 0 then
-      redis.call('ZREMRANGEBYRANK', z, 0, st.trim - 1)
+      local cut = st.trim
+      st.skip = 0
+      if cut > SL_TRIM then
+        st.skip = cut - SL_TRIM
+        cut = SL_TRIM
+        local _, c = sl_at(z, cut - 1)
+        st.base = c -- the running total before the oldest entry left in the set
+      end
+      redis.call('ZREMRANGEBYRANK', z, 0, cut - 1)
     end
     if st.add then
       redis.call('ZADD', z, st.add[2], sl_member(st.add[1], st.add[2]))
     end
-    if st.total >= TWO52 then -- keep every running total exact: restart them from the oldest entry
+    if st.total >= TWO52 and (st.skip or 0) == 0 then -- keep running totals exact: restart them
       local ms = redis.call('ZRANGE', z, 0, -1)
       redis.call('DEL', z)
       local base = st.base
@@ -99,12 +115,12 @@ A[3] = {
       st.base = 0
     end
     redis.call('PEXPIRE', z, px)
-    local raw = string.format('L %.0f %.0f %.0f', st.total, st.last, st.base)
+    local raw = string.format('L %.0f %.0f %.0f %.0f', st.total, st.last, st.base, st.skip or 0)
     redis.call('SET', k, raw, 'PX', px)
     return raw
   end,
   drop = function(k)
-    redis.call('DEL', k .. ':log')
+    redis.call('UNLINK', k .. ':log')
   end,
   decide = function(w, st, now, cost, k)
     local p, limit = w.period, w.limit

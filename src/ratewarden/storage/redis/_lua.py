@@ -297,17 +297,19 @@ def log_key(state_key: str) -> str:
 def decode_state(w: Window, raw: bytes | str | None, log: Sequence[bytes | str] = ()) -> Any:
     """A stored state string -> the value the Python core uses (for tests and inspection).
 
-    A sliding-log state is its header ``"L total last base"`` plus ``log``, the members of its
+    A sliding-log state is its header ``"L total last base skip"`` plus ``log``, the members of its
     sorted set in order (``ZRANGE key:log 0 -1``): :func:`read_state` fetches both."""
     if raw is None:
         return None
     text = raw.decode() if isinstance(raw, bytes) else raw
     if isinstance(w, SlidingLog) and text.startswith("L "):
-        base = int(text.split()[3])
+        head = text.split()
+        base, skip = int(head[3]), int(head[4])
         entries = []
-        for m in log:
+        for i, m in enumerate(log):
             t, cum = (m.decode() if isinstance(m, bytes) else m).split()
-            entries.append((int(t), int(cum) - base))
+            if i >= skip:
+                entries.append((int(t), int(cum) - base))
             base = int(cum)
         return Log.of(entries)
     parts = text.split()
