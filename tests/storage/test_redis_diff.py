@@ -235,7 +235,7 @@ def test_a_deliberate_difference_is_caught(client: Any) -> None:
     w4 = make_window("fixed-window", Rate(4, 60 * US))
     clock = FakeClock(START / US)
     prefix = f"rwdiff:{uuid.uuid4().hex[:10]}:"
-    store = open_redis(URL, key_prefix=prefix, _test_now=clock)
+    store = open_redis(URL, key_prefix=prefix, _test_now=clock, timeout=2.0)
     try:
         got = store.apply("hit", [("a", w5, 1)])
         want, _ = run("hit", [w4], [None], START, [1])
