@@ -4,7 +4,8 @@ Set up once (a venv of its own, so the peers' pins never touch the project's .ve
 
     python3 -m venv bench/.venv && bench/.venv/bin/pip install -e '.[redis]' -r bench/requirements.txt
 
-Run (from the repository root; Redis on 127.0.0.1:6379 is optional, its database 15 is FLUSHed):
+Run (from the repository root; the redis/async sections use a redis-server the run starts on a free port
+and stops at the end, never a shared one, since peerbench FLUSHes its database):
 
     bench/.venv/bin/python bench/run.py            # full run, ~20-30 min on 2 shared cores
     bench/.venv/bin/python bench/run.py --quick    # smoke run, a few minutes
@@ -173,48 +174,120 @@ def two_windows(cfg: pb.Config) -> list[dict[str, Any]]:
 
 
 def sliding_log_growth(quick: bool, url: str | None) -> dict[str, Any]:
-    """sliding-log keeps one entry per admission time: cost per hit as the log of one key grows, next to
-    gcra in the same loop; on Redis too (few hits: a long Lua call blocks the shared server), plus the
-    Redis exactness race that peerbench no longer runs for it."""
-    spec = f"{pb.HIGH_LIMIT}/60 s"
-    out: dict[str, Any] = {"mem": [], "redis": [], "race": None}
-    for n in (1_000, 5_000) if quick else (1_000, 5_000, 20_000):
-        res = {}
-        for algo in ("gcra", "sliding-log"):
-            lim = Limiter("memory://")
-            gc.collect()
-            res[algo] = pb.time_loop(functools.partial(lim.hit, rates=spec, algorithm=algo), ["k"] * n) / n
-        out["mem"].append({"n": n, **res})
-        log(f"sliding-log growth (memory) n={n}: {res}")
-    if not url:
-        return out
-    r = pb.redis_client(url)
+    """sliding-log's cost per hit at a given log length, in memory, SQLite and Redis: one key's log is
+    filled to n entries (n hits under a limit never reached), then the next hits are timed, next to gcra
+    on the same store in the same loop; plus the Redis exactness race of sliding-log."""
+    spec = f"{pb.HIGH_LIMIT}/3600 s"
+    sizes = (200, 2_000) if quick else (200, 2_000, 20_000)
+    timed = {"memory": 5_000, "sqlite": 2_000, "redis": 1_000}
+    out: dict[str, Any] = {"rows": [], "race": None}
+    tmp = tempfile.mkdtemp(prefix="rw-growth-")
+    stores = {"memory": "memory://", "sqlite": f"sqlite:///{tmp}/g.db"}
+    if url:
+        stores["redis"] = url
     try:
-        for n in (100, 500, 1_000):
-            res = {}
-            for algo in ("gcra", "sliding-log"):
-                r.flushdb()
-                lim = Limiter(url, timeout=2.0)
-                lim.hit("warm", spec, algorithm=algo)
-                res[algo] = pb.time_loop(functools.partial(lim.hit, rates=spec, algorithm=algo), ["k"] * n) / n
-                res[algo + "_errors"] = lim.store_errors
+        for store, target in stores.items():
+            # fill one log per (size, algorithm) first, then time them in interleaved rounds (median
+            # of 3): the machine's load moves between minutes, not within a round
+            lims: dict[tuple[int, str], Any] = {}
+            for n in sizes:
+                for algo in ("gcra", "sliding-log"):
+                    lim = Limiter(target, key_prefix=f"g{time.time_ns()}:", timeout=5.0)
+                    hit = functools.partial(lim.hit, rates=spec, algorithm=algo)
+                    for _ in range(n):  # fill the log to n entries
+                        hit("k")
+                    lims[n, algo] = (lim, hit)
+            m = timed[store]
+            samples: dict[tuple[int, str], list[float]] = {k: [] for k in lims}
+            for _ in range(3):
+                for k, (_lim, hit) in lims.items():
+                    gc.collect()
+                    samples[k].append(pb.time_loop(hit, ["k"] * m) / m)
+            for n in sizes:
+                res: dict[str, Any] = {"store": store, "n": n}
+                for algo in ("gcra", "sliding-log"):
+                    lim, _ = lims[n, algo]
+                    res[algo] = pb.med(samples[n, algo])
+                    res[algo + "_errors"] = lim.store_errors
+                    if algo == "sliding-log":
+                        left = lim.peek("k", spec, algorithm=algo, cost=0).remaining
+                        res["allowed"] = left == pb.HIGH_LIMIT - n - 3 * m
+                out["rows"].append(res)
+                log(f"sliding-log growth ({store}) n={n}: {res}")
+            for lim, _ in lims.values():
+                lim.reset("k")
                 lim.close()
-            out["redis"].append({"n": n, **res})
-            log(f"sliding-log growth (Redis) n={n}: {res}")
-        lim = Limiter(url, timeout=2.0)
-        h = pb.Handle(hit=functools.partial(lim.hit, rates="100/60 s", algorithm="sliding-log"), ok=lambda d: d.allowed)
-        got = []
-        for _ in range(2):
-            pb.avoid_window_edge(60)
-            got.append(pb._race_threads(h, f"race:{time.time_ns()}", 8, 1_000)[0])
-        out["race"] = {"admitted": got, "errors": lim.store_errors}
-        lim.close()
-        log(f"sliding-log Redis race: {out['race']}")
+        if url:
+            lim = Limiter(url, timeout=2.0, key_prefix=f"race{time.time_ns()}:")
+            h = pb.Handle(
+                hit=functools.partial(lim.hit, rates="100/60 s", algorithm="sliding-log"), ok=lambda d: d.allowed
+            )
+            got = []
+            for _ in range(2):
+                pb.avoid_window_edge(60)
+                got.append(pb._race_threads(h, f"race:{time.time_ns()}", 8, 1_000)[0])
+            out["race"] = {"admitted": got, "errors": lim.store_errors}
+            lim.close()
+            log(f"sliding-log Redis race: {out['race']}")
     except Exception as e:
         out["error"] = f"{type(e).__name__}: {e}"[:200]
     finally:
-        r.flushdb()
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+class PrivateRedis:
+    """A redis-server of the benchmark's own on a free port (peerbench FLUSHes the database it is
+    given, and the Redis at 6379 is shared: it is never used here). No persistence."""
+
+    def __init__(self) -> None:
+        import socket
+
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise RuntimeError("redis-server is not on PATH")
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.dir = tempfile.mkdtemp(prefix="rw-bench-redis-")
+        self.proc = subprocess.Popen(
+            [
+                exe,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+                "--slowlog-log-slower-than",
+                "0",
+                "--slowlog-max-len",
+                "10000",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        for _ in range(100):
+            try:
+                pb.redis_client(self.url).ping()
+                return
+            except Exception:
+                time.sleep(0.05)
+        self.close()
+        raise RuntimeError(f"the private redis-server on port {self.port} did not start")
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def rss_worker(n: int, spec: str, algo: str) -> dict[str, Any]:
@@ -740,30 +813,35 @@ def summary_redis(res: dict[str, Any]) -> list[str]:
 
 def summary_growth(g: dict[str, Any]) -> list[str]:
     lines = [
-        "### sliding-log: cost per hit as one key's log grows (limit never reached)",
+        "### sliding-log: cost per hit at a given log length (limit never reached)",
         "",
-        "ns/decision averaged over the first n hits of a fresh key (one sample each), gcra in the same loop. "
-        "sliding-log keeps one entry per admission time, so under a high limit each hit handles the whole log "
-        "(O(entries) per hit, O(n^2) per burst). That is why run.py keeps it out of peerbench's one-key loops "
-        "(200,000 hits there would take hours, and minutes of Redis time in long Lua calls).",
+        "One key's log is filled to n entries, then the next hits (memory 5,000, SQLite 2,000, Redis 1,000) are "
+        "timed, three rounds interleaved over the sizes (median): ns/decision, gcra on the same store in the same "
+        "loop. The log keeps a running total and finds "
+        "the window's start and retry_after by binary search (memory: lists; SQLite: one row per entry; Redis: "
+        "a sorted set), so the cost must stay flat as n grows: target within 3x between 200 and 20,000.",
         "",
     ]
+    rows = g.get("rows", [])
     t = [
-        (f"memory, {r['n']:,}", fmt(r["gcra"]), fmt(r["sliding-log"]), fmt(r["sliding-log"] / r["gcra"], 1), "-")
-        for r in g["mem"]
-    ]
-    t += [
         (
-            f"Redis, {r['n']:,}",
+            f"{r['store']}, {r['n']:,}",
             fmt(r["gcra"]),
             fmt(r["sliding-log"]),
-            fmt(r["sliding-log"] / r["gcra"], 1),
+            fmt(r["sliding-log"] / r["gcra"], 2),
             f"{r['gcra_errors']}/{r['sliding-log_errors']}",
+            "yes" if r.get("allowed") else "NO",
         )
-        for r in g["redis"]
+        for r in rows
     ]
-    head = ["store, hits n", "gcra ns", "sliding-log ns", "sliding-log / gcra", "store errors (gcra/sliding-log)"]
+    head = ["store, entries n", "gcra ns", "sliding-log ns", "sliding-log / gcra", "store errors", "count exact"]
     lines += [pb.table(head, t), ""]
+    for store in ("memory", "sqlite", "redis"):
+        xs = [r["sliding-log"] for r in rows if r["store"] == store]
+        if len(xs) >= 2:
+            ratio = max(xs) / min(xs)
+            lines.append(f"- {store}: largest / smallest per-hit cost {ratio:.2f}x: **{met(ratio <= 3)}**")
+    lines.append("")
     if g.get("race"):
         x = g["race"]
         good = all(a == 100 for a in x["admitted"]) and not x["errors"]
@@ -787,17 +865,19 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="peerbench --quick sizes and small own measurements")
     ap.add_argument(
         "--redis-url",
-        default="redis://127.0.0.1:6379/15",
-        help="Redis for the redis/async sections (its database is FLUSHed!); 'none' skips them",
+        default="private",
+        help="Redis for the redis/async sections: 'private' (default) starts a redis-server of its own on a "
+        "free port and stops it at the end; a URL is used as given and ITS DATABASE IS FLUSHED (never give "
+        "a shared Redis); 'none' skips them",
     )
+    ap.add_argument("--growth-only", action="store_true", help="run only the sliding-log growth table")
     ap.add_argument("--out", default=os.path.join(HERE, "results.md"), help="results file (default bench/results.md)")
     ap.add_argument("--sections", default=None, help="override peerbench's sections (comma-separated)")
     ap.add_argument(
         "--skip",
-        default="sliding-log",
+        default="none",
         help="ratewarden algorithms kept out of peerbench's one-key mem/redis/async loops (comma-separated; "
-        "default sliding-log, whose log grows by one entry per hit there: measured by run.py instead; "
-        "'none' keeps all)",
+        "default none: every algorithm runs there)",
     )
     ap.add_argument("--only", default=None, help="development: restrict peerbench to these peers (no ratios then)")
     ap.add_argument("--_rss-worker", dest="rss_worker", help=argparse.SUPPRESS)
@@ -808,7 +888,26 @@ def main() -> None:
     cfg = pb.QUICK if args.quick else pb.Config()
     args.skip = [a for a in args.skip.split(",") if a and a != "none"]
 
+    private: PrivateRedis | None = None
+    if args.redis_url == "private":
+        try:
+            private = PrivateRedis()
+            args.redis_url = private.url
+        except Exception as e:
+            log(f"no private redis-server ({e}): redis and async sections skipped")
+            args.redis_url = "none"
+    try:
+        _main(args, cfg)
+    finally:
+        if private is not None:
+            private.close()
+
+
+def _main(args: argparse.Namespace, cfg: pb.Config) -> None:
     url: str | None = None if args.redis_url.lower() == "none" else args.redis_url
+    if args.growth_only:
+        print("\n".join(summary_growth(sliding_log_growth(args.quick, url))))
+        return
     redis_note = ""
     if url and not redis_store_ready():
         redis_note = "ratewarden.storage.redis has no open_redis yet: redis and async sections skipped."
@@ -848,8 +947,8 @@ def main() -> None:
     elapsed = time.time() - t0
 
     cmd = "bench/.venv/bin/python bench/run.py" + (" --quick" if args.quick else "")
-    if args.skip != ["sliding-log"]:
-        cmd += f" --skip {','.join(args.skip) or 'none'}"
+    if args.skip:
+        cmd += f" --skip {','.join(args.skip)}"
     head = [
         "# ratewarden vs peers: summary",
         "",

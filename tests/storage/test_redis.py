@@ -92,7 +92,18 @@ def test_one_evalsha_per_decision_however_many_windows_and_keys(private_redis: R
         # Everything else ran inside the scripts: one TIME and one MGET per call.
         assert d.pop("time") == 2 * n
         assert d.pop("mget") == 2 * n
-        assert set(d) <= {"set", "del"}
+        # ... and the sliding logs' sorted sets (read the oldest entry, append, expire, search)
+        assert set(d) <= {
+            "set",
+            "del",
+            "unlink",
+            "zrange",
+            "zadd",
+            "pexpire",
+            "zrangebyscore",
+            "zremrangebyrank",
+            "zcard",
+        }
         assert d["set"] == 3 * 5 + 3 * 10  # admitted calls write each window; denials write nothing
     finally:
         c.close()
@@ -330,37 +341,63 @@ def test_url_options_and_their_errors() -> None:
         open_redis(URL).apply("acquire", [("k", make_window("concurrency", Rate(1, US)), 1)], "two words")
 
 
-def test_rates_beyond_exact_double_arithmetic_are_refused_clearly(prefix: str) -> None:
+def test_rates_beyond_double_arithmetic_are_decided(prefix: str) -> None:
+    """Rates whose limit x period passes 2^53 (Lua doubles) were refused with ConfigError; the
+    scripts now compute those products exactly, so Redis takes every rate memory takes."""
     lim = Limiter(URL, key_prefix=prefix)
+    ref = Limiter("memory://")
     try:
-        for algorithm in ("sliding-window", "token-bucket"):
-            with pytest.raises(ConfigError, match="2\\^53"):
-                lim.hit("k", "100000000/month", algorithm=algorithm)
-        assert lim.hit("k", "100000000/month", algorithm="fixed-window").allowed  # counts only: fine
-        assert lim.hit("k", "3000000/day", algorithm="quota").allowed
-        assert lim.hit("k", "1000000/day", algorithm="gcra").allowed
+        for algorithm, rate in [
+            ("token-bucket", "1000000/day"),
+            ("sliding-window", "1000000000/minute"),
+            ("sliding-window", "100000000/month"),
+            ("token-bucket", "100000000/month"),
+            ("gcra", "1000000/day"),
+            ("fixed-window", "100000000/month"),
+            ("quota", "3000000/day"),
+        ]:
+            d = lim.hit(f"k-{algorithm}", rate, algorithm=algorithm, cost=5)
+            assert d.allowed and d.remaining == ref.hit(f"k-{algorithm}", rate, algorithm=algorithm, cost=5).remaining
+        assert lim.store_errors == 0
+    finally:
+        lim.close()
+        ref.close()
+
+
+@pytest.mark.parametrize("algorithm", ["fixed-window", "sliding-log", "concurrency", "sliding-window", "gcra"])
+def test_a_period_beyond_exact_arithmetic_is_refused_never_failed_open(prefix: str, algorithm: str) -> None:
+    """ "2/100000000000 years" made every call fail inside the script (an expiry Redis refuses),
+    so with on_store_error="allow" every request passed. It is now a ConfigError when the rate
+    is compiled, naming the rate, and nothing is admitted."""
+    lim = Limiter(URL, key_prefix=prefix, algorithm=algorithm)
+    try:
+        with pytest.raises((ConfigError, RateParseError), match=r"10 years|beyond what ratewarden decides exactly"):
+            lim.hit("k", "2/100000000000 years")
+        assert lim.store_errors == 0
     finally:
         lim.close()
 
 
 def test_check_window_refuses_inexact_windows_up_front_without_io() -> None:
-    """The store's own bound (Lua doubles exact below 2^53), checked when a rate is compiled: on a
-    store whose server does not exist, so the check does no I/O; fine windows pass."""
+    """The store's own bounds, checked when a rate is compiled: on a store whose server does not
+    exist, so the check does no I/O; every rate up to 10^12 per 10 years passes."""
     store = open_redis(f"redis://127.0.0.1:{redis_cluster.free_port()}/0", breaker=0)
-    month = 30 * 86_400 * US
+    year = 365 * 86_400 * US
     try:
-        for algorithm in ("sliding-window", "token-bucket"):
-            big = make_window(algorithm, Rate(100_000_000, month))
-            with pytest.raises(ConfigError, match="2\\^53"):
-                store.check_window(big)
         with pytest.raises(RateParseError, match="10 years"):  # past the promised sizes: no store sees it
-            Rate(1, 2**53)
+            Rate(2, 10**11 * year)
+        with pytest.raises(RateParseError):
+            Rate(10**16, US)
         for algorithm in sorted(ALGORITHMS):
-            rate = Rate(3_000_000, 86_400 * US) if algorithm == "quota" else Rate(1_000, 60 * US)
-            store.check_window(make_window(algorithm, rate))
-        store.check_window(make_window("fixed-window", Rate(100_000_000, month)))  # counts only
-        with pytest.raises(ConfigError, match="2\\^53"):  # the Limiter compiles rates through it
-            Limiter(store).windows("100000000/month", algorithm="sliding-window")
+            if algorithm == "quota":
+                continue
+            for rate in (Rate(10**12, 10 * year), Rate(1, 10 * year), Rate(10**9, US)):
+                store.check_window(make_window(algorithm, rate))
+        with pytest.raises(ConfigError, match="burst"):  # gcra: burst x emission interval
+            store.check_window(make_window("gcra", Rate(1, 10 * year), burst=10**6))
+        store.check_window(make_window("token-bucket", Rate(1, 10 * year), burst=10**6))  # any burst
+        with pytest.raises((ConfigError, RateParseError), match="10 years"):  # the Limiter compiles rates
+            Limiter(store).windows("2/100000000000 years", algorithm="sliding-window")
     finally:
         store.close()
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import rw_redis
@@ -22,7 +22,7 @@ from ratewarden import FakeClock, StoreError
 from ratewarden.core.algorithms import ALGORITHMS, Quota, Window, make_window
 from ratewarden.core.evaluate import run
 from ratewarden.core.rates import US, Rate
-from ratewarden.storage.redis import RedisStore, decode_state, open_redis
+from ratewarden.storage.redis import RedisStore, decode_state, open_redis, read_state
 
 redis = pytest.importorskip("redis")
 pytestmark = pytest.mark.redis
@@ -138,8 +138,7 @@ def check(
                     else:
                         states[k, w.id] = s
             for k, w in items:
-                raw = client.get(store.codec.state_key(k, w))
-                assert decode_state(w, raw) == states.get((k, w.id)), (w, k)
+                assert read_state(client, store.codec, k, w) == states.get((k, w.id)), (w, k)
     finally:
         rw_redis.delete_prefix(prefix)
         store.close()
@@ -232,7 +231,7 @@ def test_a_deliberate_difference_is_caught(client: Any) -> None:
     w4 = make_window("fixed-window", Rate(4, 60 * US))
     clock = FakeClock(START / US)
     prefix = f"rwdiff:{uuid.uuid4().hex[:10]}:"
-    store = open_redis(URL, key_prefix=prefix, _test_now=clock)
+    store = open_redis(URL, key_prefix=prefix, _test_now=clock, timeout=2.0)
     try:
         got = store.apply("hit", [("a", w5, 1)])
         want, _ = run("hit", [w4], [None], START, [1])
@@ -294,7 +293,140 @@ def test_a_merged_batch_matches_the_core_run_request_by_request(client: Any, dat
                             states[k, w.id] = s
             assert [o[:4] for o in got] == [o[:4] for o in want], now - START
             for k, w in items:
-                assert decode_state(w, client.get(store.codec.state_key(k, w))) == states.get((k, w.id))
+                assert read_state(client, store.codec, k, w) == states.get((k, w.id))
     finally:
         rw_redis.delete_prefix(prefix)
         store.close()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_long_sliding_log_matches_the_core(client: Any, seed: int) -> None:
+    """Logs of hundreds of entries, entries leaving the window during long denial streaks (the
+    script then binary-searches its sorted set for the first live entry), costs of several
+    units, and the clock stepping back: the same outcomes and states as the core, every step."""
+    import random
+
+    rnd = random.Random(seed)
+    w = make_window("sliding-log", Rate(300, 10 * US))
+    steps: list[tuple[Any, ...]] = []
+    for _ in range(1500):
+        r = rnd.random()
+        dt = rnd.choice([0, 1, 7, 1_000, 20_000, 333_333]) if r < 0.97 else rnd.choice([-1, -5_000, -10 * US, 4 * US])
+        op = rnd.choice(["hit"] * 8 + ["peek", "charge"])
+        steps.append((dt, op, rnd.choice([0, 1, 1, 1, 2, 5, 40]), ""))
+    check(client, [("a", w)], steps, hit1=True)
+
+
+def test_a_sliding_log_written_in_the_earlier_form_is_read(client: Any) -> None:
+    """States written before the sorted set ("ts cost ts cost ...") decide as the core would."""
+    w = make_window("sliding-log", Rate(3, 60 * US))
+    clock = FakeClock(START / US)
+    prefix = f"rwdiff:{uuid.uuid4().hex[:10]}:"
+    store = open_redis(URL, key_prefix=prefix, _test_now=clock, timeout=2.0)
+    key = store.codec.state_key("a", w)
+    try:
+        client.set(key, f"{START - 30 * US} 1 {START - 10 * US} 1", px=60_000)
+        old = ((START - 30 * US, 1), (START - 10 * US, 1))
+        want = w.decide(old, START, 1)
+        assert store.hit1("a", w, 1)[:4] == want[:4]
+        assert read_state(client, store.codec, "a", w) == want[4]
+        assert not store.hit1("a", w, 1)[0]
+    finally:
+        store.reset("a")
+        store.close()
+
+
+YEAR = 365 * DAY
+EXTREMES = [Rate(10**12, 10 * YEAR), Rate(1, 10 * YEAR), Rate(10**9, US)]
+
+
+@pytest.mark.parametrize("rate", EXTREMES, ids=["1e12-per-10y", "1-per-10y", "1e9-per-second"])
+@pytest.mark.parametrize(
+    "algorithm", ["fixed-window", "sliding-window", "sliding-log", "gcra", "token-bucket", "concurrency"]
+)
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],  # shrinking these sequences takes minutes
+)
+@given(data=st.data())
+def test_the_extremes_of_the_arithmetic_match_the_core(
+    client: Any, algorithm: str, rate: Rate, data: st.DataObject
+) -> None:
+    """Limits up to 10^12 and periods up to 10 years (limit x period ~ 3e26, far beyond a Lua
+    double's 2^53): the Redis store takes these rates and decides them to the microsecond as
+    the core does, with costs up to the whole limit and time steps up to years."""
+    w = make_window(algorithm, rate)
+    lim, p = rate.limit, rate.period
+    cost = st.one_of(
+        st.sampled_from([0, 1, 2, lim // 3, lim // 2, lim - 1, lim, lim + 1]).map(lambda c: max(0, c)),
+        st.integers(0, lim),
+    )
+    step = st.one_of(
+        st.just(0),
+        st.integers(1, 1_000),
+        st.integers(0, p),
+        st.sampled_from([p // 2, p - 1, p, p + 1, 2 * p, YEAR, 3 * YEAR]),
+        st.integers(-1_000, -1),
+    )
+    ops = st.sampled_from(
+        ["hit", "hit", "hit", "peek", "charge"] + (["acquire", "release"] * (algorithm == "concurrency"))
+    )
+    steps = data.draw(st.lists(st.tuples(step, ops, cost, st.sampled_from(["l1", "l2"])), min_size=1, max_size=20))
+    steps = [(dt, "hit" if op == "charge" and algorithm == "concurrency" else op, c, ls) for dt, op, c, ls in steps]
+    # The test clock holds float seconds: past 2^31 s (2038) it cannot name every microsecond.
+    kept, total = [], 0
+    for s in steps:
+        total += s[0]
+        if total > 11 * YEAR:
+            break
+        kept.append(s)
+    check(client, [("a", w)], kept or steps[:1], hit1=True)
+
+
+@pytest.mark.parametrize("rate", EXTREMES, ids=["1e12-per-10y", "1-per-10y", "1e9-per-second"])
+@pytest.mark.parametrize("algorithm", ["sliding-window", "token-bucket", "gcra", "sliding-log", "fixed-window"])
+@pytest.mark.parametrize("seed", range(4))
+def test_the_extremes_at_retry_after_and_one_microsecond_before(
+    client: Any, algorithm: str, rate: Rate, seed: int
+) -> None:
+    """The boundaries themselves: every denied request is retried exactly at its retry_after
+    and one microsecond before it (the steps are planned on the core, then replayed on both)."""
+    import random
+
+    rnd = random.Random(seed)
+    w = make_window(algorithm, rate)
+    lim = rate.limit
+    states: list[Any] = [None]
+    now = START
+    steps: list[tuple[Any, ...]] = []
+    dt = 0
+    for _ in range(30):
+        cost = rnd.choice([1, lim, max(1, lim // 3), max(1, lim - 1), rnd.randint(1, lim)])
+        steps.append((dt, "hit", cost, ""))
+        now += dt
+        outs, new = run("hit", [w], states, now, [cost])
+        if new is not None:
+            states = new
+        retry = outs[0][3]
+        if retry > 0:
+            dt = retry - rnd.choice([0, 1])
+        else:
+            dt = rnd.choice([0, 1, rate.period // 7])
+        if now + dt - START > 11 * YEAR:
+            break
+    check(client, [("a", w)], steps, hit1=True)
+
+
+def test_a_log_leaving_the_window_at_once_is_trimmed_over_several_calls(client: Any) -> None:
+    """2,500 entries leave the window together: a call removes at most 250 of them (bounded
+    work), the rest are passed over until later calls remove them; outcomes and states stay the
+    core's at every step, and the set ends with the live entries only."""
+    w = make_window("sliding-log", Rate(3_000, 10 * US))
+    steps: list[tuple[Any, ...]] = [(0 if i == 0 else 1, "hit", 1, "") for i in range(2_500)]
+    steps += [(1_000, "hit", 1, "")] * 10  # these stay in the window
+    steps += [(10 * US + 2_500 - 12_499, "hit", 1, "")]  # the first 2,500 have just left it
+    steps += [(1, "peek", 1, ""), (1, "hit", 2, ""), (1, "hit", 0, ""), (1, "charge", 1, "")]
+    steps += [(1, "hit", 1, "")] * 3
+    check(client, [("a", w)], steps, hit1=True)

@@ -44,13 +44,13 @@ class Corrupt:
 
 
 def read_state(db: sqlite3.Connection, kw: tuple[str, str], decode: Any) -> Any:
-    """The state of one row, decoded by ``decode``; None when there is no row; :class:`Corrupt`
+    """The state of one row, decoded by ``decode(db, kw, value)``; None when there is no row; :class:`Corrupt`
     when it does not decode."""
     row = db.execute(_SELECT, kw).fetchone()
     if row is None:
         return None
     try:
-        return decode(row[0])
+        return decode(db, kw, row[0])
     except (ValueError, TypeError, RecursionError) as exc:
         return Corrupt(row[0], exc)
 

@@ -40,7 +40,7 @@ class Transactions:
     _closed: bool
     _write_lock: threading.Lock
     #: a row's column value -> its state
-    _decode: Callable[[Any], Any]
+    _decode: Callable[[sqlite3.Connection, tuple[str, str], Any], Any]
 
     def _discard(self) -> None:  # pragma: no cover - provided by the store
         raise NotImplementedError

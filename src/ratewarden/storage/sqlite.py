@@ -55,6 +55,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 from ratewarden.clock import micros
 from ratewarden.core.algorithms.base import Outcome, Window
+from ratewarden.core.algorithms.sliding_log import Log, SlidingLog
 from ratewarden.core.evaluate import Op
 from ratewarden.errors import ConfigError, StoreError
 from ratewarden.storage._expiry import ExpiryClock
@@ -67,6 +68,7 @@ from ratewarden.storage._sqlite_file import (
     open_file,
     path_of,
 )
+from ratewarden.storage._sqlite_log import RowLog, delete_log, is_header, write_log
 from ratewarden.storage._sqlite_rows import read_state, run_checked, sane, unreadable
 from ratewarden.storage._sqlite_tx import Transactions
 from ratewarden.storage.base import Item
@@ -107,6 +109,8 @@ def encode_state(state: Any) -> int | str:
     """The column value of a state (never ``None``: no state is no row)."""
     if type(state) is int and _INT64[0] <= state <= _INT64[1]:
         return state
+    if type(state) is Log:  # a sliding log: its (time, cost) pairs
+        return _json(state.entries())
     return _json(state)
 
 
@@ -133,6 +137,16 @@ def decode_state(value: Any) -> Any:
     if type(value) is not str:
         raise ValueError(f"a state column holds {type(value).__name__}, not an integer or JSON text")
     return _tuples(json.loads(value))
+
+
+def _state(db: sqlite3.Connection, k: str, wid: str, value: Any) -> Any:
+    """A decoded column value as the core's state (a sliding log's header: its rows, on demand)."""
+    return RowLog.read(db, k, wid, value) if is_header(value) else value
+
+
+def _decode_row(db: sqlite3.Connection, kw: tuple[str, str], raw: Any) -> Any:
+    """One row's column value as the core's state."""
+    return _state(db, kw[0], kw[1], decode_state(raw))
 
 
 # -- opening ----------------------------------------------------------------------------------
@@ -184,7 +198,7 @@ class SQLiteStore(Transactions):
     """
 
     kind = "sqlite"
-    _decode = staticmethod(decode_state)
+    _decode = staticmethod(_decode_row)
 
     def __init__(
         self,
@@ -371,7 +385,7 @@ class SQLiteStore(Transactions):
                 out = window.decide(None, now, cost)
             else:
                 try:
-                    out = window.decide(decode_state(row[0]), now, cost)
+                    out = window.decide(_state(db, k, wid, decode_state(row[0])), now, cost)
                     if not sane(out):
                         raise TypeError(f"the outcome {out[:4]!r} is not made of integers")
                 except Exception as exc:
@@ -381,7 +395,7 @@ class SQLiteStore(Transactions):
                         db.execute(_DELETE, (k, wid))
             if out[0]:
                 if out[2] > 0:
-                    db.execute(_UPSERT, (k, wid, encode_state(out[4]), now + out[2]))
+                    self._put(db, k, window, out[4], now + out[2])
                 elif row is not None:
                     db.execute(_DELETE, (k, wid))
                 self._wrote(db, now)
@@ -399,12 +413,12 @@ class SQLiteStore(Transactions):
             return run_checked(op, windows, self._snapshot(db, keys), keys, self.now(), costs, arg)[0]
 
         def decide() -> list[Outcome]:
-            read = [read_state(db, kw, decode_state) for kw in keys]
+            read = [read_state(db, kw, _decode_row) for kw in keys]
             now = self.now()
             outs, new, states = run_checked(op, windows, read, keys, now, costs, arg)
             if new is not None:
                 wrote = False
-                for (k, wid), old, s, o, r in zip(keys, states, new, outs, read, strict=True):
+                for (k, wid), w, old, s, o, r in zip(keys, windows, states, new, outs, read, strict=True):
                     if s is old:
                         if r is not old:  # an unreadable row, still unreadable: forget it
                             db.execute(_DELETE, (k, wid))
@@ -413,7 +427,7 @@ class SQLiteStore(Transactions):
                         if old is not None:
                             db.execute(_DELETE, (k, wid))
                     else:
-                        db.execute(_UPSERT, (k, wid, encode_state(s), now + o[2]))
+                        self._put(db, k, w, s, now + o[2])
                     wrote = True
                 if wrote:
                     self._wrote(db, now)
@@ -432,6 +446,8 @@ class SQLiteStore(Transactions):
             else:
                 for w in windows:
                     db.execute(_DELETE, (k, w.id))
+                    if isinstance(w, SlidingLog):
+                        delete_log(db, k, w.id)
 
         self._write(db, forget)
 
@@ -461,6 +477,14 @@ class SQLiteStore(Transactions):
         self._local = threading.local()
 
     # -- helpers --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _put(db: sqlite3.Connection, k: str, w: Window, state: Any, expires: int) -> None:
+        """Write one window's state (a sliding log as a header row and one row per entry)."""
+        if isinstance(state, Log):
+            write_log(db, k, w.id, state, expires, w.period)
+        else:
+            db.execute(_UPSERT, (k, w.id, encode_state(state), expires))
 
     def _wrote(self, db: sqlite3.Connection, now: int) -> None:
         """Count a write; every ``SWEEP_EVERY`` writes, reclaim a few expired rows."""

@@ -20,12 +20,18 @@ for i = 1, NI do
 end
 -- One read however many windows and requests. RAW[key] follows this call's own writes, so
 -- a later request of the batch sees what an earlier one wrote (false: deleted).
-local raws = redis.call('MGET', unpack(KEYS))
+-- Read in chunks: unpack() of more than about 8,000 values fails ("too many results to
+-- unpack"), and a merged batch of many wide requests has more keys than that.
 local RAW = {}
-for i = 1, NI do
-  local k = KEYS[i]
-  if RAW[k] == nil then
-    RAW[k] = raws[i]
+local CHUNK = 1000
+for lo = 1, NI, CHUNK do
+  local hi = math.min(lo + CHUNK - 1, NI)
+  local raws = redis.call('MGET', unpack(KEYS, lo, hi))
+  for i = lo, hi do
+    local k = KEYS[i]
+    if RAW[k] == nil then
+      RAW[k] = raws[i - lo + 1]
+    end
   end
 end
 
@@ -35,7 +41,12 @@ local function run(op, lease, lo, hi)
   for i = lo, hi do
     local raw = RAW[KEYS[i]]
     if raw then
-      S[i] = A[K[i]].dec(raw)
+      local alg = A[K[i]]
+      if alg.keyed then
+        S[i] = alg.dec(raw, KEYS[i])
+      else
+        S[i] = alg.dec(raw)
+      end
     end
   end
   local write = false
@@ -47,7 +58,7 @@ local function run(op, lease, lo, hi)
       if op == 'acquire' and alg.acquire then
         ok, rem, rst, rty, new = alg.acquire(W[i], S[i], now, C[i], lease)
       else
-        ok, rem, rst, rty, new = alg.decide(W[i], S[i], now, C[i])
+        ok, rem, rst, rty, new = alg.decide(W[i], S[i], now, C[i], KEYS[i])
       end
       if not ok then
         all = false
@@ -59,8 +70,8 @@ local function run(op, lease, lo, hi)
   elseif op == 'charge' then
     for i = lo, hi do
       local alg = A[K[i]]
-      local new = alg.charge(W[i], S[i], now, C[i])
-      local _, rem, rst = alg.decide(W[i], new, now, 0)
+      local new = alg.charge(W[i], S[i], now, C[i], KEYS[i])
+      local _, rem, rst = alg.decide(W[i], new, now, 0, KEYS[i])
       R[i] = { 1, rem, rst, 0 }
       N[i] = new
     end
@@ -72,7 +83,7 @@ local function run(op, lease, lo, hi)
       if alg.release then
         new = alg.release(W[i], S[i], now, lease)
       end
-      local _, rem, rst = alg.decide(W[i], new, now, 0)
+      local _, rem, rst = alg.decide(W[i], new, now, 0, KEYS[i])
       R[i] = { 1, rem, rst, 0 }
       N[i] = new
     end
@@ -83,13 +94,19 @@ local function run(op, lease, lo, hi)
   if write then
     for i = lo, hi do
       local new, rst, k = N[i], R[i][3], KEYS[i]
+      local alg = A[K[i]]
       if new == nil or rst <= 0 then
         if RAW[k] then
           redis.call('DEL', k)
           RAW[k] = false
         end
+        if alg.drop then
+          alg.drop(k)
+        end
+      elseif alg.store then
+        RAW[k] = alg.store(k, new, cdiv(rst, 1000) + slack)
       else
-        local raw = A[K[i]].enc(new)
+        local raw = alg.enc(new)
         redis.call('SET', k, raw, 'PX', cdiv(rst, 1000) + slack)
         RAW[k] = raw
       end

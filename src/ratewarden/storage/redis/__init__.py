@@ -4,7 +4,9 @@
 as keywords or in the URL's query string (the URL wins): ``key_prefix`` (default ``"rw:"``),
 ``timeout`` (seconds, socket and connect, default 0.05), ``breaker`` (seconds to fail fast
 after a connection failure, default 0.5; 0 disables), ``max_key_length`` (longer keys are
-hashed, default 200). Every other query parameter goes to redis-py (e.g. ``password``).
+hashed, default 200), ``denial_cache`` (how many denied requests are answered in process until
+their retry_after, without a round trip; default 0: off, see docs/redis.md). Every other
+query parameter goes to redis-py (e.g. ``password``).
 
 * ``redis://[:password@]host:port/db``, ``rediss://...`` (TLS), ``unix:///path.sock?db=N``
 * ``redis+cluster://host:port`` (any node; the others are discovered)
@@ -19,12 +21,12 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ratewarden.errors import ConfigError
-from ratewarden.storage.redis._lua import SCRIPT, SHA, Codec, decode_state
+from ratewarden.storage.redis._lua import SCRIPT, SHA, Codec, decode_state, read_state
 from ratewarden.storage.redis._store import ClientFactory, RedisStore
 
-__all__ = ["SCRIPT", "SHA", "Codec", "RedisStore", "decode_state", "open_redis"]
+__all__ = ["SCRIPT", "SHA", "Codec", "RedisStore", "decode_state", "open_redis", "read_state"]
 
-_OURS = {"key_prefix": str, "timeout": float, "breaker": float, "max_key_length": int}
+_OURS = {"key_prefix": str, "timeout": float, "breaker": float, "max_key_length": int, "denial_cache": int}
 
 
 def _option(name: str, value: Any, url: str) -> Any:
@@ -33,6 +35,8 @@ def _option(name: str, value: Any, url: str) -> Any:
         v = kind(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{name} must be a {kind.__name__} in {url!r}, not {value!r}") from None
+    if name == "denial_cache" and v < 0:
+        raise ConfigError(f"denial_cache must be a number of entries >= 0 (0: off) in {url!r}, not {value!r}")
     if name in ("timeout", "breaker") and (v < 0 or (name == "timeout" and v == 0)):
         raise ConfigError(f"{name} must be positive in {url!r}, not {value!r}")
     return v

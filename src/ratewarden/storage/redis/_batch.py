@@ -21,9 +21,11 @@ from ratewarden.storage.redis._lua import SCRIPT, SHA, Codec, resp_evalsha
 
 __all__ = ["MERGE", "Batcher"]
 
-#: at most this many queued calls are merged into one script call (Lua's unpack() of KEYS
-#: and the time Redis spends in one script both stay small)
+#: at most this many queued calls are merged into one script call ...
 MERGE = 128
+#: ... and at most this many keys (windows) in all, unless one call alone has more: the time
+#: Redis spends in one script call stays small (see docs/redis.md, "Work per call")
+MERGE_KEYS = 256
 
 
 class Batcher:
@@ -66,12 +68,19 @@ class Batcher:
 
     async def _raw(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         """Send ``calls`` as one write on one pooled connection; one reply (or error) each.
-        Calls with the same ``now`` (always, in production) are merged, up to :data:`MERGE` at a
-        time, into one script call that runs them one after the other: one ``TIME`` and one
-        script setup for the lot. An error reply then reaches every call of that group."""
+        Calls with the same ``now`` (always, in production) are merged, up to :data:`MERGE` calls
+        and :data:`MERGE_KEYS` keys at a time, into one script call that runs them one after the
+        other: one ``TIME`` and one script setup for the lot. An error reply then reaches every call of that group."""
         groups: list[list[tuple[list[str], list[Any]]]] = [[c] for c in calls]
         if len(calls) > 1 and all(a[0] == calls[0][1][0] for _, a in calls):
-            groups = [calls[i : i + MERGE] for i in range(0, len(calls), MERGE)]
+            groups = []
+            size = 0
+            for c in calls:
+                if not groups or len(groups[-1]) >= MERGE or size + len(c[0]) > MERGE_KEYS:
+                    groups.append([])
+                    size = 0
+                groups[-1].append(c)
+                size += len(c[0])
         replies = await self._send([Codec.merge(g) if len(g) > 1 else g[0] for g in groups])
         results: list[Any] = []
         for g, r in zip(groups, replies, strict=True):

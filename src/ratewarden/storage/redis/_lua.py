@@ -28,11 +28,23 @@ from ratewarden.core.algorithms import (
     Window,
 )
 from ratewarden.core.algorithms.base import Outcome
+from ratewarden.core.algorithms.sliding_log import Log
 from ratewarden.core.evaluate import Op
 from ratewarden.errors import ConfigError, StoreError
 from ratewarden.storage.base import Item
 
-__all__ = ["CODES", "FILES", "SCRIPT", "SHA", "Codec", "decode_state", "load_script", "resp_evalsha"]
+__all__ = [
+    "CODES",
+    "FILES",
+    "SCRIPT",
+    "SHA",
+    "Codec",
+    "decode_state",
+    "load_script",
+    "log_key",
+    "read_state",
+    "resp_evalsha",
+]
 
 #: algorithm name -> code used in the script (``A[code]`` in Lua) and its file
 CODES: dict[str, int] = {
@@ -93,6 +105,13 @@ def resp_evalsha(keys: Sequence[str], args: Sequence[Any]) -> bytes:
     return b"".join(parts)
 
 
+#: the largest limit and period (microseconds) the scripts decide exactly: limits up to 10^12,
+#: periods up to 10 years, with room to spare (every number they hold stays below 2^53, and
+#: products beyond it are computed exactly; see prelude.lua)
+MAX_LIMIT = 2**50
+MAX_PERIOD = 2**50
+
+
 def _spec(w: Window) -> str:
     """The spec string a non-quota window sends (its parse() in Lua reads it), once Lua can
     compute it exactly: ``"4 T tau burst"`` (gcra), ``"5 limit P burst full"`` (token-bucket),
@@ -100,22 +119,22 @@ def _spec(w: Window) -> str:
     code = CODES.get(w.name)
     if code is None:  # pragma: no cover - every core algorithm has a script
         raise ConfigError(f"the Redis store has no script for algorithm {w.name!r}")
+    if w.limit >= MAX_LIMIT or w.period >= MAX_PERIOD or getattr(w, "burst", 0) >= MAX_LIMIT:
+        raise ConfigError(
+            f"{w.name} {w.rate} is beyond what ratewarden decides exactly: limits (and bursts) up to "
+            f"{MAX_LIMIT:,}, periods up to {MAX_PERIOD // 1_000_000 // 86_400 // 365} years"
+        )
     spec = f"{code} {w.limit} {w.period}"
-    biggest = 0
     if isinstance(w, GCRA):
         spec = f"{code} {w.unit} {w.tau} {w.burst}"
-        biggest = w.tau + w.unit
+        if w.tau + w.unit >= EXACT:  # a burst far above the limit on a slow rate
+            raise ConfigError(
+                f"gcra {w.rate} with burst {w.burst} is too large for the Redis store's exact arithmetic "
+                "(burst x emission interval must stay below 2^53 microseconds); use token-bucket, which "
+                "takes any burst, or a smaller burst"
+            )
     elif isinstance(w, TokenBucket):
         spec = f"{code} {w.limit} {w.period} {w.burst} {w.full}"
-        biggest = w.full + w.limit
-    elif isinstance(w, SlidingWindow):
-        biggest = (2 * w.limit + 1) * w.period
-    if biggest >= EXACT:
-        raise ConfigError(
-            f"{w.name} {w.rate} is too large for the Redis store's exact arithmetic "
-            f"(Lua numbers are doubles: limit x period must stay below 2^53 microseconds); "
-            "use a smaller limit, a shorter period, fixed-window or quota"
-        )
     return spec
 
 
@@ -176,6 +195,11 @@ class Codec:
 
     def state_key(self, key: str, w: Window) -> str:
         return f"{self.prefix}{{{_tag_key(key, self.max_key_length)}}}:{w.id}"
+
+    def state_keys(self, key: str, w: Window) -> list[str]:
+        """Every Redis key a window of ``key`` uses (a sliding log has its sorted set too)."""
+        k = self.state_key(key, w)
+        return [k, log_key(k)] if isinstance(w, SlidingLog) else [k]
 
     def pattern(self, key: str) -> str:
         """SCAN pattern matching every window of ``key`` (for ``reset(key)`` without windows)."""
@@ -265,11 +289,29 @@ class Codec:
         return [(reply[i] == 1, reply[i + 1], reply[i + 2], reply[i + 3], None) for i in range(0, 4 * n, 4)]
 
 
-def decode_state(w: Window, raw: bytes | str | None) -> Any:
-    """A stored state string -> the value the Python core uses (for tests and inspection)."""
+def log_key(state_key: str) -> str:
+    """The sorted set holding a sliding-log window's entries (beside its state key, same slot)."""
+    return state_key + ":log"
+
+
+def decode_state(w: Window, raw: bytes | str | None, log: Sequence[bytes | str] = ()) -> Any:
+    """A stored state string -> the value the Python core uses (for tests and inspection).
+
+    A sliding-log state is its header ``"L total last base skip"`` plus ``log``, the members of its
+    sorted set in order (``ZRANGE key:log 0 -1``): :func:`read_state` fetches both."""
     if raw is None:
         return None
     text = raw.decode() if isinstance(raw, bytes) else raw
+    if isinstance(w, SlidingLog) and text.startswith("L "):
+        head = text.split()
+        base, skip = int(head[3]), int(head[4])
+        entries = []
+        for i, m in enumerate(log):
+            t, cum = (m.decode() if isinstance(m, bytes) else m).split()
+            if i >= skip:
+                entries.append((int(t), int(cum) - base))
+            base = int(cum)
+        return Log.of(entries)
     parts = text.split()
     if isinstance(w, GCRA):
         return int(parts[0])
@@ -283,5 +325,16 @@ def decode_state(w: Window, raw: bytes | str | None) -> Any:
     if isinstance(w, Quota):
         return (nums[0], nums[1])  # "start used end": the end is the script's, not the core's
     if isinstance(w, SlidingLog):
-        return tuple((nums[i], nums[i + 1]) for i in range(0, len(nums), 2))
+        return Log.of((nums[i], nums[i + 1]) for i in range(0, len(nums), 2))
+    if isinstance(w, TokenBucket) and len(nums) == 3:  # "tokens frac last" (a big bucket)
+        return (nums[0] * w.period + nums[1], nums[2])
     return tuple(nums)
+
+
+def read_state(client: Any, codec: Codec, key: str, w: Window) -> Any:
+    """The state of ``key`` in window ``w``, read with a sync redis-py ``client`` (for tests
+    and inspection; not atomic)."""
+    k = codec.state_key(key, w)
+    raw = client.get(k)
+    log = client.zrange(log_key(k), 0, -1) if isinstance(w, SlidingLog) and raw is not None else []
+    return decode_state(w, raw, log)

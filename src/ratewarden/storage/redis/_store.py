@@ -34,12 +34,13 @@ from redis.exceptions import NoScriptError, RedisClusterException, RedisError, R
 from redis.retry import Retry
 
 from ratewarden.clock import micros
-from ratewarden.core.algorithms import Quota
+from ratewarden.core.algorithms import Concurrency, Quota
 from ratewarden.core.algorithms.base import Outcome, Window
 from ratewarden.core.evaluate import Op
 from ratewarden.errors import StoreError
 from ratewarden.storage.base import Item
 from ratewarden.storage.redis._batch import Batcher
+from ratewarden.storage.redis._denials import DenialCache
 from ratewarden.storage.redis._lua import SCRIPT, SHA, Codec, resp_evalsha
 
 __all__ = ["ClientFactory", "RedisStore"]
@@ -106,9 +107,12 @@ class RedisStore:
         clock: Callable[[], float] | None = None,
         _test_now: Callable[[], float] | None = None,
         url: str = "redis://",
+        denial_cache: int = 0,
     ) -> None:
         now_us = None if _test_now is None else micros(_test_now)
         self.codec = Codec(key_prefix, max_key_length, clock, now_us)
+        #: denials answered in process until their retry_after (see _denials.py); None: off
+        self.denials = DenialCache(denial_cache, now_us) if denial_cache else None
         self.url = url
         self.cluster = cluster
         self.timeout = timeout
@@ -211,11 +215,17 @@ class RedisStore:
 
     def hit1(self, key: str, window: Window, cost: int) -> Outcome:
         keys, args = self.codec.pack1(key, window, cost)
+        dc = self.denials
+        if dc is not None and dc._data and (hit := dc.get(keys, (cost,))) is not None:
+            return hit[0]
         r = self._eval(keys, args)
         try:
-            return (r[0] == 1, r[1], r[2], r[3], None)
+            out = (r[0] == 1, r[1], r[2], r[3], None)
         except (TypeError, IndexError):
             return Codec.parse(r, 1)[0]  # raises with the reply in the message
+        if not out[0] and dc is not None and not isinstance(window, Concurrency):
+            dc.put(keys, (cost,), (out,))
+        return out
 
     def apply(self, op: Op, items: Sequence[Item], arg: str = "") -> list[Outcome]:
         """All-or-nothing in one script. Cluster items in several slots: peek every slot first,
@@ -223,6 +233,22 @@ class RedisStore:
         No items: ``[]`` without any I/O, as the memory store does."""
         if not items:
             return _nothing(op)
+        cache = self._cacheable(op, items)
+        if cache is not None and (hit := cache[0].get(cache[1], cache[2])) is not None:
+            return hit
+        outs = self._apply(op, items, arg)
+        if cache is not None and not all(o[0] for o in outs):
+            cache[0].put(cache[1], cache[2], outs)
+        return outs
+
+    def _cacheable(self, op: Op, items: Sequence[Item]) -> tuple[DenialCache, list[str], list[int]] | None:
+        """The denial cache and this request's (state keys, costs), when a denial may be cached."""
+        dc = self.denials
+        if dc is None or op != "hit" or any(isinstance(w, Concurrency) for _, w, _ in items):
+            return None
+        return dc, [self.codec.state_key(k, w) for k, w, _ in items], [c for _, _, c in items]
+
+    def _apply(self, op: Op, items: Sequence[Item], arg: str) -> list[Outcome]:
         calls = self._plan(op, items, arg)
         if len(calls) == 1:
             return Codec.parse(self._eval(calls[0][1], calls[0][2]), len(items))
@@ -232,16 +258,23 @@ class RedisStore:
                 return peeks
         return self._merge(len(items), calls, [self._eval(k, a) for _, k, a in calls])
 
+    def _forget(self, key: str) -> None:
+        if self.denials is not None:
+            base = self.codec.base(key)
+            self.denials.forget(lambda s: s.startswith(base))
+
     def reset(self, key: str, windows: Sequence[Window] | None = None) -> None:
         """Delete the windows given, or (``None``) every window of ``key``, found with SCAN on
-        the key's hash-tagged pattern (an admin operation, not the hot path)."""
+        the key's hash-tagged pattern (an admin operation, not the hot path). The denial cache
+        forgets the key at once (a reset through another server is seen after retry_after)."""
+        self._forget(key)
         self._breaker.check()
         try:
             client = self._sync()
             if windows is None:
                 keys = list(client.scan_iter(match=self.codec.pattern(key), count=1000))
             else:
-                keys = [self.codec.state_key(key, w) for w in windows]
+                keys = [k for w in windows for k in self.codec.state_keys(key, w)]
             if keys:
                 client.delete(*keys)
         except _ERRORS as exc:
@@ -278,11 +311,26 @@ class RedisStore:
 
     async def ahit1(self, key: str, window: Window, cost: int) -> Outcome:
         keys, args = self.codec.pack1(key, window, cost)
-        return Codec.parse((await self._aeval_calls([([0], keys, args)]))[0], 1)[0]
+        dc = self.denials
+        if dc is not None and dc._data and (hit := dc.get(keys, (cost,))) is not None:
+            return hit[0]
+        out = Codec.parse((await self._aeval_calls([([0], keys, args)]))[0], 1)[0]
+        if not out[0] and dc is not None and not isinstance(window, Concurrency):
+            dc.put(keys, (cost,), (out,))
+        return out
 
     async def aapply(self, op: Op, items: Sequence[Item], arg: str = "") -> list[Outcome]:
         if not items:
             return _nothing(op)
+        cache = self._cacheable(op, items)
+        if cache is not None and (hit := cache[0].get(cache[1], cache[2])) is not None:
+            return hit
+        outs = await self._aapply(op, items, arg)
+        if cache is not None and not all(o[0] for o in outs):
+            cache[0].put(cache[1], cache[2], outs)
+        return outs
+
+    async def _aapply(self, op: Op, items: Sequence[Item], arg: str) -> list[Outcome]:
         calls = self._plan(op, items, arg)
         if len(calls) == 1:
             return Codec.parse((await self._aeval_calls(calls))[0], len(items))
@@ -293,13 +341,14 @@ class RedisStore:
         return self._merge(len(items), calls, await self._aeval_calls(calls))
 
     async def areset(self, key: str, windows: Sequence[Window] | None = None) -> None:
+        self._forget(key)
         self._breaker.check()
         try:
             client = self._abatcher().client
             if windows is None:
                 keys = [k async for k in client.scan_iter(match=self.codec.pattern(key), count=1000)]
             else:
-                keys = [self.codec.state_key(key, w) for w in windows]
+                keys = [k for w in windows for k in self.codec.state_keys(key, w)]
             if keys:
                 await client.delete(*keys)
         except _ERRORS as exc:

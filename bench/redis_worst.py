@@ -1,0 +1,161 @@
+"""bench/redis_worst.py - the longest script calls, measured by Redis itself (SLOWLOG), on a private
+redis-server (never the shared one): how long one EVALSHA of ratewarden's script runs in the
+worst states this project knows of.
+
+    .venv/bin/python bench/redis_worst.py
+
+Each case prepares its state (with the store's test hook for time, so a log can be filled and
+made to leave its window at once), clears the slow log, runs the measured calls, and reports the
+slow log's durations (microseconds of Redis CPU per call, not the round trip): median and max.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import redis  # noqa: E402
+from run import PrivateRedis  # noqa: E402
+
+from ratewarden import FakeClock  # noqa: E402
+from ratewarden.core.algorithms import make_window  # noqa: E402
+from ratewarden.core.rates import US, Rate  # noqa: E402
+from ratewarden.storage.redis import Codec, RedisStore, open_redis  # noqa: E402
+
+START = 1_767_225_600 * US
+
+
+def measured(r: Any, run: Callable[[], None]) -> list[int]:
+    r.slowlog_reset()
+    run()
+    return [e["duration"] for e in r.slowlog_get(100_000) if e["command"].split()[0].upper() in (b"EVALSHA", b"EVAL")]
+
+
+def main() -> None:
+    srv = PrivateRedis()
+    r = redis.Redis.from_url(srv.url)
+    rows: list[tuple[str, list[int]]] = []
+    try:
+        clock = FakeClock(START / US)
+        store = open_redis(srv.url, key_prefix="worst:", _test_now=clock, timeout=30.0)
+        assert isinstance(store, RedisStore)
+        gcra = make_window("gcra", Rate(10**6, 60 * US))
+        rows.append(("gcra, one hit", measured(r, lambda: [store.hit1("g", gcra, 1) for _ in range(200)])))
+
+        for n in (200, 2_000, 20_000):
+            log = make_window("sliding-log", Rate(10**6, 3600 * US))
+            key = f"log{n}"
+            for i in range(n):
+                clock.set((START + i) / US)
+                store.hit1(key, log, 1)
+            now = START + n
+
+            def hits(now: int = now, key: str = key, log: Any = log) -> None:
+                for j in range(200):
+                    clock.set((now + j) / US)
+                    store.hit1(key, log, 1)
+
+            rows.append((f"sliding-log, {n:,} entries, admitted hit", measured(r, hits)))
+            full = make_window("sliding-log", Rate(n, 3600 * US))  # the same entries, now at the limit
+
+            def denied(now: int = now, key: str = key, full: Any = full) -> None:
+                for j in range(200):
+                    clock.set((now + 300 + j) / US)
+                    store.apply("hit", [(key, full, 1)])
+
+            # a window of its own (another id): fill it too
+            for i in range(n):
+                clock.set((START + i) / US)
+                store.hit1(key, full, 1)
+            rows.append((f"sliding-log, {n:,} entries, denied (retry_after search)", measured(r, denied)))
+
+            def expired_prefix(key: str = key, full: Any = full, n: int = n) -> None:
+                # half the log has left the window: every denial binary-searches for its start
+                for j in range(100):
+                    clock.set((START + 3600 * US + n // 2 + j) / US)
+                    store.apply("peek", [(key, full, 1)])
+
+            rows.append((f"sliding-log, {n:,} entries, half expired (binary search)", measured(r, expired_prefix)))
+
+        # 20,000 entries leave the window together, 10 stay: the admissions trim 1,000 per call
+        tl = make_window("sliding-log", Rate(10**6, 10 * US))
+        for i in range(20_000):
+            clock.set((START + i) / US)
+            store.hit1("trim", tl, 1)
+        for i in range(10):
+            clock.set((START + 20_000 + 1_000 * (i + 1)) / US)
+            store.hit1("trim", tl, 1)
+
+        def trims() -> None:
+            for j in range(30):
+                clock.set((START + 10 * US + 20_001 + j) / US)
+                store.hit1("trim", tl, 1)
+
+        rows.append(("sliding-log, 20,000 entries leave at once (30 hits)", measured(r, trims)))
+
+        big_tb = make_window("token-bucket", Rate(10**12, 10 * 365 * 86_400 * US))
+        big_sw = make_window("sliding-window", Rate(10**12, 10 * 365 * 86_400 * US))
+        rows.append(
+            (
+                "token-bucket 10^12 per 10 years (exact products)",
+                measured(r, lambda: [store.hit1("tb", big_tb, 3) for _ in range(200)]),
+            )
+        )
+        rows.append(
+            (
+                "sliding-window 10^12 per 10 years (exact products)",
+                measured(r, lambda: [store.hit1("sw", big_sw, 3) for _ in range(200)]),
+            )
+        )
+
+        conc = make_window("concurrency", Rate(10**6, 3600 * US))
+        for i in range(2_000):
+            store.apply("acquire", [("c", conc, 1)], f"l{i}")
+        rows.append(
+            (
+                "concurrency, 2,000 leases held, acquire",
+                measured(r, lambda: [store.apply("acquire", [("c", conc, 1)], f"m{i}") for i in range(50)]),
+            )
+        )
+
+        ws = [make_window("gcra", Rate(1000, i * US)) for i in range(1, 71)]
+        for calls in (8, 32, 128):
+
+            def merged(calls: int = calls) -> None:
+                packed = [store.codec.pack("hit", [(f"m{i}", w, 1) for w in ws]) for i in range(calls)]
+                keys, args = Codec.merge(packed)
+                store._eval(keys, args)
+
+            rows.append((f"merged batch: {calls} calls x 70 windows ({calls * 70:,} keys)", measured(r, merged)))
+        for calls in (32, 128):
+
+            def merged1(calls: int = calls) -> None:
+                packed = [store.codec.pack("hit", [(f"n{i}", gcra, 1)]) for i in range(calls)]
+                keys, args = Codec.merge(packed)
+                store._eval(keys, args)
+
+            rows.append((f"merged batch: {calls} calls x 1 window", measured(r, merged1)))
+        store.close()
+    finally:
+        r.close()
+        srv.close()
+    print(f"redis_worst.py, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {os.getloadavg()[0]:.2f}")
+    print()
+    print("| case | calls | median us | max us |")
+    print("|---|---|---|---|")
+    for name, ds in rows:
+        if ds:
+            print(f"| {name} | {len(ds)} | {statistics.median(ds):,.0f} | {max(ds):,} |")
+        else:
+            print(f"| {name} | 0 | - | - |")
+
+
+if __name__ == "__main__":
+    main()
