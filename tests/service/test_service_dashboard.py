@@ -171,3 +171,34 @@ def test_ratewarden_serve_shows_the_dashboard_and_a_sighup_reload(tmp_path: Path
         state = _first_event(p.url, auth)
         assert state["reloads"][0]["ok"] is True
         assert state["rules"]["save"]["total"]["denied"] == 2
+
+
+ENVOY_POLICY = """
+[ratewarden]
+storage = "memory://"
+
+[[rule]]
+name = "by-ip"
+key = "ip"
+limits = ["2/minute"]
+descriptor = { domain = "edge", entries = ["remote_address"] }
+"""
+
+
+def test_envoy_decisions_show_on_the_dashboard_with_their_keys() -> None:
+    import grpc
+
+    from ratewarden.service.proto import rls_pb2, rls_pb2_grpc
+
+    entry = rls_pb2.RateLimitDescriptor.Entry(key="remote_address", value="203.0.113.9")
+    request = rls_pb2.RateLimitRequest(domain="edge", descriptors=[rls_pb2.RateLimitDescriptor(entries=[entry])])
+    with LiveServer(Service(ENVOY_POLICY)) as s, grpc.insecure_channel(s.grpc_target) as channel:
+        stub = rls_pb2_grpc.RateLimitServiceStub(channel)
+        codes = [stub.ShouldRateLimit(request, timeout=10).overall_code for _ in range(5)]
+        assert codes.count(rls_pb2.RateLimitResponse.Code.OVER_LIMIT) == 3
+        state = httpx.get(s.url + "/dashboard/state").json()
+        assert state["rules"]["by-ip"]["total"] == {"admitted": 2, "denied": 3, "shadow": 0}
+        assert (metric(s.url, "by-ip", "allowed"), metric(s.url, "by-ip", "denied")) == (2.0, 3.0)
+        assert [k["denied"] for k in state["top_denied"]] == [3]
+        # a descriptor value (here an address) is shown hashed, like the keys of the engine's events
+        assert re.fullmatch(r"by-ip: h:[0-9a-f]{32}", state["top_denied"][0]["key"])

@@ -26,6 +26,7 @@ from ratewarden.dashboard import Dashboard
 from ratewarden.engine import Engine
 from ratewarden.errors import RatewardenError
 from ratewarden.metrics import Metrics
+from ratewarden.policy.keys import _secret, store_value
 from ratewarden.policy.load import load_policy
 from ratewarden.policy.model import Policy, Rule
 from ratewarden.service.descriptors import DescriptorIndex, Route
@@ -146,11 +147,15 @@ class Service:
         """Count one decision, once, where everything that shows decisions reads it: the
         Prometheus counter ``ratewarden_decisions_total{rule,outcome}`` and the dashboard's
         per-second series. ``outcome``: allowed, denied, shadow, unavailable. ``denied_key``:
-        the key of a denial the engine raised no event for (Envoy's descriptors), for the
-        dashboard's top denied keys."""
+        the key of a denial the engine raised no event for (Envoy's descriptor values), shown
+        in the dashboard's top denied keys as ``h:`` and its HMAC, like the keys in the
+        engine's events (descriptor values may be addresses or user ids)."""
         self.metrics.decision(rule, outcome)
         dashboard = self.dashboard
         if dashboard is not None:
+            if denied_key is not None:
+                s = self.snapshot.engine.policy.settings
+                denied_key = store_value("descriptor", denied_key, _secret(s.key_secret, s.key_prefix))
             dashboard.record_decision(
                 rule or "(none)", outcome == "allowed", shadow=outcome == "shadow", denied_key=denied_key
             )
