@@ -106,6 +106,7 @@ class Dashboard:
         self._reloads: deque[dict[str, Any]] = deque(maxlen=50)
         self._rules: list[str] = []
         self._unsubscribe: list[Callable[[], None]] = []
+        self._ending = False
         self.started = clock()
         if engine is not None:
             self.attach(engine)
@@ -299,10 +300,16 @@ class Dashboard:
                 "uptime": max(0.0, self.clock() - self.started),
             }
 
+    def end_streams(self) -> None:
+        """End every event stream at its next tick (the server is stopping: an open page must
+        not hold the graceful shutdown until its timeout). Safe to call from a signal handler."""
+        self._ending = True
+
     async def stream(self, is_disconnected: Callable[[], Any] | None = None) -> AsyncIterator[str]:
-        """Server-sent events: the state now, then again every ``interval`` seconds."""
+        """Server-sent events: the state now, then again every ``interval`` seconds, until the
+        client leaves or :meth:`end_streams`."""
         yield "retry: 2000\n\n"
-        while True:
+        while not self._ending:
             yield f"event: state\ndata: {json.dumps(await self.astate(), separators=(',', ':'))}\n\n"
             await asyncio.sleep(self.interval)
             if is_disconnected is not None and await is_disconnected():

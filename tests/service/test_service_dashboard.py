@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -202,3 +203,22 @@ def test_envoy_decisions_show_on_the_dashboard_with_their_keys() -> None:
         assert [k["denied"] for k in state["top_denied"]] == [3]
         # a descriptor value (here an address) is shown hashed, like the keys of the engine's events
         assert re.fullmatch(r"by-ip: h:[0-9a-f]{32}", state["top_denied"][0]["key"])
+
+
+def test_an_open_dashboard_does_not_hold_the_graceful_shutdown(tmp_path: Path) -> None:
+    f = tmp_path / "ratewarden.toml"
+    f.write_text(POLICY)
+    with serve_process("--policy", str(f), "--graceful-timeout", "60") as p:
+        events: list[str] = []
+
+        def hold() -> None:
+            with httpx.Client(timeout=90) as c, c.stream("GET", p.url + "/dashboard/events") as r:
+                events.extend(line for line in r.iter_lines() if line.startswith("event: "))
+
+        reader = threading.Thread(target=hold, daemon=True)
+        reader.start()
+        until(lambda: bool(events))  # the page is open and streaming
+        p.signal(signal.SIGTERM)
+        p.proc.wait(45)  # without end_streams: the whole 60 s grace, then a timeout here
+        reader.join(10)
+        assert not reader.is_alive()  # the stream ended cleanly when the server stopped

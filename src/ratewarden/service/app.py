@@ -164,8 +164,11 @@ def create_app(
             grpc_server = await start_grpc(service, grpc_host, grpc_port)
             app.state.grpc_port = grpc_server.port
         loop = asyncio.get_running_loop()
+        restore: list[tuple[int, Any]] = []
         if handle_signals:
             loop.add_signal_handler(signal.SIGHUP, service.reload)
+            if isinstance(dashboard, Dashboard):
+                restore = _end_streams_on_stop(dashboard)
         if watch:
             tasks.append(asyncio.create_task(_watch(service, watch)))
         log.info("ratewarden: serving %s", service.snapshot.source, extra={"rw_event": "start"})
@@ -176,6 +179,8 @@ def create_app(
                 t.cancel()
             if handle_signals:
                 loop.remove_signal_handler(signal.SIGHUP)
+                for sig, previous in restore:
+                    signal.signal(sig, previous)
             if grpc_server is not None:
                 await grpc_server.stop(grace=5.0)
             log.info("ratewarden: stopped", extra={"rw_event": "stop"})
@@ -216,6 +221,25 @@ class ServiceApp:
             await self.check(scope, receive, send)
             return
         await self.starlette(scope, receive, send)
+
+
+def _end_streams_on_stop(dashboard: Dashboard) -> list[tuple[int, Any]]:
+    """On SIGTERM/SIGINT, end the dashboard's event streams before the server's own handler
+    (uvicorn's) starts the graceful shutdown, which waits for open responses: an open dashboard
+    would otherwise hold it for the whole grace period. Returns what to restore."""
+    restore: list[tuple[int, Any]] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def chained(signum: int, frame: Any, previous: Any = previous) -> None:
+            dashboard.end_streams()
+            previous(signum, frame)
+
+        signal.signal(sig, chained)
+        restore.append((sig, previous))
+    return restore
 
 
 async def _watch(service: Service, every: float) -> None:
