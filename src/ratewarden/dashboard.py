@@ -2,15 +2,21 @@
 
 ``Dashboard`` keeps, in bounded memory:
 
-* per rule and per second over the last ``minutes`` minutes: requests admitted and denied. The
-  denials come from the engine's events (``attach(engine)`` subscribes to them: ``throttle``,
-  ``banned``, ``block``, ``shadow`` would-be denials are counted apart); the admissions from
-  :meth:`Dashboard.observe` (give it each :class:`~ratewarden.engine.Verdict`: the decision
-  service does, and :func:`observed` wraps an engine so that every adapter does);
-* the most denied keys (``rule: key``), at most ``top_keys`` counters kept (the Space-Saving
-  method: a new key takes the place of the smallest counter, so a flood of distinct keys costs
-  nothing more, and every key denied more often than 1/``top_keys`` of all denials is listed);
-* the store's health: the last store error and when, and an optional ``health`` callable;
+* per rule and per second over the last ``minutes`` minutes: requests admitted and denied
+  (``shadow`` would-be denials apart). Fed one of two ways, never both for one engine:
+
+  - by whoever decides: :meth:`Dashboard.record_decision` once per decision. The decision
+    service does so from the same function that counts its Prometheus decisions, and attaches
+    its engine with ``attach(engine, decisions=False)`` (store errors and denied keys only);
+  - from an embedded engine: ``attach(engine)`` counts the denials from its events
+    (``throttle``, ``banned``, ``block``, ``shadow``) and :meth:`Dashboard.observe` the
+    admissions; :class:`ObservedEngine` is an engine that does both for every adapter;
+* the most denied keys (``rule: key``, from the engine's denial events), at most
+  ``top_keys`` counters kept (the Space-Saving method: a new key takes the place of the
+  smallest counter, so a flood of distinct keys costs nothing more, and every key denied
+  more often than 1/``top_keys`` of all denials is listed);
+* the store's health: the last store error and when, and an optional ``health`` callable
+  (sync or async: the service gives the check behind its ``/healthz``);
 * the reload history: :meth:`Dashboard.record_reload` (``ok``, ``message``), the last 50.
 
 ``dashboard.routes(admin_token=None)`` gives Starlette routes: ``/dashboard`` (the page),
@@ -25,12 +31,13 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import inspect
 import json
 import re
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from ratewarden.engine import Engine, RequestFacts, Verdict
@@ -38,7 +45,7 @@ from ratewarden.errors import ConfigError
 from ratewarden.events import Event
 from ratewarden.static import read_static
 
-__all__ = ["Dashboard", "observed"]
+__all__ = ["Dashboard", "ObservedEngine"]
 
 _DENIALS = {"throttle": "denied", "banned": "denied", "block": "denied", "shadow": "shadow"}
 _MAX_RULES = 256  # names tracked; beyond, counted under "(other)"
@@ -78,7 +85,7 @@ class Dashboard:
         minutes: int = 5,
         top_keys: int = 100,
         clock: Callable[[], float] = time.time,
-        health: Callable[[], bool] | None = None,
+        health: Callable[[], bool | Awaitable[bool]] | None = None,
         interval: float = 1.0,
     ) -> None:
         if not isinstance(minutes, int) or not 1 <= minutes <= 60:
@@ -99,16 +106,20 @@ class Dashboard:
         self._reloads: deque[dict[str, Any]] = deque(maxlen=50)
         self._rules: list[str] = []
         self._unsubscribe: list[Callable[[], None]] = []
+        self._ending = False
         self.started = clock()
         if engine is not None:
             self.attach(engine)
 
     # -- feeding ----------------------------------------------------------------------------
 
-    def attach(self, engine: Engine) -> Callable[[], None]:
-        """Count ``engine``'s denials (its events) and list its rules even before traffic.
-        Returns a function that detaches it (e.g. when a reload replaces the engine)."""
-        unsubscribe = engine.events.subscribe(self.on_event)
+    def attach(self, engine: Engine, *, decisions: bool = True) -> Callable[[], None]:
+        """Follow ``engine``'s events (store errors, denied keys; and, unless ``decisions=False``,
+        count its denials) and list its rules even before traffic. ``decisions=False`` is for a
+        caller that records every decision itself (:meth:`record_decision`). Returns a function
+        that detaches it (e.g. when a reload replaces the engine)."""
+        callback = self.on_event if decisions else self._on_event_uncounted
+        unsubscribe = engine.events.subscribe(callback)
         self._unsubscribe.append(unsubscribe)
         with self._lock:
             for r in engine.policy.rules:
@@ -123,6 +134,13 @@ class Dashboard:
         self._unsubscribe.clear()
 
     def on_event(self, event: Event) -> None:
+        """An engine event: a store error, or a denial (counted, and its key noted)."""
+        self._event(event, count=True)
+
+    def _on_event_uncounted(self, event: Event) -> None:
+        self._event(event, count=False)
+
+    def _event(self, event: Event, *, count: bool) -> None:
         kind = event.kind
         if kind == "store_error":
             with self._lock:
@@ -133,7 +151,8 @@ class Dashboard:
         if column is None:
             return
         rule = event.rule or f"({kind})"
-        self._count(rule, 1 if column == "denied" else 2)
+        if count:
+            self._count(rule, 1 if column == "denied" else 2)
         if column == "denied":
             with self._lock:
                 self._keys.add(f"{rule}: {event.key if event.key is not None else event.client_ip}")
@@ -152,9 +171,14 @@ class Dashboard:
                 seen.add(rule)
                 self._count(rule, 0)
 
-    def record_decision(self, rule: str, allowed: bool) -> None:
-        """Count one decision by hand (a caller that has no Verdict, e.g. a metrics hook)."""
-        self._count(rule, 0 if allowed else 1)
+    def record_decision(self, rule: str, allowed: bool, *, shadow: bool = False, denied_key: str | None = None) -> None:
+        """Count one decision of ``rule``: admitted, denied, or (``shadow=True``) a shadow
+        rule's would-be denial; ``denied_key`` goes to the top denied keys (give it only when
+        no engine event names the key). The decision service calls it where it counts its metrics."""
+        self._count(rule, 2 if shadow else 0 if allowed else 1)
+        if denied_key is not None and not allowed and not shadow:
+            with self._lock:
+                self._keys.add(f"{rule}: {denied_key}")
 
     def record_reload(self, ok: bool, message: str) -> None:
         """Note a policy reload: ``ok`` and what happened (``file:line: reason`` when it failed)."""
@@ -197,17 +221,40 @@ class Dashboard:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def state(self, top: int = 10) -> dict[str, Any]:
-        """Everything the page shows, as JSON-ready data."""
+    async def astate(self, top: int = 10) -> dict[str, Any]:
+        """:meth:`state`, with an async ``health`` check awaited (what the routes serve)."""
+        return self.state(top, health=await self._ahealth())
+
+    async def _ahealth(self) -> tuple[bool, str | None]:
+        if self.health is None:
+            return True, None
+        try:
+            result = self.health()
+            if inspect.isawaitable(result):
+                result = await result
+            return bool(result), None
+        except Exception as exc:
+            return False, repr(exc)[:200]
+
+    def _health(self) -> tuple[bool, str | None]:
+        if self.health is None:
+            return True, None
+        try:
+            result = self.health()
+        except Exception as exc:
+            return False, repr(exc)[:200]
+        if inspect.isawaitable(result):  # an async check needs astate(): not known here
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+            return True, "health not checked (async check: see the served state)"
+        return bool(result), None
+
+    def state(self, top: int = 10, *, health: tuple[bool, str | None] | None = None) -> dict[str, Any]:
+        """Everything the page shows, as JSON-ready data (``health``: an already made check)."""
         now = int(self.clock())
         start = now - self.seconds + 1
-        healthy = True
-        detail = None
-        if self.health is not None:
-            try:
-                healthy = bool(self.health())
-            except Exception as exc:
-                healthy, detail = False, repr(exc)[:200]
+        healthy, detail = health if health is not None else self._health()
         with self._lock:
             self._prune(now)
             last = self._last_store_error
@@ -253,25 +300,35 @@ class Dashboard:
                 "uptime": max(0.0, self.clock() - self.started),
             }
 
+    def end_streams(self) -> None:
+        """End every event stream at its next tick (the server is stopping: an open page must
+        not hold the graceful shutdown until its timeout). Safe to call from a signal handler."""
+        self._ending = True
+
     async def stream(self, is_disconnected: Callable[[], Any] | None = None) -> AsyncIterator[str]:
-        """Server-sent events: the state now, then again every ``interval`` seconds."""
+        """Server-sent events: the state now, then again every ``interval`` seconds, until the
+        client leaves or :meth:`end_streams`."""
         yield "retry: 2000\n\n"
-        while True:
-            yield f"event: state\ndata: {json.dumps(self.state(), separators=(',', ':'))}\n\n"
+        while not self._ending:
+            yield f"event: state\ndata: {json.dumps(await self.astate(), separators=(',', ':'))}\n\n"
             await asyncio.sleep(self.interval)
             if is_disconnected is not None and await is_disconnected():
                 return
 
     # -- HTTP ------------------------------------------------------------------------------
 
-    def routes(self, admin_token: str | None = None, *, path: str = "/dashboard") -> list[Any]:
-        """Starlette routes for the page, its script and style, the state and the events."""
+    def routes(
+        self, admin_token: str | None = None, *, path: str = "/dashboard", min_token_length: int = 8
+    ) -> list[Any]:
+        """Starlette routes for the page, its script and style, the state and the events.
+        ``min_token_length``: shorter tokens are a ConfigError (the service, which takes its
+        operator's RATEWARDEN_ADMIN_TOKEN as it is, passes 1)."""
         from starlette.requests import Request
         from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
         from starlette.routing import Route
 
-        if admin_token is not None and (not isinstance(admin_token, str) or len(admin_token) < 8):
-            raise ConfigError("admin_token must be a string of at least 8 characters")
+        if admin_token is not None and (not isinstance(admin_token, str) or len(admin_token) < min_token_length):
+            raise ConfigError(f"admin_token must be a string of at least {min_token_length} characters")
         token = admin_token.encode() if admin_token else None
 
         def refused(request: Request, page: bool = False) -> Response | None:
@@ -286,9 +343,11 @@ class Dashboard:
                 text = "the dashboard needs the admin token: Authorization: Bearer TOKEN, or ?token=TOKEN"
                 if page:
                     return HTMLResponse(f"<!doctype html><title>401</title><p>{text}</p>", status_code=401)
-                return JSONResponse({"error": "unauthorized", "message": text}, status_code=401)
-            if not hmac.compare_digest(given.encode(), token):
-                return JSONResponse({"error": "forbidden", "message": "wrong admin token"}, status_code=403)
+                return JSONResponse(
+                    {"error": text, "field": "authorization"}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+                )
+            if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token):
+                return JSONResponse({"error": "wrong admin token", "field": "authorization"}, status_code=403)
             return None
 
         async def page(request: Request) -> Response:
@@ -309,7 +368,7 @@ class Dashboard:
                 top = min(100, max(1, int(request.query_params.get("top", "10"))))
             except ValueError:
                 return JSONResponse({"error": "bad_request", "field": "top"}, status_code=400)
-            return JSONResponse(self.state(top), headers=_NO_STORE)
+            return JSONResponse(await self.astate(top), headers=_NO_STORE)
 
         async def events(request: Request) -> Response:
             no = refused(request)
@@ -342,22 +401,23 @@ class Dashboard:
 _NO_STORE = {"Cache-Control": "no-store"}
 
 
-def observed(engine: Engine, dashboard: Dashboard) -> Engine:
-    """``engine``, attached to ``dashboard``, with every verdict it gives shown there too (so the
-    admissions of any adapter that uses it are counted). Returns the same engine object."""
-    dashboard.attach(engine)
-    check, acheck = engine.check, engine.acheck
+class ObservedEngine(Engine):
+    """An :class:`~ratewarden.engine.Engine` whose every request verdict is shown on
+    ``dashboard`` (its denials through its events, its admissions through :meth:`Dashboard.observe`),
+    so the admissions of any adapter that uses it are counted: ``ObservedEngine(policy, dashboard=d)``.
+    """
 
-    def counted_check(facts: RequestFacts) -> Verdict:
-        verdict = check(facts)
-        dashboard.observe(verdict)
+    def __init__(self, *args: Any, dashboard: Dashboard, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.dashboard = dashboard
+        dashboard.attach(self)
+
+    def check(self, facts: RequestFacts) -> Verdict:
+        verdict = super().check(facts)
+        self.dashboard.observe(verdict)
         return verdict
 
-    async def counted_acheck(facts: RequestFacts) -> Verdict:
-        verdict = await acheck(facts)
-        dashboard.observe(verdict)
+    async def acheck(self, facts: RequestFacts) -> Verdict:
+        verdict = await super().acheck(facts)
+        self.dashboard.observe(verdict)
         return verdict
-
-    engine.check = counted_check  # type: ignore[method-assign]
-    engine.acheck = counted_acheck  # type: ignore[method-assign]
-    return engine

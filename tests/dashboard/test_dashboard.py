@@ -9,7 +9,7 @@ import pytest
 from starlette.applications import Starlette
 
 from ratewarden.clock import FakeClock
-from ratewarden.dashboard import Dashboard, observed
+from ratewarden.dashboard import Dashboard, ObservedEngine
 from ratewarden.engine import Engine, RequestFacts
 from ratewarden.errors import ConfigError
 from ratewarden.events import Event
@@ -17,6 +17,7 @@ from ratewarden.events import Event
 POLICY = """
 [ratewarden]
 storage = "memory://"
+readable_keys = ["ip"]  # the test reads the denied keys back as they are
 
 [[rule]]
 name = "save"
@@ -35,7 +36,7 @@ limits = ["5/10 minutes", "20/hour"]
 
 def _setup(clock: FakeClock, **kw: Any) -> tuple[Engine, Dashboard]:
     dash = Dashboard(clock=clock, **kw)
-    return observed(Engine(POLICY, clock=clock), dash), dash
+    return ObservedEngine(POLICY, clock=clock, dashboard=dash), dash
 
 
 def _hit(engine: Engine, path: str, ip: str = "192.0.2.1") -> bool:
@@ -115,7 +116,7 @@ def test_reload_history_newest_first_and_bounded(clock: FakeClock) -> None:
 def test_shadow_denials_are_counted_apart(clock: FakeClock) -> None:
     policy = POLICY.replace('limits = ["2/10 seconds"]', 'limits = ["2/10 seconds"]\nshadow = true')
     dash = Dashboard(clock=clock)
-    engine = observed(Engine(policy, clock=clock), dash)
+    engine = ObservedEngine(policy, clock=clock, dashboard=dash)
     assert all(_hit(engine, "/save") for _ in range(4))
     total = dash.state()["rules"]["save"]["total"]
     assert total == {"admitted": 0, "denied": 0, "shadow": 2}  # a shadow rule's admissions are not its decisions
@@ -183,3 +184,32 @@ async def test_routes_with_a_token_want_it(clock: FakeClock) -> None:
         assert page.status_code == 200
         assert "httponly" in page.headers["set-cookie"].lower()
         assert (await c.get("/dashboard/state")).status_code == 200  # the cookie the page set
+
+
+def test_a_caller_that_records_its_decisions_counts_each_once(clock: FakeClock) -> None:
+    # the decision service's way: decisions recorded by hand, the engine followed for its keys only
+    dash = Dashboard(clock=clock)
+    engine = Engine(POLICY, clock=clock)
+    dash.attach(engine, decisions=False)
+    for _ in range(5):
+        v = engine.check_key("save", "alice")
+        dash.record_decision("save", v.allowed)
+    state = dash.state()
+    assert state["rules"]["save"]["total"] == {"admitted": 2, "denied": 3, "shadow": 0}
+    assert state["top_denied"] == [{"key": "save: alice", "denied": 3}]
+    dash.record_decision("envoy", False, denied_key="10.0.0.1")
+    dash.record_decision("envoy", False, shadow=True, denied_key="not-counted")
+    state = dash.state()
+    assert state["rules"]["envoy"]["total"] == {"admitted": 0, "denied": 1, "shadow": 1}
+    assert {"key": "envoy: 10.0.0.1", "denied": 1} in state["top_denied"]
+    assert all("not-counted" not in k["key"] for k in state["top_denied"])
+
+
+async def test_an_async_health_check_is_awaited(clock: FakeClock) -> None:
+    async def down() -> bool:
+        return False
+
+    dash = Dashboard(clock=clock, health=down)
+    assert (await dash.astate())["store"]["healthy"] is False
+    async with _client(dash, None) as c:
+        assert (await c.get("/dashboard/state")).json()["store"]["healthy"] is False

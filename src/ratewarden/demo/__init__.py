@@ -14,7 +14,7 @@ from importlib.resources import files
 from typing import Any
 
 from ratewarden.asgi import RateLimitMiddleware
-from ratewarden.dashboard import Dashboard, observed
+from ratewarden.dashboard import Dashboard, ObservedEngine
 from ratewarden.engine import Engine
 from ratewarden.static import script_route
 
@@ -77,7 +77,7 @@ def create_app(
     from starlette.routing import Route
 
     dashboard = dashboard or Dashboard()
-    engine = observed(Engine(policy or POLICY, profile=profile, **engine_options), dashboard)
+    engine = ObservedEngine(policy or POLICY, profile=profile, dashboard=dashboard, **engine_options)
     page = files(__name__).joinpath("index.html").read_text(encoding="utf-8")
     counter = {"n": 0}
 

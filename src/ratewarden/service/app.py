@@ -1,8 +1,11 @@
 """The decision service's HTTP side: a Starlette app over one :class:`~ratewarden.service.state.Service`.
 
 Routes: ``POST /v1/check``, ``GET /v1/status``, ``POST /v1/reset`` (bearer token),
-``GET /healthz``, ``GET /metrics``, ``GET /openapi.json``, plus any ``extra_routes`` (the
-dashboard, the browser helper). A client mistake is 400 ``{"error", "field"}``, a body over
+``GET /healthz``, ``GET /metrics``, ``GET /openapi.json``, the browser helper at
+``GET /ratewarden.js``, the live dashboard under ``/dashboard`` (the admin token guards it when
+one is set: 401 without it, 403 with a wrong one), plus any ``extra_routes``. The dashboard
+counts what ``/metrics`` counts, from the same call (:meth:`Service.record`), and shows the
+store's health by the check behind ``/healthz``. A client mistake is 400 ``{"error", "field"}``, a body over
 ``service.max_body`` is 413, an unknown path 404, a wrong method 405: nothing a client sends
 gives a 500. The app's lifespan starts the gRPC server (Envoy RLS) when given a port, the
 policy file watch when given an interval, and the SIGHUP reload when ``handle_signals``.
@@ -27,11 +30,13 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ratewarden import __version__
+from ratewarden.dashboard import Dashboard
 from ratewarden.service.check import CheckEndpoint
 from ratewarden.service.decide import status
 from ratewarden.service.inputs import MAX_KEY, ClientError, parse_body, parse_reset
 from ratewarden.service.openapi import openapi
 from ratewarden.service.state import Service
+from ratewarden.static import script_route
 
 __all__ = ["create_app"]
 
@@ -73,10 +78,18 @@ def create_app(
     grpc_host: str = "127.0.0.1",
     watch: float | None = None,
     handle_signals: bool = False,
+    dashboard: Dashboard | bool = True,
 ) -> ServiceApp:
-    """The ASGI app. ``extra_routes`` (Starlette routes or mounts: a dashboard, static files)
-    are matched before the service's own routes."""
+    """The ASGI app. ``extra_routes`` (Starlette routes or mounts, e.g. static files) are
+    matched before the service's own routes. ``dashboard``: True (a new one), a
+    :class:`~ratewarden.dashboard.Dashboard` to show, or False (no ``/dashboard``)."""
     metrics = service.metrics
+    if dashboard is True:
+        dashboard = Dashboard(health=service.healthy)
+    own_routes: list[BaseRoute] = [script_route("/ratewarden.js")]
+    if isinstance(dashboard, Dashboard):
+        service.dashboard = dashboard
+        own_routes += dashboard.routes(service.admin_token, min_token_length=1)
     too_large = {"error": f"the body is larger than {service.max_body} bytes", "field": None}
     check = CheckEndpoint(service)
 
@@ -151,8 +164,11 @@ def create_app(
             grpc_server = await start_grpc(service, grpc_host, grpc_port)
             app.state.grpc_port = grpc_server.port
         loop = asyncio.get_running_loop()
+        restore: list[tuple[int, Any]] = []
         if handle_signals:
             loop.add_signal_handler(signal.SIGHUP, service.reload)
+            if isinstance(dashboard, Dashboard):
+                restore = _end_streams_on_stop(dashboard)
         if watch:
             tasks.append(asyncio.create_task(_watch(service, watch)))
         log.info("ratewarden: serving %s", service.snapshot.source, extra={"rw_event": "start"})
@@ -163,12 +179,15 @@ def create_app(
                 t.cancel()
             if handle_signals:
                 loop.remove_signal_handler(signal.SIGHUP)
+                for sig, previous in restore:
+                    signal.signal(sig, previous)
             if grpc_server is not None:
                 await grpc_server.stop(grace=5.0)
             log.info("ratewarden: stopped", extra={"rw_event": "stop"})
 
     routes: list[BaseRoute] = [
         *extra_routes,
+        *own_routes,
         Route("/v1/check", check, methods=["POST"]),  # reached only through ServiceApp's fast dispatch
         Route("/v1/status", get_status, methods=["GET"]),
         Route("/v1/reset", reset, methods=["POST"]),
@@ -202,6 +221,25 @@ class ServiceApp:
             await self.check(scope, receive, send)
             return
         await self.starlette(scope, receive, send)
+
+
+def _end_streams_on_stop(dashboard: Dashboard) -> list[tuple[int, Any]]:
+    """On SIGTERM/SIGINT, end the dashboard's event streams before the server's own handler
+    (uvicorn's) starts the graceful shutdown, which waits for open responses: an open dashboard
+    would otherwise hold it for the whole grace period. Returns what to restore."""
+    restore: list[tuple[int, Any]] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def chained(signum: int, frame: Any, previous: Any = previous) -> None:
+            dashboard.end_streams()
+            previous(signum, frame)
+
+        signal.signal(sig, chained)
+        restore.append((sig, previous))
+    return restore
 
 
 async def _watch(service: Service, every: float) -> None:

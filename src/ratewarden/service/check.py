@@ -43,6 +43,7 @@ class CheckEndpoint:
         """The status and JSON text of the answer to a body."""
         service = self.service
         metrics = service.metrics
+        record = service.record
         try:
             body = parse_body(raw)
             snap = service.snapshot
@@ -57,7 +58,7 @@ class CheckEndpoint:
             else:
                 v = await engine.acheck_key(parsed.rule, parsed.key, parsed.cost, attrs=parsed.attrs)
             metrics.observe("http_key", time.perf_counter() - t0)
-            metrics.decision(parsed.rule, _outcome(v.allowed, v.status))
+            record(parsed.rule, _outcome(v.allowed, v.status))
             return 200, encode(key_json(v, parsed.rule))
         v = engine.check(parsed) if snap.inline else await engine.acheck(parsed)
         if v.pending is not None:  # Allow2Ban counts every request (the service's answer is the response)
@@ -65,9 +66,9 @@ class CheckEndpoint:
         metrics.observe("http_request", time.perf_counter() - t0)
         if v.allowed:  # counted once per rule that applied (several windows of a rule: one count)
             for name in {st.name if st.name in snap.rules else st.name.rsplit("-", 1)[0] for st in v.decisions}:
-                metrics.decision(name, "allowed")
+                record(name, "allowed")
         else:
-            metrics.decision(v.rule, _outcome(v.allowed, v.status))
+            record(v.rule, _outcome(v.allowed, v.status))
         return 200, encode(request_json(v))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -108,9 +108,9 @@ class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
             if over:
                 response.overall_code = Code.OVER_LIMIT
                 longest = max(longest, g.retry_after)
-                metrics.decision(rule.name, "unavailable" if g.store_error else "denied")
+                self.service.record(rule.name, "unavailable" if g.store_error else "denied", asks[slot][1])
             else:
-                metrics.decision(rule.name, "shadow" if not g.allowed else "allowed")
+                self.service.record(rule.name, "shadow" if not g.allowed else "allowed")
         if response.overall_code == Code.OVER_LIMIT:
             h = response.response_headers_to_add.add()
             h.key, h.value = "retry-after", str(max(1, math.ceil(longest)) if not math.isinf(longest) else 315360000)

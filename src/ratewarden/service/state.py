@@ -22,9 +22,11 @@ from typing import Any
 
 from ratewarden.core.algorithms import make_window
 from ratewarden.core.rates import US, Rate
+from ratewarden.dashboard import Dashboard
 from ratewarden.engine import Engine
 from ratewarden.errors import RatewardenError
 from ratewarden.metrics import Metrics
+from ratewarden.policy.keys import _secret, store_value
 from ratewarden.policy.load import load_policy
 from ratewarden.policy.model import Policy, Rule
 from ratewarden.service.descriptors import DescriptorIndex, Route
@@ -85,6 +87,9 @@ class Service:
         self.last_error: str | None = None
         self._lock = threading.Lock()
         self._detach: Callable[[], None] | None = None
+        #: the live dashboard shown by the app (``create_app`` sets it): see :meth:`record`
+        self.dashboard: Dashboard | None = None
+        self._detach_dashboard: Callable[[], None] | None = None
         self.snapshot = self._build(None)
 
     @property
@@ -127,10 +132,33 @@ class Service:
         return Snapshot(engine, rules, names, names | {b.name for b in policy.bans}, index, policy.source, inline)
 
     def attach_metrics(self) -> None:
-        """Follow the current engine's events (store errors) and its memory store's size."""
+        """Follow the current engine's events (store errors) and its memory store's size, with
+        the metrics and the dashboard (which count decisions through :meth:`record` only)."""
         if self._detach is not None:
             self._detach()
         self._detach = self.metrics.attach(self.snapshot.engine, decisions=False)
+        if self._detach_dashboard is not None:
+            self._detach_dashboard()
+            self._detach_dashboard = None
+        if self.dashboard is not None:
+            self._detach_dashboard = self.dashboard.attach(self.snapshot.engine, decisions=False)
+
+    def record(self, rule: str | None, outcome: str, denied_key: str | None = None) -> None:
+        """Count one decision, once, where everything that shows decisions reads it: the
+        Prometheus counter ``ratewarden_decisions_total{rule,outcome}`` and the dashboard's
+        per-second series. ``outcome``: allowed, denied, shadow, unavailable. ``denied_key``:
+        the key of a denial the engine raised no event for (Envoy's descriptor values), shown
+        in the dashboard's top denied keys as ``h:`` and its HMAC, like the keys in the
+        engine's events (descriptor values may be addresses or user ids)."""
+        self.metrics.decision(rule, outcome)
+        dashboard = self.dashboard
+        if dashboard is not None:
+            if denied_key is not None:
+                s = self.snapshot.engine.policy.settings
+                denied_key = store_value("descriptor", denied_key, _secret(s.key_secret, s.key_prefix))
+            dashboard.record_decision(
+                rule or "(none)", outcome == "allowed", shadow=outcome == "shadow", denied_key=denied_key
+            )
 
     def reload(self) -> bool:
         """Swap in the policy as the file says now; keep the old one if the file is broken."""
@@ -146,6 +174,8 @@ class Service:
                     exc,
                     extra={"rw_event": "reload_error", "reason": str(exc)},
                 )
+                if self.dashboard is not None:
+                    self.dashboard.record_reload(False, f"the previous policy keeps serving: {exc}")
                 return False
             old = self.snapshot
             self.snapshot = new
@@ -163,6 +193,10 @@ class Service:
                 len(new.index),
                 extra={"rw_event": "reload", "rules": len(new.rules)},
             )
+            if self.dashboard is not None:
+                self.dashboard.record_reload(
+                    True, f"reloaded {new.source}: {len(new.rules)} rules, {len(new.index)} descriptors"
+                )
             return True
 
     async def healthy(self, timeout: float = 1.0) -> bool:
