@@ -917,7 +917,8 @@ class Engine:
         new = _new_tuple
         states: list[PolicyState] = []
         numbers: list[int] = []
-        for (name, limit, secs), o in zip(route.parts, outs, strict=True):
+        # aligned (one outcome per item); a strict= keyword would cost a dict per call
+        for (name, limit, secs), o in zip(route.parts, outs):  # noqa: B905
             left = o[1]
             full = o[2]
             states.append(new(PolicyState, (name, limit, secs, left, full / US, True, 0.0)))
