@@ -913,7 +913,7 @@ class Engine:
         :meth:`_verdict`'s admitted branch with each state's name, limit and window from the
         route (the differential tests in tests/engine/test_fast_path.py hold them equal).
         With the three rules of bench/http/policy.toml, ``Engine.check`` went from about
-        97,700 to about 82,400 instructions per request (callgrind, bench/http_cost.py's method)."""
+        97,700 to about 80,000 instructions per request (callgrind, bench/http_cost.py's method)."""
         new = _new_tuple
         states: list[PolicyState] = []
         numbers: list[int] = []
