@@ -169,14 +169,18 @@ def _with_headers(
     """The app's response headers plus the verdict's; when the app's response already carries
     rate-limit fields (a per-route limit, e.g. the FastAPI dependency), the two sets are merged
     (one legacy value, the most restrictive; the draft lists joined)."""
-    pairs = list(raw)
+    pairs = raw if type(raw) is list else list(raw)
+    names = _RATE_LIMIT_NAMES
+    for n, _ in pairs:  # the usual case: the app set no rate-limit field (no decoding, no copy but one)
+        if (n.lower() if type(n) is bytes else bytes(n).lower()) in names:
+            break
+    else:
+        return [*pairs, *extra]
     mine = [
         (bytes(n).decode("latin-1"), bytes(v).decode("latin-1"))
         for n, v in pairs
         if bytes(n).lower() in _RATE_LIMIT_NAMES
     ]
-    if not mine:
-        return [*pairs, *extra]
     rest = [(n, v) for n, v in pairs if bytes(n).lower() not in _RATE_LIMIT_NAMES]
     return [*rest, *_latin1(merge_headers(mine, headers))]
 

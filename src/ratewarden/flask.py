@@ -143,8 +143,9 @@ class RateWarden:
         else:
             facts.body, facts.body_truncated = b"", True
 
-    def _check(self, engine: Engine, facts: RequestFacts) -> Response | None:
-        state = self._state()
+    def _check(self, engine: Engine, facts: RequestFacts, state: _State | None = None) -> Response | None:
+        if state is None:
+            state = self._state()
         if engine.exempt(facts):
             return None
         if engine.needs_body(facts):
@@ -161,23 +162,30 @@ class RateWarden:
     def _before_request(self) -> Response | None:
         if self.engine is None:
             return None
-        return self._check(self.engine, self._state().facts)
+        state = self._state()  # one look-up of Flask's request proxy, not two
+        return self._check(self.engine, state.facts, state)
 
     def _after_request(self, response: Response) -> Response:
         state: _State | None = request.environ.get(_STATE)
         if state is None:
             return response
+        checked = state.checked
         if not state.denied:
-            merged: list[tuple[str, str]] = []
-            for _engine, _facts, verdict in state.checked:  # the policy's and the view's: one set
-                merged = merge_headers(merged, verdict.headers)
+            if len(checked) == 1:  # the usual case: one check's fields are one set already
+                merged = checked[0][2].headers
+            else:
+                merged = []
+                for _engine, _facts, verdict in checked:  # the policy's and the view's: one set
+                    merged = merge_headers(merged, verdict.headers)
             for name, value in merged:
                 response.headers.add(name, value)
-        headers = LazyHeaders(lambda: join_headers(response.headers.items()))
-        for engine, facts, verdict in state.checked:  # denials too: Allow2Ban counts every request
+        headers: LazyHeaders | None = None
+        for engine, facts, verdict in checked:  # denials too: Allow2Ban counts every request
             if verdict.pending is not None:  # else after() is a no-op (engine contract)
+                if headers is None:
+                    headers = LazyHeaders(lambda: join_headers(response.headers.items()))
                 engine.after(facts, verdict, response.status_code, headers)
-        state.checked.clear()
+        checked.clear()
         return response
 
     # -- per-view limits ---------------------------------------------------------------------

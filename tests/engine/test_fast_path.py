@@ -130,3 +130,42 @@ async def test_store_down_with_a_ban_is_one_store_error_event_then_503(
     for v in (e.check(req()), await e.acheck(req())):
         assert (v.allowed, v.status) == (False, 503)
     assert [ev.kind for ev in events] == ["store_error", "store_error"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(REQUESTS, min_size=1, max_size=30))
+def test_fast_path_denials_name_the_same_rule_and_key_as_the_general_path(
+    steps: list[tuple[str, str, str, str | None, float]],
+) -> None:
+    """The fast path makes each item's owner (rule, key) only for a denial: the throttle events
+    (rule and stored key), and the memory store's verdict on an async engine, are the general path's."""
+    clock = FakeClock(1_800_000_000.25)
+    seen: dict[str, list[Event]] = {"fast": [], "general": []}
+    fast = Engine(RULES, clock=clock, env={}, on_event=seen["fast"].append)
+    general = Engine(GENERAL, clock=clock, env={}, on_event=seen["general"].append)
+    try:
+        for ip, path, method, client, wait in steps:
+            clock.advance(wait)
+            f = req(path, ip=ip, method=method, headers={"x-client-id": client} if client else {})
+            assert shown(fast.check(f)) == shown(general.check(f))
+        assert [(e.kind, e.rule, e.key, e.retry_after) for e in seen["fast"]] == [
+            (e.kind, e.rule, e.key, e.retry_after) for e in seen["general"]
+        ]
+    finally:
+        fast.close()
+        general.close()
+
+
+async def test_acheck_on_a_memory_store_decides_as_check(clock: FakeClock) -> None:
+    """``acheck`` on a memory store runs the sync path (no coroutine of its own): same verdicts,
+    denials included, as ``check`` on a twin engine, through the general path (a shadow rule) too."""
+    for policy in (RULES, GENERAL):
+        sync, asyn = Engine(policy, clock=clock, env={}), Engine(policy, clock=clock, env={})
+        try:
+            assert asyn._inline
+            for i in range(12):
+                f = req("/x" if i % 3 else "/", headers={"x-client-id": f"c{i % 2}"})
+                assert shown(sync.check(f)) == shown(await asyn.acheck(f))
+        finally:
+            sync.close()
+            await asyn.aclose()

@@ -418,11 +418,11 @@ class RequestContext:
         "_host",
         "_ip",
         "_ipkey",
+        "_norm",
         "_query",
         "clock",
         "facts",
         "method",
-        "norm_path",
         "path",
         "policy",
     )
@@ -435,7 +435,7 @@ class RequestContext:
         self.clock = clock
         self.method = (facts.method or "GET").upper()[:32]
         self.path = route_path(facts.path or "/")  # as the app's router sees it
-        self.norm_path = normalize_path(self.path)  # dot segments resolved, slashes collapsed
+        self._norm: str | None = None
         self._host: str | None = None
         self._ipkey: str | None = None
         self._ip: Any = self._UNSET
@@ -443,6 +443,15 @@ class RequestContext:
         self._query: dict[str, Any] | None = None
         self._body: Any = self._UNSET
         self._claims: Any = self._UNSET
+
+    @property
+    def norm_path(self) -> str:
+        """The path with dot segments resolved and repeated slashes collapsed (worked out only
+        when a route is matched for the first time, or a list or exempt path is checked)."""
+        n = self._norm
+        if n is None:
+            n = self._norm = normalize_path(self.path)
+        return n
 
     @property
     def host(self) -> str:

@@ -1,0 +1,168 @@
+"""Deterministic in-process cost of one request through an adapter: run under callgrind.
+
+``python bench/http_cost.py CONFIG N`` sends N requests (after a warm-up of 200) to one of the
+in-process apps of ``bench/http_bench.py`` and exits. Under ``valgrind --tool=callgrind`` the
+instruction count of a run of N and of a run of 11N differ only by 10N requests, so
+
+    instructions per request = (Ir(11N) - Ir(N)) / 10N
+
+is free of start-up costs and, unlike wall or CPU time, does not move with the load of a shared
+machine. ``--measure`` does the subtraction itself for every configuration given::
+
+    python bench/http_cost.py --measure starlette-bare,starlette-ratewarden --n 300
+
+CONFIG: ``starlette-bare``, ``starlette-noop-mw``, ``starlette-ratewarden``, ``flask-bare``,
+``flask-ratewarden`` (the extension), ``flask-ratewarden-wsgi``, ``asgi-bare`` (a 10-line ASGI
+app, no framework) and ``asgi-ratewarden`` (that app inside ``RateLimitMiddleware``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+APPS = HERE / "http"
+
+SCOPE: dict[str, Any] = {
+    "type": "http",
+    "asgi": {"version": "3.0"},
+    "http_version": "1.1",
+    "method": "GET",
+    "scheme": "http",
+    "path": "/",
+    "raw_path": b"/",
+    "root_path": "",
+    "query_string": b"",
+    "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk"), (b"accept", b"*/*")],
+    "client": ("127.0.0.1", 50000),
+    "server": ("127.0.0.1", 8000),
+}
+ENVIRON: dict[str, Any] = {
+    "REQUEST_METHOD": "GET",
+    "SCRIPT_NAME": "",
+    "PATH_INFO": "/",
+    "QUERY_STRING": "",
+    "SERVER_NAME": "127.0.0.1",
+    "SERVER_PORT": "8000",
+    "SERVER_PROTOCOL": "HTTP/1.1",
+    "REMOTE_ADDR": "127.0.0.1",
+    "HTTP_HOST": "127.0.0.1:8000",
+    "HTTP_USER_AGENT": "wrk",
+    "HTTP_ACCEPT": "*/*",
+    "wsgi.url_scheme": "http",
+    "wsgi.version": (1, 0),
+    "wsgi.errors": sys.stderr,
+    "wsgi.multithread": True,
+    "wsgi.multiprocess": False,
+    "wsgi.run_once": False,
+}
+CONFIGS = (
+    "asgi-bare",
+    "asgi-ratewarden",
+    "starlette-bare",
+    "starlette-noop-mw",
+    "starlette-ratewarden",
+    "flask-bare",
+    "flask-ratewarden",
+    "flask-ratewarden-wsgi",
+)
+
+
+async def _plain(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"hello"})
+
+
+def build(config: str) -> tuple[str, Any]:
+    sys.path.insert(0, str(APPS))
+    import apps  # type: ignore[import-not-found]
+
+    framework, _, variant = config.partition("-")
+    if framework == "asgi":
+        if variant == "bare":
+            return "asgi", _plain
+        from ratewarden.asgi import RateLimitMiddleware
+
+        return "asgi", RateLimitMiddleware(_plain, policy=apps.POLICY)
+    os.environ["RW_BENCH_VARIANT"] = variant
+    if framework == "starlette":
+        return "asgi", apps.make_starlette()
+    return "wsgi", apps.make_flask()
+
+
+def run(config: str, n: int) -> None:
+    kind, app = build(config)
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: object) -> None:
+        return None
+
+    async def run_asgi(count: int) -> None:
+        for _ in range(count):
+            await app(dict(SCOPE), receive, send)
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: object = None) -> object:
+        return None
+
+    def run_wsgi(count: int) -> None:
+        for _ in range(count):
+            env = dict(ENVIRON)
+            env["wsgi.input"] = io.BytesIO(b"")
+            result = app(env, start_response)
+            for _chunk in result:
+                pass
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+
+    if kind == "asgi":
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(run_asgi(200 + n))
+        loop.close()
+    else:
+        run_wsgi(200 + n)
+
+
+def instructions(config: str, n: int, python: str) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "cg.out"
+        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", python, __file__, config, str(n)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        m = re.search(r"Collected : (\d+)", proc.stderr)
+        if m is None:
+            raise SystemExit(f"no instruction count from callgrind:\n{proc.stderr[-2000:]}")
+        return int(m.group(1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("config", nargs="?", choices=CONFIGS)
+    ap.add_argument("count", nargs="?", type=int, default=1000)
+    ap.add_argument("--measure", default="", help="comma-separated configurations: instructions per request")
+    ap.add_argument("--n", type=int, default=300, help="N of the N / 11N pair")
+    args = ap.parse_args(argv)
+    if not args.measure:
+        if args.config is None:
+            ap.error("a configuration, or --measure")
+        run(args.config, args.count)
+        return 0
+    for config in args.measure.split(","):
+        small = instructions(config, args.n, sys.executable)
+        large = instructions(config, 11 * args.n, sys.executable)
+        print(f"{config:24} {(large - small) / (10 * args.n):12,.0f} instructions/request", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
