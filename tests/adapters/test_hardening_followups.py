@@ -185,3 +185,24 @@ async def test_a_form_with_bytes_that_are_not_utf8_is_keyed_as_starlette_reads_i
         codes.append(await _call(app, h, f"203.0.113.{i + 1}", "POST", body(i)))
     assert set(SEEN) == {"victim"}
     assert codes == [200, 200, 200, 429, 429]
+
+
+async def test_a_json_body_sent_with_a_form_type_is_keyed_by_its_json_field(clock: FakeClock) -> None:
+    """Starlette's ``request.json()`` reads the body whatever its ``Content-Type``: a JSON body
+    labelled as a form must not lose its ``email`` and take the fallback key (a fresh address per
+    request had every attempt admitted)."""
+
+    async def login(request: Request) -> JSONResponse:
+        SEEN.append((await request.json()).get("email"))
+        return JSONResponse({})
+
+    app = RateLimitMiddleware(
+        Starlette(routes=[Route("/echo", login, methods=["POST"])]), policy=LOGIN, clock=clock, env={}
+    )
+    SEEN.clear()
+    codes = []
+    for i in range(5):
+        h = [(b"content-type", b"application/x-www-form-urlencoded")]
+        codes.append(await _call(app, h, f"203.0.113.{i + 1}", "POST", b'{"email": "victim"}'))
+    assert set(SEEN) == {"victim"}
+    assert codes == [200, 200, 200, 429, 429]

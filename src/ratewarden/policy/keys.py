@@ -525,7 +525,15 @@ class RequestContext:
             return None
         kind, node = self._body
         if kind == "form":
-            return _text(node.get(name)) if isinstance(node, Mapping) else None
+            found = _text(node.get(name)) if isinstance(node, Mapping) else None
+            if found is not None:
+                return found
+            # a JSON body sent with a form type: a handler that reads JSON (Starlette's
+            # ``request.json()``, a Django view's ``json.loads(request.body)``) ignores the type
+            try:
+                node = json.loads(self.facts.body)
+            except (ValueError, RecursionError, TypeError):
+                return None
         for part in name.split("."):
             if not isinstance(node, dict) or part not in node:
                 return None
