@@ -206,3 +206,24 @@ async def test_a_json_body_sent_with_a_form_type_is_keyed_by_its_json_field(cloc
         codes.append(await _call(app, h, f"203.0.113.{i + 1}", "POST", b'{"email": "victim"}'))
     assert set(SEEN) == {"victim"}
     assert codes == [200, 200, 200, 429, 429]
+
+
+@pytest.mark.parametrize("prefix", [64, 128])
+def test_an_ipv6_zone_never_mints_a_key(clock: FakeClock, prefix: int) -> None:
+    """``2001:db8::1%1``, ``%2``...: the zone names an interface of the host that wrote it; read
+    into the key it gave an address counted per /128 a fresh bucket per request."""
+    policy = (
+        f'[ratewarden]\ntrusted_proxies = ["10.0.0.0/8"]\nipv6_prefix = {prefix}\nreadable_keys = ["ip"]\n'
+        '[[rule]]\nname = "all"\nlimits = ["3/hour"]\nalgorithm = "fixed-window"\n'
+    )
+    e = Engine(policy, clock=clock, env={})
+    try:
+        xff = [
+            e.check(RequestFacts("GET", "/", "10.0.0.1", headers={"x-forwarded-for": f"[2001:db8::1%{i}]:80"}))
+            for i in range(5)
+        ]
+        assert [v.allowed for v in xff] == [True, True, True, False, False]
+        peer = [e.check(RequestFacts("GET", "/", f"2001:db8:1::2%{i}")).allowed for i in range(5)]
+        assert peer == [True, True, True, False, False]
+    finally:
+        e.close()

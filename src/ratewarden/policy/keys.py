@@ -73,8 +73,11 @@ def _parse_ip(text: str) -> IPAddress | None:
         ip = ipaddress.ip_address(t)
     except ValueError:
         return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return ip.ipv4_mapped
+        if ip.scope_id is not None:  # a zone (``%eth0``) names a host's interface, never a client
+            return ipaddress.IPv6Address(int(ip))
     return ip
 
 
