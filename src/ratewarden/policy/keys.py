@@ -18,6 +18,7 @@ is *absent* (the rule's fallback key applies), never a fresh bucket an attacker 
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import hashlib
 import hmac
@@ -72,8 +73,11 @@ def _parse_ip(text: str) -> IPAddress | None:
         ip = ipaddress.ip_address(t)
     except ValueError:
         return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return ip.ipv4_mapped
+        if ip.scope_id is not None:  # a zone (``%eth0``) names a host's interface, never a client
+            return ipaddress.IPv6Address(int(ip))
     return ip
 
 
@@ -330,6 +334,23 @@ def _media_type(facts: Any) -> str:
     return raw.split(";", 1)[0].strip().lower()
 
 
+def _codec(name: str) -> str:
+    """The request's charset as Starlette takes it for a multipart body: Latin-1 if unknown."""
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return "latin-1"
+
+
+def _safe_decode(data: bytes, codec: str) -> str:
+    """A form field's bytes as Starlette decodes them: in the request's charset, else Latin-1
+    (never unreadable, so one bad field cannot turn the whole body into the fallback key)."""
+    try:
+        return data.decode(codec)
+    except (UnicodeDecodeError, LookupError):
+        return data.decode("latin-1")
+
+
 def _multipart_fields(facts: Any) -> list[tuple[str, str]] | None:
     """The text fields of a ``multipart/form-data`` body (files skipped), parsed by the standard
     library's MIME parser; None when it is not a well-formed multipart body."""
@@ -342,6 +363,7 @@ def _multipart_fields(facts: Any) -> list[tuple[str, str]] | None:
         msg = BytesParser(policy=HTTP).parsebytes(head + facts.body)
         if not msg.is_multipart() or msg.defects:
             return None
+        charset = _codec(msg.get_content_charset() or "utf-8")
         out: list[tuple[str, str]] = []
         for part in msg.iter_parts():
             if part.get_content_disposition() != "form-data" or part.get_filename() is not None:
@@ -349,7 +371,7 @@ def _multipart_fields(facts: Any) -> list[tuple[str, str]] | None:
             name = part.get_param("name", header="content-disposition")
             payload = part.get_payload(decode=True)
             if isinstance(name, str) and isinstance(payload, bytes):
-                out.append((name, payload.decode(part.get_content_charset() or "utf-8")))
+                out.append((name, _safe_decode(payload, charset)))
             if len(out) > _MAX_FIELDS:
                 return None
         return out
@@ -393,10 +415,12 @@ class FieldReader:
             pairs = _multipart_fields(facts)
             return None if pairs is None else ("form", _pick(pairs, self.duplicates))
         if mtype == "application/x-www-form-urlencoded":
+            # as Starlette reads it: the bytes as Latin-1, then %-escapes as UTF-8 (an invalid
+            # one replaced), so a byte that is not UTF-8 in any field never hides the others
             try:
-                text = facts.body.decode("utf-8")
+                text = facts.body.decode("latin-1")
                 pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=_MAX_FIELDS)
-            except ValueError:  # UnicodeDecodeError included
+            except ValueError:
                 return None
             return "form", _pick(pairs, self.duplicates)
         try:
@@ -513,7 +537,15 @@ class RequestContext:
             return None
         kind, node = self._body
         if kind == "form":
-            return _text(node.get(name)) if isinstance(node, Mapping) else None
+            found = _text(node.get(name)) if isinstance(node, Mapping) else None
+            if found is not None:
+                return found
+            # a JSON body sent with a form type: a handler that reads JSON (Starlette's
+            # ``request.json()``, a Django view's ``json.loads(request.body)``) ignores the type
+            try:
+                node = json.loads(self.facts.body)
+            except (ValueError, RecursionError, TypeError):
+                return None
         for part in name.split("."):
             if not isinstance(node, dict) or part not in node:
                 return None
