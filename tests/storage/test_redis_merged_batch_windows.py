@@ -6,16 +6,9 @@ from __future__ import annotations
 import asyncio
 import collections
 
-import pytest
-
 from ratewarden import AsyncLimiter
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: 128 merged calls x 70 windows fail with 'too many results to unpack' in the "
-    "Redis script and 127 of 128 take the fallback (the Redis store's reads are not chunked)",
-)
 async def test_a_merged_batch_of_many_windows_never_turns_a_healthy_store_into_a_fallback(
     redis_url: str, redis_prefix: str
 ) -> None:

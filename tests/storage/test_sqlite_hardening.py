@@ -134,12 +134,15 @@ def test_each_decision_waits_at_most_the_timeout(tmp_path: Path) -> None:
 # -- a wall clock stepped 40 days ahead and back ------------------------------------------------
 
 
+@pytest.mark.parametrize("named", [False, True], ids=["default-clock", "clock=time.time"])
 def test_a_clock_stepping_40_days_ahead_and_back_keeps_a_full_key(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, named: bool
 ) -> None:
     step = [0]
-    monkeypatch.setattr(sq, "_now_us", lambda: (time.time_ns() + step[0]) // 1000)
-    store = SQLiteStore(tmp_path / "ntp.db")
+    real = time.time_ns
+    monkeypatch.setattr(sq, "_now_us", lambda: (real() + step[0]) // 1000)
+    monkeypatch.setattr(time, "time", lambda: (real() + step[0]) / 1e9)  # the same stepped clock
+    store = SQLiteStore(tmp_path / "ntp.db", clock=time.time) if named else SQLiteStore(tmp_path / "ntp.db")
     lim = Limiter(store)
     for _ in range(5):
         assert lim.hit("login:victim", "5/20 minutes").allowed

@@ -253,14 +253,17 @@ def test_eviction_refiles_a_state_hit_since_it_was_filed() -> None:
 # -- a wall clock that steps forward and back (NTP) --------------------------------------------
 
 
-def test_a_clock_stepping_40_days_ahead_and_back_keeps_a_full_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The sweep runs while the wall clock is 40 days ahead: a live state must survive it."""
+@pytest.mark.parametrize("named", [False, True], ids=["default-clock", "clock=time.time"])
+def test_a_clock_stepping_40_days_ahead_and_back_keeps_a_full_key(monkeypatch: pytest.MonkeyPatch, named: bool) -> None:
+    """The sweep runs while the wall clock is 40 days ahead: a live state must survive it, also
+    when the real clock is passed by name (``clock=time.time`` is the real clock, not a test's)."""
     import ratewarden.storage.memory as memory
 
     step = [0]
     real = time.time_ns
     monkeypatch.setattr(memory, "_time_ns", lambda: real() + step[0])
-    limiter = Limiter("memory://")
+    monkeypatch.setattr(time, "time", lambda: (real() + step[0]) / 1e9)  # the same stepped clock
+    limiter = Limiter("memory://", clock=time.time) if named else Limiter("memory://")
     for _ in range(5):
         assert limiter.hit("login:victim", "5/20 minutes").allowed
     assert not limiter.hit("login:victim", "5/20 minutes").allowed

@@ -150,6 +150,8 @@ class MemoryStore:
         if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
             raise ConfigError(f"max_keys must be a positive integer, not {max_keys!r}")
         self.max_keys = max_keys
+        if clock is time.time:
+            clock = None  # the real clock, named: guarded against NTP steps like the default
         self._clock = clock
         if clock is None:
             self.now: Callable[[], int] = _now_us

@@ -217,6 +217,8 @@ class SQLiteStore(Transactions):
         self.path = os.path.abspath(path)  # later threads must not depend on the working directory
         self.timeout = _timeout(timeout, "SQLiteStore(timeout=...)")
         self.key_prefix = key_prefix
+        if clock is time.time:
+            clock = None  # the real clock, named: guarded against NTP steps like the default
         if clock is None:
             self.now: Callable[[], int] = _now_us
         else:
