@@ -88,3 +88,12 @@ def test_an_unset_variable_is_reported_once_not_with_what_it_causes() -> None:
         (2, "the environment variable STORE_URL is not set (referenced as ${STORE_URL})"),
         (5, "the environment variable RATE is not set (referenced as ${RATE})"),
     ]
+
+
+def test_mistakes_in_one_table_do_not_hide_each_other() -> None:
+    """A short [jwt] secret used to hide a bad leeway, audience and header on the lines below it."""
+    text = '[jwt]\nsecret = "short"\nleeway = nan\naudience = 5\nheader = 7\n'
+    with pytest.raises(PolicyError) as info:
+        loads_policy(text, env={})
+    assert [e.line for e in info.value.errors] == [2, 3, 4, 5]
+    assert "shorter than 16" in info.value.errors[0].reason

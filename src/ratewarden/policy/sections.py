@@ -486,7 +486,43 @@ class Sections(Reader):
         p: KeyPath = ("jwt",)
         if not isinstance(t, dict):
             self.fail(p, "[jwt] must be a table")
+        start = len(self.errors)
         self.known(t, p, JWT_KEYS, "[jwt]")
+        # each part is read on its own, so one mistake never hides another in the same table
+        source = self.attempt(lambda: self.jwt_key(t, p))
+        leeway = self.attempt(lambda: self.seconds(t, (*p, "leeway"), 0, zero=True))
+        audience = t.get("audience")
+        if audience is not None and not (
+            (isinstance(audience, str) and audience)
+            or (isinstance(audience, list) and audience and all(isinstance(a, str) and a for a in audience))
+        ):
+            self.report(
+                (*p, "audience"), f"'audience' must be a string or a list of strings, not {show_value(audience)}"
+            )
+        issuer = t.get("issuer")
+        if issuer is not None and not (isinstance(issuer, str) and issuer):
+            self.report((*p, "issuer"), f"'issuer' must be a string, not {show_value(issuer)}")
+        header = self.attempt(lambda: self.string(t, (*p, "header"), "authorization").lower())
+        cookie = self.attempt(lambda: self.string(t, (*p, "cookie"), ""))
+        if len(self.errors) > start or source is None or leeway is None or header is None or cookie is None:
+            found = self.errors[start:]  # hand them to the caller, once
+            del self.errors[start:]
+            raise PolicyError.of(found)
+        algorithms, secret, public_key, jwks = source
+        return JWTConfig(
+            algorithms=algorithms,
+            secret=secret,
+            public_key=public_key,
+            jwks=jwks,
+            header=header,
+            cookie=cookie,
+            audience=tuple(audience) if isinstance(audience, list) else audience,
+            issuer=issuer,
+            leeway=leeway,
+        )
+
+    def jwt_key(self, t: dict[str, Any], p: KeyPath) -> tuple[tuple[str, ...], str, str, dict[str, Any]]:
+        """``[jwt]``'s algorithms and its one key source: (algorithms, secret, public key, JWKS)."""
         algorithms = self.strings(t, (*p, "algorithms")) or ("HS256",)
         sources = [k for k in ("secret", "public_key", "public_key_file", "jwks_file") if k in t]
         if len(sources) != 1:
@@ -524,35 +560,7 @@ class Sections(Reader):
                 pyjwt.get_algorithm_by_name(algorithms[0]).prepare_key(public_key)
             except Exception as exc:
                 self.fail((*p, src), f"not a usable public key for {algorithms[0]}: {exc}")
-        start = len(self.errors)
-        leeway = self.attempt(lambda: self.seconds(t, (*p, "leeway"), 0, zero=True))
-        audience = t.get("audience")
-        if audience is not None and not (
-            (isinstance(audience, str) and audience)
-            or (isinstance(audience, list) and audience and all(isinstance(a, str) and a for a in audience))
-        ):
-            self.report(
-                (*p, "audience"), f"'audience' must be a string or a list of strings, not {show_value(audience)}"
-            )
-        issuer = t.get("issuer")
-        if issuer is not None and not (isinstance(issuer, str) and issuer):
-            self.report((*p, "issuer"), f"'issuer' must be a string, not {show_value(issuer)}")
-        if len(self.errors) > start or leeway is None:  # hand them to the caller, once
-            found = self.errors[start:]
-            del self.errors[start:]
-            raise PolicyError.of(found)
-        header = self.string(t, (*p, "header"), "authorization").lower()
-        return JWTConfig(
-            algorithms=algorithms,
-            secret=secret,
-            public_key=public_key,
-            jwks=jwks,
-            header=header,
-            cookie=self.string(t, (*p, "cookie"), ""),
-            audience=tuple(audience) if isinstance(audience, list) else audience,
-            issuer=issuer,
-            leeway=leeway,
-        )
+        return tuple(algorithms), secret, public_key, jwks
 
     def load_jwks(self, content: str, path: KeyPath) -> dict[str, Any]:
         import jwt as pyjwt
