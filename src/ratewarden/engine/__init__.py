@@ -7,7 +7,7 @@ Adapters (ASGI, WSGI, Flask, Django, the decision service) translate their reque
 :meth:`Engine.after` (or ``aafter``) with the status and response headers, which feeds
 Fail2Ban counters and charges costs known only after the response.
 
-The contract adapters rely on (:class:`RequestFacts`, :class:`Verdict`) is
+The contract adapters rely on (:class:`RequestFacts`, :class:`Verdict`, :class:`EngineLike`) is
 in :mod:`ratewarden.engine.contract`; the parts of :class:`Engine`: :mod:`~ratewarden.engine.routes`
 (rule matching, the route cache), :mod:`~ratewarden.engine.flows` (the flows and their drivers),
 :mod:`~ratewarden.engine.verdicts` (headers, bodies, events).
@@ -32,10 +32,10 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ratewarden.core.rates import LIMIT_MAX
-from ratewarden.engine.contract import RequestFacts, Verdict
+from ratewarden.engine.contract import EngineLike, RequestFacts, Verdict
 from ratewarden.engine.flows import _Call as _Call
 from ratewarden.engine.flows import _Flows
 from ratewarden.engine.flows import _Result as _Result
@@ -50,7 +50,7 @@ from ratewarden.policy.model import Policy, Rule
 from ratewarden.storage import open_store
 from ratewarden.storage.memory import MemoryStore
 
-__all__ = ["Engine", "RequestFacts", "Verdict"]
+__all__ = ["Engine", "EngineLike", "RequestFacts", "Verdict"]
 log = logging.getLogger("ratewarden")
 
 
@@ -280,3 +280,7 @@ def _kind(value: object) -> str:
     """How an error names a value of the wrong type: its type, and the value when short."""
     text = repr(value)
     return f"{type(value).__name__} {text}" if len(text) <= 40 else type(value).__name__
+
+
+if TYPE_CHECKING:
+    _ENGINE_IS_ENGINE_LIKE: type[EngineLike] = Engine  # mypy checks the contract's signatures here

@@ -29,9 +29,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["RequestFacts", "Verdict"]
+__all__ = ["EngineLike", "RequestFacts", "Verdict"]
 
 
 @dataclass(slots=True)
@@ -69,3 +69,24 @@ class Verdict:
     decisions: list[Any] = field(default_factory=list)
     # engine-private state carried from check() to after()
     pending: Any = None
+
+
+@runtime_checkable
+class EngineLike(Protocol):
+    """What the adapters (ASGI, WSGI, Flask, Django, FastAPI) call on an engine, and all they
+    may call: :class:`~ratewarden.engine.Engine` satisfies it, and so does any stand-in (the
+    contract above says what each call must do)."""
+
+    body_limit: int
+
+    def exempt(self, facts: RequestFacts) -> bool: ...
+
+    def needs_body(self, facts: RequestFacts) -> bool: ...
+
+    def check(self, facts: RequestFacts) -> Verdict: ...
+
+    async def acheck(self, facts: RequestFacts) -> Verdict: ...
+
+    def after(self, facts: RequestFacts, verdict: Verdict, status: int, headers: Mapping[str, str]) -> None: ...
+
+    async def aafter(self, facts: RequestFacts, verdict: Verdict, status: int, headers: Mapping[str, str]) -> None: ...
