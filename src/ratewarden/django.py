@@ -26,10 +26,18 @@ from django.core.exceptions import RequestDataTooBig
 from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse
 
-from ratewarden.asgi import USER_ATTRS, LazyHeaders, RouteLimit, build_engine, identity_of, join_headers, safe_text
+from ratewarden._adapters import (
+    USER_ATTRS,
+    LazyHeaders,
+    RouteLimit,
+    build_engine,
+    environ_facts,
+    identity_of,
+    join_headers,
+    safe_text,
+)
 from ratewarden.http.headers import RATE_LIMIT_FIELDS, merge_headers
 from ratewarden.policy.keys import FieldReader
-from ratewarden.wsgi import environ_facts
 
 if TYPE_CHECKING:
     from ratewarden.engine import Engine, RequestFacts, Verdict

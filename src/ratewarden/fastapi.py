@@ -1,7 +1,8 @@
 """FastAPI: a per-route dependency, ``Depends(RateLimit("10/minute", key="user"))``.
 
 For an app-wide policy use the ASGI middleware (``app.add_middleware(RateLimitMiddleware,
-policy=...)`` from :mod:`ratewarden.asgi`). ``RateLimit`` adds one rule to the routes that depend
+policy=...)``; ``ratewarden.fastapi.RateLimitMiddleware`` is the very class of :mod:`ratewarden.asgi`,
+both re-exported from :mod:`ratewarden._adapters`). ``RateLimit`` adds one rule to the routes that depend
 on it, through the same engine machinery (keys, headers, response bodies):
 
 * allowed: the rate-limit headers are set on the response (FastAPI merges the ``Response``
@@ -26,7 +27,7 @@ from fastapi import FastAPI, Request, Response
 from starlette.exceptions import HTTPException
 from starlette.responses import Response as StarletteResponse
 
-from ratewarden.asgi import USER_ATTRS, RateLimitMiddleware, RouteLimit, join_headers, scope_facts, scope_user
+from ratewarden._adapters import USER_ATTRS, RateLimitMiddleware, RouteLimit, join_headers, scope_facts, scope_user
 from ratewarden.engine import RequestFacts
 from ratewarden.http.headers import RATE_LIMIT_FIELDS, merge_headers
 

@@ -19,11 +19,18 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Flask, Response, g, request
 
-from ratewarden.asgi import USER_ATTRS, LazyHeaders, RouteLimit, build_engine, join_headers
+from ratewarden._adapters import (
+    USER_ATTRS,
+    LazyHeaders,
+    RouteLimit,
+    build_engine,
+    environ_facts,
+    join_headers,
+    read_body,
+)
 from ratewarden.engine import RequestFacts
 from ratewarden.http.headers import merge_headers
 from ratewarden.policy.keys import FieldReader
-from ratewarden.wsgi import environ_facts, read_body
 
 if TYPE_CHECKING:
     from ratewarden.engine import Engine, Verdict
