@@ -17,7 +17,6 @@ from typing import Any
 from ratewarden.core.algorithms import (
     GCRA,
     Concurrency,
-    FixedWindow,
     Quota,
     SlidingLog,
     SlidingWindow,
@@ -26,18 +25,10 @@ from ratewarden.core.algorithms import (
 )
 from ratewarden.core.algorithms.base import Outcome
 from ratewarden.errors import ConfigError, StoreError
+from ratewarden.storage._specs import CODES, SpecCache
 
 __all__ = ["CODES", "Specs", "db_key", "decode_state", "parse"]
 
-CODES: dict[str, int] = {
-    FixedWindow.name: 1,
-    SlidingWindow.name: 2,
-    SlidingLog.name: 3,
-    GCRA.name: 4,
-    TokenBucket.name: 5,
-    Concurrency.name: 6,
-    Quota.name: 7,
-}
 #: PL/pgSQL computes in bigint: every product it forms must stay below this
 EXACT = 2**62
 _MAX_KEY = 512  # longer keys (and keys PostgreSQL text cannot hold) are stored as a digest
@@ -80,41 +71,13 @@ def _spec(w: Window) -> str:
     return spec
 
 
-class Specs:
-    """Spec strings, cached per window (a quota's per calendar period)."""
+class Specs(SpecCache):
+    """Spec strings, cached per window (a quota's per calendar period), checked for bigint."""
 
-    __slots__ = ("_quota", "_specs")
+    __slots__ = ()
 
     def __init__(self) -> None:
-        self._specs: dict[tuple[str, int, int, int], str] = {}
-        self._quota: dict[str, tuple[int, int, str]] = {}
-
-    def get(self, w: Window, client_now: int) -> str:
-        if isinstance(w, Quota):
-            return self._quota_spec(w, client_now)
-        k = (w.id, w.limit, w.period, getattr(w, "burst", 0))
-        s = self._specs.get(k)
-        if s is None:
-            if len(self._specs) > 10_000:
-                self._specs.clear()
-            s = self._specs[k] = _spec(w)
-        return s
-
-    def _quota_spec(self, w: Quota, now: int) -> str:
-        k = f"{w.id}:{w.limit}"
-        q = self._quota.get(k)
-        if q is not None and q[0] <= now < q[1]:
-            return q[2]
-        cal = w.calendar
-        start, end = cal.bounds(now)
-        prev = cal.bounds(start - 1)[0]
-        nxt = cal.bounds(end)[1]
-        cal.bounds(now)  # leave the calendar's own cache on the current period
-        if len(self._quota) > 10_000:
-            self._quota.clear()
-        spec = f"{CODES['quota']} {w.limit} {prev} {start} {end} {nxt}"
-        self._quota[k] = (start, end, spec)
-        return spec
+        super().__init__(_spec)
 
 
 def parse(reply: Any, n: int) -> list[Outcome]:

@@ -20,10 +20,8 @@ from typing import Any
 from ratewarden.core.algorithms import (
     GCRA,
     Concurrency,
-    FixedWindow,
     Quota,
     SlidingLog,
-    SlidingWindow,
     TokenBucket,
     Window,
 )
@@ -31,6 +29,7 @@ from ratewarden.core.algorithms.base import Outcome
 from ratewarden.core.algorithms.sliding_log import Log
 from ratewarden.core.evaluate import Op
 from ratewarden.errors import ConfigError, StoreError
+from ratewarden.storage._specs import CODES, SpecCache
 from ratewarden.storage.base import Item
 
 __all__ = [
@@ -46,16 +45,6 @@ __all__ = [
     "resp_evalsha",
 ]
 
-#: algorithm name -> code used in the script (``A[code]`` in Lua) and its file
-CODES: dict[str, int] = {
-    FixedWindow.name: 1,
-    SlidingWindow.name: 2,
-    SlidingLog.name: 3,
-    GCRA.name: 4,
-    TokenBucket.name: 5,
-    Concurrency.name: 6,
-    Quota.name: 7,
-}
 FILES = (
     "prelude.lua",
     "fixed_window.lua",
@@ -167,7 +156,7 @@ class Codec:
     time, used for nothing but the quota's calendar bounds (see ``quota.lua``).
     """
 
-    __slots__ = ("_quota", "_specs", "clock", "max_key_length", "now_us", "prefix")
+    __slots__ = ("_specs", "clock", "max_key_length", "now_us", "prefix", "specs")
 
     def __init__(
         self,
@@ -184,8 +173,8 @@ class Codec:
         self.max_key_length = max_key_length
         self.clock = clock or time.time
         self.now_us = now_us
-        self._specs: dict[tuple[str, int, int, int], str] = {}
-        self._quota: dict[str, tuple[int, int, str]] = {}
+        self.specs = SpecCache(_spec)
+        self._specs = self.specs.by_window  # read directly by pack1
 
     # -- keys ---------------------------------------------------------------------------------
 
@@ -209,31 +198,7 @@ class Codec:
 
     def spec(self, w: Window, client_now: int) -> str:
         """The window's spec string (cached; a quota's holds the calendar bounds around now)."""
-        if isinstance(w, Quota):
-            return self._quota_spec(w, client_now)
-        k = (w.id, w.limit, w.period, getattr(w, "burst", 0))
-        s = self._specs.get(k)
-        if s is None:
-            if len(self._specs) > 10_000:
-                self._specs.clear()
-            s = self._specs[k] = _spec(w)
-        return s
-
-    def _quota_spec(self, w: Quota, now: int) -> str:
-        k = f"{w.id}:{w.limit}"
-        q = self._quota.get(k)
-        if q is not None and q[0] <= now < q[1]:
-            return q[2]
-        cal = w.calendar
-        start, end = cal.bounds(now)
-        prev = cal.bounds(start - 1)[0]
-        nxt = cal.bounds(end)[1]
-        cal.bounds(now)  # leave the calendar's own cache on the current period
-        if len(self._quota) > 10_000:
-            self._quota.clear()
-        spec = f"{CODES['quota']} {w.limit} {prev} {start} {end} {nxt}"
-        self._quota[k] = (start, end, spec)
-        return spec
+        return self.specs.get(w, client_now)
 
     def pack(self, op: Op, items: Sequence[Item], arg: str = "") -> tuple[list[str], list[Any]]:
         """``(KEYS, ARGV)`` of one script call over ``items``."""
