@@ -4,14 +4,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 from ratewarden.errors import ConfigError
-from ratewarden.storage.base import AsyncStore, Store
+from ratewarden.storage.base import AsyncStore, Store, as_async, check_store
 from ratewarden.storage.memory import DEFAULT_MAX_KEYS, MemoryStore
 
-__all__ = ["AsyncStore", "MemoryStore", "Store", "open_store"]
+__all__ = ["AsyncStore", "MemoryStore", "Store", "as_async", "check_store", "open_store"]
 
 
 def _int_option(value: str, name: str, url: str) -> int:
@@ -23,8 +23,10 @@ def _int_option(value: str, name: str, url: str) -> int:
 
 def open_store(
     url: str, *, clock: Callable[[], float] | None = None, max_keys: int | None = None, **options: Any
-) -> Any:
-    """Open the store a URL names. ``clock`` (seconds, float) is for memory and SQLite only."""
+) -> Store:
+    """Open the store a URL names: the typed contract of :mod:`ratewarden.storage.base` (Redis
+    and PostgreSQL stores are also :class:`AsyncStore`). ``clock`` (seconds, float) is for
+    memory and SQLite only."""
     if not isinstance(url, str):
         raise ConfigError(f"storage must be a URL string such as 'memory://', not {url!r}")
     parts = urlsplit(url)
@@ -61,3 +63,12 @@ def open_store(
         f"unknown storage {url!r}; use memory://, sqlite:///path.db, redis://host:port/db, "
         "redis+cluster://host:port, redis+sentinel://host:port/service or postgresql://user@host:5432/db"
     )
+
+
+if TYPE_CHECKING:  # mypy proves every store satisfies the contract (docs/design.md#the-store-contract)
+    from ratewarden.storage.postgres._store import PostgresStore
+    from ratewarden.storage.redis._store import RedisStore
+    from ratewarden.storage.sqlite import SQLiteStore
+
+    _STORES: tuple[type[Store], ...] = (MemoryStore, SQLiteStore, RedisStore, PostgresStore)
+    _ASYNC_STORES: tuple[type[AsyncStore], ...] = (RedisStore, PostgresStore)

@@ -42,6 +42,9 @@ class Transactions:
     #: a row's column value -> its state
     _decode: Callable[[sqlite3.Connection, tuple[str, str], Any], Any]
 
+    def check_window(self, window: Any) -> None:
+        """The Store contract: every window the core accepts is exact in SQLite (Python ints)."""
+
     def _discard(self) -> None:  # pragma: no cover - provided by the store
         raise NotImplementedError
 

@@ -59,6 +59,7 @@ class PostgresStore:
     """
 
     kind = "postgres"
+    blocking = shared = may_fail = True
 
     def __init__(
         self,
@@ -217,6 +218,9 @@ class PostgresStore:
             raise self._error(exc) from exc
 
     def hit1(self, key: str, window: Window, cost: int) -> Outcome:
+        """The one fast path (and ``ahit1`` its async face), equal to :meth:`apply`. Measured:
+        ``apply`` takes 1.33x the time on a local PostgreSQL (``python bench/fast_paths.py
+        postgres``, interleaved timeit in one run, gcra)."""
         sweep = self._sweep()
         r = self._call(*self._one(self._req1(key, window, cost), sweep))
         self._swept(r, 1, sweep)

@@ -94,6 +94,7 @@ class RedisStore:
     """
 
     kind = "redis"
+    blocking = shared = may_fail = True
 
     def __init__(
         self,
@@ -214,6 +215,9 @@ class RedisStore:
             raise self._error(exc) from exc
 
     def hit1(self, key: str, window: Window, cost: int) -> Outcome:
+        """The one fast path (and ``ahit1`` its async face), equal to :meth:`apply` (see
+        tests/storage/test_fast_paths.py). Measured: ``apply`` takes 1.17x the time on a local
+        Redis (``python bench/fast_paths.py redis``, interleaved timeit in one run, gcra)."""
         keys, args = self.codec.pack1(key, window, cost)
         dc = self.denials
         if dc is not None and dc._data and (hit := dc.get(keys, (cost,))) is not None:
