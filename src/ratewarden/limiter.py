@@ -1,20 +1,18 @@
 """``Limiter`` and ``AsyncLimiter``: the public Python API (docs/design.md#the-python-api).
 
 Both share :class:`_LimiterBase`, which does everything but the store call: compiling rates
-into windows (cached), validating input, choosing the deciding window, and the behaviour when
-the store fails. Apart from ``hit``'s hot path (one cached window, straight to the store), each
-public method of the two classes is the same two lines, one of them with ``await``.
+into windows (cached), validating input and choosing the deciding window. Apart from ``hit``'s
+hot path (cached windows, straight to the runner), each public method of the two classes is the
+same two lines, one of them with ``await``.
 
-Defined failure (docs/design.md#defined-failure) lives here: a :class:`~ratewarden.errors.StoreError` never reaches
-the caller. Depending on ``on_store_error`` the request is admitted (``"allow"``), denied
-(``"deny"``, with ``retry_after`` = ``deny_retry_after``) or decided by an in-process limiter
-with the same rates (``"local"``) until the store answers again. The first failure of an outage
-is logged as a warning and the recovery as info; every failure is counted in ``store_errors``.
+Every store call goes through a :class:`~ratewarden.runner.Runner` (docs/design.md#defined-failure):
+a :class:`~ratewarden.errors.StoreError` never reaches the caller; ``on_store_error`` decides
+(``"allow"``, ``"deny"`` with ``retry_after`` = ``deny_retry_after``, or ``"local"``: an
+in-process store with the same rates, built here up front) until the store answers again.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import uuid
@@ -26,8 +24,10 @@ from ratewarden.core.algorithms.base import Outcome
 from ratewarden.core.decision import Decision, deciding_index, to_decision
 from ratewarden.core.evaluate import Op
 from ratewarden.core.rates import PERIOD_MAX, US, Rate, parse_rates
-from ratewarden.errors import ConfigError, StoreError
+from ratewarden.errors import ConfigError
+from ratewarden.runner import FAIL_MODES, Failed, Fallback, Runner
 from ratewarden.storage import open_store
+from ratewarden.storage.base import Store, check_store
 from ratewarden.storage.memory import MemoryStore
 
 __all__ = ["AsyncLimiter", "Limiter", "RateSpec"]
@@ -37,13 +37,6 @@ _new = tuple.__new__
 _EMPTY: dict[Any, Any] = {}
 
 RateSpec = str | Rate | Sequence[str | Rate]
-_FAIL_MODES = ("allow", "deny", "local")
-
-
-class _Fallback(list[Outcome]):
-    """Outcomes made up because the store failed; ``reason`` goes into the Decision."""
-
-    reason = "store_unavailable"
 
 
 def _check_cost(cost: object) -> int:
@@ -120,8 +113,8 @@ class _LimiterBase:
         **store_options: Any,
     ) -> None:
         _check_algorithm(algorithm)
-        if not isinstance(on_store_error, str) or on_store_error not in _FAIL_MODES:
-            raise ConfigError(f"on_store_error must be one of {_FAIL_MODES}, not {on_store_error!r:.60}")
+        if not isinstance(on_store_error, str) or on_store_error not in FAIL_MODES:
+            raise ConfigError(f"on_store_error must be one of {FAIL_MODES}, not {on_store_error!r:.60}")
         if not isinstance(key_prefix, str):
             raise ConfigError(f"key_prefix must be a string, not {key_prefix!r:.60}")
         self.algorithm = algorithm
@@ -129,29 +122,36 @@ class _LimiterBase:
         self.key_prefix = key_prefix
         self.deny_retry_after = _check_seconds(deny_retry_after, "deny_retry_after")
         self._clock = clock
+        store: Store
         if isinstance(storage, str):
             self.storage_url = storage
-            self._store = open_store(storage, clock=clock, max_keys=max_keys, key_prefix=key_prefix, **store_options)
+            store = open_store(storage, clock=clock, max_keys=max_keys, key_prefix=key_prefix, **store_options)
         else:
-            self.storage_url = f"{getattr(storage, 'kind', 'custom')}://"
-            self._store = storage
+            store = check_store(storage)
+            self.storage_url = f"{store.kind}://"
+        self._store = store
         self._plans: dict[tuple[Any, str | None], tuple[Window, ...]] = {}
         # The hot path's cache, per algorithm named in the call (None: the default), for rate
         # strings without parameters: {algorithm: {rates: a window, or a tuple of them}}.
         self._fast: dict[str, Window | tuple[Window, ...]] = {}
         self._fast_by: dict[str | None, dict[str, Window | tuple[Window, ...]]] = {None: self._fast}
-        self._hitn = getattr(self._store, "hitn", None)
-        self._ahit1 = getattr(self._store, "ahit1", None)
         # The in-process fallback of on_store_error="local", built here rather than at the first
         # failure: threads failing at once must all count in this one store, never in one each.
-        self._local: MemoryStore | None = MemoryStore(clock=clock) if on_store_error == "local" else None
-        self._failing = False
-        #: failures of the store seen so far (every one, not once per outage)
-        self.store_errors = 0
+        local = MemoryStore(clock=clock) if on_store_error == "local" else None
+        self._runner = Runner(
+            store, mode=on_store_error, local=local, deny_retry_after=self.deny_retry_after, label=self.storage_url
+        )
+        self._hit1 = self._runner.hit1
+        self._hits = self._runner.hits
 
     @property
-    def store(self) -> Any:
+    def store(self) -> Store:
         return self._store
+
+    @property
+    def store_errors(self) -> int:
+        """Failures of the store seen so far (every one, not once per outage)."""
+        return self._runner.store_errors
 
     # -- compiling ----------------------------------------------------------------------------
 
@@ -167,10 +167,8 @@ class _LimiterBase:
         ids = [w.id for w in wins]
         if len(set(ids)) != len(ids):
             raise ConfigError(f"two windows of {rates!r} would share one state under {algo}")
-        check = getattr(self._store, "check_window", None)  # a store's own bounds (Redis: exact doubles)
-        if check is not None:
-            for w in wins:
-                check(w)
+        for w in wins:
+            self._store.check_window(w)  # a store's own bounds (Redis: exact doubles)
         if not params:
             with contextlib.suppress(TypeError):
                 if len(self._plans) > 10_000:
@@ -187,42 +185,15 @@ class _LimiterBase:
     def _decide(self, key: str, windows: Sequence[Window], outs: list[Outcome], lease: str | None = None) -> Decision:
         i = deciding_index(outs)
         d = to_decision(windows[i], outs[i], key, lease)
-        if type(outs) is _Fallback:
+        if type(outs) is Fallback:
             return d._replace(reason=outs.reason)
         return d
 
     def _each(self, key: str, windows: Sequence[Window], outs: list[Outcome]) -> list[Decision]:
         ds = [to_decision(w, o, key) for w, o in zip(windows, outs, strict=True)]
-        if type(outs) is _Fallback:
+        if type(outs) is Fallback:
             return [d._replace(reason=outs.reason) for d in ds]
         return ds
-
-    # -- failure ------------------------------------------------------------------------------
-
-    def _failed(
-        self, exc: BaseException, op: Op, key: str, windows: Sequence[Window], cost: int, arg: str
-    ) -> list[Outcome]:
-        self.store_errors += 1
-        if not self._failing:
-            self._failing = True
-            log.warning(
-                "ratewarden: store %s failed (%s); on_store_error=%r until it answers again",
-                self.storage_url,
-                exc,
-                self.on_store_error,
-            )
-        mode = self.on_store_error
-        local = self._local
-        if local is not None:  # on_store_error == "local"
-            return _Fallback(local.apply(op, [(key, w, cost) for w in windows], arg))
-        if mode == "deny" and op in ("hit", "acquire"):
-            wait = round(self.deny_retry_after * US)
-            return _Fallback((False, 0, wait, wait, None) for w in windows)
-        return _Fallback((True, w.limit, 0, 0, None) for w in windows)
-
-    def _recovered(self) -> None:
-        self._failing = False
-        log.info("ratewarden: store %s answers again; shared limits are back", self.storage_url)
 
 
 class Limiter(_LimiterBase):
@@ -234,40 +205,30 @@ class Limiter(_LimiterBase):
     """
 
     def _run(self, op: Op, key: str, windows: Sequence[Window], cost: int, arg: str = "") -> list[Outcome]:
-        try:
-            if op == "hit" and len(windows) == 1:
-                outs = [self._store.hit1(key, windows[0], cost)]
-            else:
-                outs = self._store.apply(op, [(key, w, cost) for w in windows], arg)
-        except StoreError as exc:
-            return self._failed(exc, op, key, windows, cost, arg)
-        if self._failing:
-            self._recovered()
-        return outs
+        return self._runner.run(op, [(key, w, cost) for w in windows], None, arg)
 
     def hit(self, key: str, rates: RateSpec, cost: int = 1, *, algorithm: str | None = None, **params: Any) -> Decision:
         """Consume ``cost`` in every window, or in none; the deciding window's Decision."""
-        # The hot path: one compiled window, plain arguments. Everything else takes _run.
+        # The hot path: compiled windows, plain arguments, through the runner. Everything else takes _run.
         if not params and type(key) is str and type(cost) is int and cost >= 0 and type(rates) is str:
             w: Any = (
                 self._fast
                 if algorithm is None
                 else (self._fast_by.get(algorithm, _EMPTY) if type(algorithm) is str else _EMPTY)
             ).get(rates)
-            if w is not None and (type(w) is not tuple or self._hitn is not None):
-                ws = w if type(w) is tuple else None
-                try:
-                    if ws is None:
-                        o = self._store.hit1(key, w, cost)
-                    else:
-                        outs = self._hitn(key, ws, cost)  # type: ignore[misc]  # not None: checked above
-                        i = deciding_index(outs)
-                        w, o = ws[i], outs[i]
-                except StoreError as exc:
-                    wins = ws or (w,)
-                    return self._decide(key, wins, self._failed(exc, "hit", key, wins, cost, ""))
-                if self._failing:
-                    self._recovered()
+            if w is not None:
+                if type(w) is tuple:
+                    outs = self._hits(
+                        [(key, x, cost) for x in w] if len(w) != 2 else [(key, w[0], cost), (key, w[1], cost)]
+                    )
+                    if type(outs) is Fallback:
+                        return self._decide(key, w, outs)
+                    i = deciding_index(outs)
+                    w, o = w[i], outs[i]
+                else:
+                    o = self._hit1(key, w, cost)
+                    if type(o) is Failed:
+                        return self._decide(key, (w,), Fallback((o,)))
                 allowed, remaining, reset_us, retry_us, _ = o
                 if retry_us < 0:  # a cost that no window can ever hold
                     return to_decision(w, o, key)
@@ -330,13 +291,10 @@ class Limiter(_LimiterBase):
     def reset(self, key: str, rates: RateSpec | None = None, *, algorithm: str | None = None) -> None:
         """Forget every window of ``key`` (or only those of ``rates``)."""
         windows = None if rates is None else self.windows(rates, algorithm)
-        try:
-            self._store.reset(_check_key(key), windows)
-        except StoreError as exc:
-            self._failed(exc, "peek", key, windows or (), 0, "")
+        self._runner.reset([(_check_key(key), windows)])
 
     def close(self) -> None:
-        self._store.close()
+        self._runner.close()
 
     def __enter__(self) -> Limiter:
         return self
@@ -346,55 +304,29 @@ class Limiter(_LimiterBase):
 
 
 class AsyncLimiter(_LimiterBase):
-    """The same API as :class:`Limiter`, awaitable. Stores without native async I/O (SQLite)
-    run in a worker thread; the memory store is called directly (it never blocks)."""
+    """The same API as :class:`Limiter`, awaitable, over the store's async face
+    (:func:`~ratewarden.storage.base.as_async`): its own (Redis, PostgreSQL), a direct call for
+    a store that never blocks (memory), or a worker thread (SQLite)."""
 
     async def _run(self, op: Op, key: str, windows: Sequence[Window], cost: int, arg: str = "") -> list[Outcome]:
-        store = self._store
-        try:
-            if hasattr(store, "aapply"):
-                if op == "hit" and len(windows) == 1:
-                    outs = [await store.ahit1(key, windows[0], cost)]
-                else:
-                    outs = await store.aapply(op, [(key, w, cost) for w in windows], arg)
-            elif store.kind == "memory":  # never blocks: no thread hop
-                if op == "hit":
-                    outs = [store.hit1(key, windows[0], cost)] if len(windows) == 1 else store.hitn(key, windows, cost)
-                else:
-                    outs = store.apply(op, [(key, w, cost) for w in windows], arg)
-            else:
-                outs = await asyncio.to_thread(store.apply, op, [(key, w, cost) for w in windows], arg)
-        except StoreError as exc:
-            return self._failed(exc, op, key, windows, cost, arg)
-        if self._failing:
-            self._recovered()
-        return outs
+        return await self._runner.arun(op, [(key, w, cost) for w in windows], None, arg)
 
     async def hit(
         self, key: str, rates: RateSpec, cost: int = 1, *, algorithm: str | None = None, **params: Any
     ) -> Decision:
-        # The hot path: one compiled window on a store with a native async face (Redis).
-        ahit1 = self._ahit1
-        if (
-            ahit1 is not None
-            and not params
-            and type(key) is str
-            and type(cost) is int
-            and cost >= 0
-            and type(rates) is str
-        ):
+        # The hot path: one compiled window, plain arguments (a store that never blocks is
+        # called directly: no coroutine of its own).
+        if not params and type(key) is str and type(cost) is int and cost >= 0 and type(rates) is str:
             w: Any = (
                 self._fast
                 if algorithm is None
                 else (self._fast_by.get(algorithm, _EMPTY) if type(algorithm) is str else _EMPTY)
             ).get(rates)
             if w is not None and type(w) is not tuple:
-                try:
-                    o = await ahit1(key, w, cost)
-                except StoreError as exc:
-                    return self._decide(key, (w,), self._failed(exc, "hit", key, (w,), cost, ""))
-                if self._failing:
-                    self._recovered()
+                runner = self._runner
+                o = runner.hit1(key, w, cost) if runner.inline else await runner.ahit1(key, w, cost)
+                if type(o) is Failed:
+                    return self._decide(key, (w,), Fallback((o,)))
                 return to_decision(w, o, key)
         windows = self.windows(rates, algorithm, **params)
         return self._decide(key, windows, await self._run("hit", _check_key(key), windows, _check_cost(cost)))
@@ -435,21 +367,10 @@ class AsyncLimiter(_LimiterBase):
 
     async def reset(self, key: str, rates: RateSpec | None = None, *, algorithm: str | None = None) -> None:
         windows = None if rates is None else self.windows(rates, algorithm)
-        store = self._store
-        try:
-            if hasattr(store, "areset"):
-                await store.areset(_check_key(key), windows)
-            else:
-                await asyncio.to_thread(store.reset, _check_key(key), windows)
-        except StoreError as exc:
-            self._failed(exc, "peek", key, windows or (), 0, "")
+        await self._runner.areset([(_check_key(key), windows)])
 
     async def aclose(self) -> None:
-        store = self._store
-        if hasattr(store, "aclose"):
-            await store.aclose()
-        else:
-            store.close()
+        await self._runner.aclose()
 
     async def __aenter__(self) -> AsyncLimiter:
         return self

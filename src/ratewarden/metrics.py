@@ -25,6 +25,7 @@ from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ratewarden.events import Event
+from ratewarden.storage.memory import MemoryStore
 
 __all__ = ["Metrics"]
 
@@ -89,8 +90,8 @@ class Metrics:
         """Follow ``engine``'s events; also count the keys of its store when it is the memory
         store. ``decisions=False``: count store errors and events only (the service counts its
         decisions itself). Returns a function that detaches."""
-        store: Any = getattr(engine, "store", None)
-        if getattr(store, "kind", "") == "memory":
+        store = engine.store
+        if isinstance(store, MemoryStore):  # the gauge of the in-process store's size
             self.count_keys(lambda: len(store))
         callback: Callable[[Event], object] = self.on_event if decisions else self._errors_only
         unsubscribe: Callable[[], None] = engine.events.subscribe(callback)

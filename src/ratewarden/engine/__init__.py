@@ -47,7 +47,9 @@ from ratewarden.events import Event, EventBus
 from ratewarden.limiter import AsyncLimiter, Limiter
 from ratewarden.policy.load import load_policy, loads_policy, rule_policy
 from ratewarden.policy.model import Policy, Rule
+from ratewarden.runner import Runner
 from ratewarden.storage import open_store
+from ratewarden.storage.base import Store, check_store
 from ratewarden.storage.memory import MemoryStore
 
 __all__ = ["Engine", "EngineLike", "RequestFacts", "Verdict"]
@@ -85,25 +87,29 @@ class Engine(_Flows):
         s = self.policy.settings
         self._clock: Callable[[], float] = clock or time.time
         self._fake_clock = clock
-        store = storage if storage is not None else s.storage
-        if isinstance(store, str):
-            store = open_store(store, clock=clock, max_keys=max_keys, key_prefix=s.key_prefix)
-        self.store: Any = store
-        #: a store whose sync calls never block (memory): the async path calls it directly
-        self._inline = not hasattr(store, "aapply") and getattr(store, "kind", "") == "memory"
-        #: the sync and async limiters of this engine share its one store (for ``@limit``-style use)
-        self.limiter = Limiter(store, on_store_error=s.on_store_error, key_prefix=s.key_prefix, clock=clock)
-        self.async_limiter = AsyncLimiter(store, on_store_error=s.on_store_error, key_prefix=s.key_prefix, clock=clock)
+        given = storage if storage is not None else s.storage
+        if isinstance(given, str):
+            store: Store = open_store(given, clock=clock, max_keys=max_keys, key_prefix=s.key_prefix)
+        else:
+            store = check_store(given)
+        self.store: Store = store
         self.events = EventBus()
         if on_event is not None:
             self.events.subscribe(on_event)
         self.body_limit = s.body_limit
-        self.store_errors = 0
         # The in-process fallback of the rules with on_store_error="local", built here rather
         # than at the first failure: threads failing at once must all count in this one store.
         local = s.on_store_error == "local" or any(r.on_store_error == "local" for r in self.policy.rules)
-        self._local: MemoryStore | None = MemoryStore(clock=clock) if local else None
-        self._failing = False
+        #: every store call of this engine (its flows, and the decision service) goes through it
+        self.runner = Runner(
+            store,
+            mode=s.on_store_error,
+            local=MemoryStore(clock=clock) if local else None,
+            deny_retry_after=s.store_error_retry_after,
+        )
+        #: a store whose sync calls never block (memory): the async path calls it directly
+        self._inline = self.runner.inline
+        self._limiters: tuple[Limiter, AsyncLimiter] | None = None
         self._needs_body = self.policy.needs_body
         p = self.policy
         self._has_lists = bool(
@@ -119,6 +125,33 @@ class Engine(_Flows):
         self._draft = s.headers == "draft"
         self._by_host = any(r.match.hosts for r in p.rules) or any(b.match.hosts for b in p.bans)
         self._by_scheme = any(r.match.schemes for r in p.rules) or any(b.match.schemes for b in p.bans)
+
+    @property
+    def store_errors(self) -> int:
+        """Failures of the store seen so far (every one, not once per outage)."""
+        return self.runner.store_errors
+
+    @property
+    def limiter(self) -> Limiter:
+        """A :class:`~ratewarden.Limiter` on this engine's store and settings (for ``@limit``-style
+        use), built on first use; closing the engine closes the store it shares."""
+        return self._shared_limiters()[0]
+
+    @property
+    def async_limiter(self) -> AsyncLimiter:
+        """The :class:`~ratewarden.AsyncLimiter` twin of :attr:`limiter`."""
+        return self._shared_limiters()[1]
+
+    def _shared_limiters(self) -> tuple[Limiter, AsyncLimiter]:
+        if self._limiters is None:
+            s = self.policy.settings
+            kw: dict[str, Any] = {
+                "on_store_error": s.on_store_error,
+                "key_prefix": s.key_prefix,
+                "clock": self._fake_clock,
+            }
+            self._limiters = (Limiter(self.store, **kw), AsyncLimiter(self.store, **kw))
+        return self._limiters
 
     @classmethod
     def for_rule(cls, rule: Rule | Mapping[str, Any], *, base: Engine | None = None, **options: Any) -> Engine:
@@ -270,10 +303,10 @@ class Engine(_Flows):
         await self._adrive(self._reset_flow(rule, key))
 
     def close(self) -> None:
-        self.limiter.close()
+        self.runner.close()
 
     async def aclose(self) -> None:
-        await self.async_limiter.aclose()
+        await self.runner.aclose()
 
 
 def _kind(value: object) -> str:

@@ -9,8 +9,6 @@ call, :meth:`_throttled` makes the verdict; the generator is made of the same pi
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import math
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass
@@ -21,12 +19,10 @@ from ratewarden.core.rates import US
 from ratewarden.engine.contract import RequestFacts, Verdict
 from ratewarden.engine.routes import _names, _Plan, _Route, _Routes, _Throttle
 from ratewarden.engine.verdicts import Item, _Pending
-from ratewarden.errors import StoreError
 from ratewarden.policy.keys import RequestContext, stored_key
 from ratewarden.policy.model import Ban, Rule
-from ratewarden.storage.memory import MemoryStore
-
-log = logging.getLogger("ratewarden")
+from ratewarden.runner import Fallback, Runner
+from ratewarden.storage.base import Store
 
 
 @dataclass(slots=True)
@@ -48,11 +44,9 @@ _Flow = Generator[_Call, _Result, Any]
 class _Flows(_Routes):
     """The flows and drivers of :class:`~ratewarden.engine.Engine`."""
 
-    store: Any
-    store_errors: int
+    store: Store
+    runner: Runner
     _inline: bool
-    _failing: bool
-    _local: MemoryStore | None
     _has_lists: bool
     _oversize_deny: bool
 
@@ -67,7 +61,8 @@ class _Flows(_Routes):
         if t is None:
             result: Verdict = self._drive(self._check_flow(ctx, route, op))
             return result
-        return self._throttled(ctx, route, t, self._run(_Call(op, t.items, t.modes)), op)
+        outs = self.runner.run(op, t.items, t.modes)  # type: ignore[arg-type]  # op: hit | peek
+        return self._throttled(ctx, route, t, _Result(outs, outs.error if type(outs) is Fallback else None), op)
 
     async def _adecide(self, facts: RequestFacts, op: str) -> Verdict:
         start = self._begin(facts, op)
@@ -77,8 +72,12 @@ class _Flows(_Routes):
         if t is None:
             result: Verdict = await self._adrive(self._check_flow(ctx, route, op))
             return result
-        call = _Call(op, t.items, t.modes)
-        return self._throttled(ctx, route, t, self._run(call) if self._inline else await self._arun(call), op)
+        runner = self.runner
+        if self._inline:
+            outs = runner.run(op, t.items, t.modes)  # type: ignore[arg-type]  # op: hit | peek
+        else:
+            outs = await runner.arun(op, t.items, t.modes)  # type: ignore[arg-type]
+        return self._throttled(ctx, route, t, _Result(outs, outs.error if type(outs) is Fallback else None), op)
 
     def _begin(self, facts: RequestFacts, op: str) -> Verdict | tuple[RequestContext, _Route, _Throttle | None]:
         """Up to the store call: exempt paths and the lists decide here; on a fast route the
@@ -141,10 +140,15 @@ class _Flows(_Routes):
     # -- drivers: the only sync/async difference ------------------------------------------------
 
     def _drive(self, flow: _Flow) -> Any:
+        run = self.runner.run
         try:
             call = next(flow)
             while True:
-                call = flow.send(self._run(call))
+                if call.op == "reset":
+                    call = flow.send(self._run(call))
+                    continue
+                outs = run(call.op, call.items, call.modes)  # type: ignore[arg-type]  # op: hit|charge|peek
+                call = flow.send(_Result(outs, outs.error if type(outs) is Fallback else None))
         except StopIteration as stop:
             return stop.value
 
@@ -157,72 +161,17 @@ class _Flows(_Routes):
             return stop.value
 
     def _run(self, call: _Call) -> _Result:
-        store = self.store
-        try:
-            if call.op == "reset":
-                for key, w, _ in call.items:
-                    store.reset(key, [w])
-                outs: list[Outcome] = []
-            elif call.op == "hit" and len(call.items) == 1:
-                key, w, cost = call.items[0]
-                outs = [store.hit1(key, w, cost)]
-            else:
-                outs = store.apply(call.op, call.items)
-        except StoreError as exc:
-            return self._fallback(call, exc)
-        if self._failing:
-            self._failing = False
-            log.info("ratewarden: the store answers again")
-        return _Result(outs)
+        """One store call through the runner (each item under its rule's on_store_error)."""
+        if call.op == "reset":
+            return _Result([], self.runner.reset([(k, [w]) for k, w, _ in call.items]))
+        outs = self.runner.run(call.op, call.items, call.modes)  # type: ignore[arg-type]  # op: hit|charge|peek
+        return _Result(outs, outs.error if type(outs) is Fallback else None)
 
     async def _arun(self, call: _Call) -> _Result:
-        store = self.store
-        try:
-            if call.op == "reset":
-                for key, w, _ in call.items:
-                    if hasattr(store, "areset"):
-                        await store.areset(key, [w])
-                    else:
-                        await asyncio.to_thread(store.reset, key, [w])
-                outs: list[Outcome] = []
-            elif hasattr(store, "aapply"):
-                outs = await store.aapply(call.op, call.items)
-            elif getattr(store, "kind", "") == "memory":
-                outs = store.apply(call.op, call.items)
-            else:
-                outs = await asyncio.to_thread(store.apply, call.op, call.items)
-        except StoreError as exc:
-            return self._fallback(call, exc)
-        if self._failing:
-            self._failing = False
-            log.info("ratewarden: the store answers again")
-        return _Result(outs)
-
-    def _fallback(self, call: _Call, exc: BaseException) -> _Result:
-        """Outcomes when the store failed, item by item as each rule's ``on_store_error`` says."""
-        self.store_errors += 1
-        if not self._failing:
-            self._failing = True
-            log.warning("ratewarden: the store failed (%s); deciding by on_store_error until it answers", exc)
         if call.op == "reset":
-            return _Result([], exc)
-        local_idx = [i for i, m in enumerate(call.modes) if m == "local"]
-        local: dict[int, Outcome] = {}
-        if local_idx:
-            if self._local is None:  # pragma: no cover - built in __init__ whenever a mode is "local"
-                raise RuntimeError("on_store_error='local' without its in-process store")
-            outs = self._local.apply(call.op, [call.items[i] for i in local_idx])  # type: ignore[arg-type]
-            local = dict(zip(local_idx, outs, strict=True))
-        wait = round(self.policy.settings.store_error_retry_after * US)
-        result: list[Outcome] = []
-        for i, ((_, w, _), mode) in enumerate(zip(call.items, call.modes, strict=True)):
-            if i in local:
-                result.append(local[i])
-            elif mode == "deny" and call.op == "hit":
-                result.append((False, 0, wait, wait, "store_error"))
-            else:
-                result.append((True, w.limit, 0, 0, None))
-        return _Result(result, exc)
+            return _Result([], await self.runner.areset([(k, [w]) for k, w, _ in call.items]))
+        outs = await self.runner.arun(call.op, call.items, call.modes)  # type: ignore[arg-type]
+        return _Result(outs, outs.error if type(outs) is Fallback else None)
 
     def _check_flow(self, ctx: RequestContext, route: _Route, op: str) -> _Flow:
         """Every case (bans, shadow rules, after-response costs); :meth:`_begin` has handled the

@@ -103,7 +103,7 @@ def create_app(
                     "version": __version__,
                     "pid": os.getpid(),
                     "policy": snap.source,
-                    "storage": getattr(snap.engine.store, "kind", "?"),
+                    "storage": snap.engine.store.kind,
                     "rules": sorted(snap.rules),
                     "descriptors": len(snap.index),
                     "reloads": service.reloads,

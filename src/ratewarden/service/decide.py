@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ratewarden.core.algorithms.base import NEVER, Window
+from ratewarden.core.evaluate import Op
 from ratewarden.core.rates import US
-from ratewarden.engine import Engine, Verdict, _Call
+from ratewarden.engine import Engine, Verdict
 from ratewarden.policy.model import Rule
+from ratewarden.runner import failure
 
 __all__ = ["Granted", "decide_many", "key_json", "request_json", "status", "windows_of"]
 
@@ -130,7 +132,7 @@ def _fold(wins: Sequence[Window], outs: Sequence[Any], costs: Sequence[int]) -> 
 
 
 async def decide_many(
-    engine: Engine, asks: Sequence[tuple[Rule, str, int]], op: str = "hit"
+    engine: Engine, asks: Sequence[tuple[Rule, str, int]], op: Op = "hit"
 ) -> tuple[list[Granted], BaseException | None]:
     """Decide every ``(rule, key, cost)`` together, all or nothing, in one store call. Shadow
     rules are decided in a second call of their own and never deny. When one rule denies, the
@@ -151,12 +153,12 @@ async def decide_many(
                 items.append((f"r:{rule.name}:{key}", w, cost))
                 modes.append(rule.on_store_error)
             spans.append((start, len(items)))
-        call = _Call(op, items, modes)
-        res = engine._run(call) if engine._inline else await engine._arun(call)
-        error = error or res.error
-        admitted = all(o[0] for o in res.outs)
+        runner = engine.runner
+        got = runner.run(op, items, modes) if runner.inline else await runner.arun(op, items, modes)
+        error = error or failure(got)
+        admitted = all(o[0] for o in got)
         for (i, (_, _, cost)), (a, b) in zip(group, spans, strict=True):
-            outs = res.outs[a:b]
+            outs = got[a:b]
             if not admitted and op == "hit" and cost:  # nothing was consumed: the admitted windows keep their units
                 outs = [
                     o if not o[0] else (o[0], min(w.limit, o[1] + cost), *o[2:])
@@ -171,10 +173,10 @@ async def status(engine: Engine, rule: Rule, key: str) -> list[dict[str, Any]]:
     """Every window of ``rule`` for ``key`` as it is now (nothing consumed)."""
     wins = windows_of(rule)
     items = [(f"r:{rule.name}:{key}", w, 0) for w in wins]
-    call = _Call("peek", items, [rule.on_store_error] * len(items))
-    res = engine._run(call) if engine._inline else await engine._arun(call)
+    runner, modes = engine.runner, [rule.on_store_error] * len(items)
+    got = runner.run("peek", items, modes) if runner.inline else await runner.arun("peek", items, modes)
     out = []
-    for w, o in zip(wins, res.outs, strict=True):
+    for w, o in zip(wins, got, strict=True):
         out.append(
             {
                 "limit": w.limit,

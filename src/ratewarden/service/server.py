@@ -86,10 +86,10 @@ class ServeOptions:
     admin_token: str | None = None
 
 
-def default_workers(storage_kind: str) -> int:
+def default_workers(shared: bool) -> int:
     """One per core on a shared store (Redis, SQLite), but one for the memory store (its
-    counters are per process)."""
-    if storage_kind == "memory":
+    counters are per process: ``Store.shared`` is False)."""
+    if not shared:
         return 1
     return max(1, min(os.cpu_count() or 1, 8))
 
@@ -148,10 +148,10 @@ def serve(opts: ServeOptions) -> int:
     """Run until stopped. The policy is validated here first: a broken file exits with 2."""
     configure_logging(opts.log_format, opts.log_level)
     service = _service(opts)  # fails fast, with file:line:reason, before any worker starts
-    kind = getattr(service.snapshot.engine.store, "kind", "?")
+    shared = service.snapshot.engine.store.shared
     service.close()
-    workers = opts.workers or default_workers(kind)
-    if workers > 1 and kind == "memory" and not opts.split_memory:
+    workers = opts.workers or default_workers(shared)
+    if workers > 1 and not shared and not opts.split_memory:
         print(
             f"error: {workers} workers on the memory store would each keep their own counters "
             "(limits that many times looser); use Redis or SQLite, one worker, or --split-memory",

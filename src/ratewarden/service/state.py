@@ -11,7 +11,6 @@ counters in the memory store survive a reload.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import threading
@@ -20,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ratewarden.core.algorithms import make_window
-from ratewarden.core.rates import US, Rate
 from ratewarden.dashboard import Dashboard
 from ratewarden.engine import Engine
 from ratewarden.errors import RatewardenError
@@ -36,8 +33,6 @@ __all__ = ["Service", "Snapshot"]
 
 log = logging.getLogger("ratewarden.service")
 
-_HEALTH_WINDOW = make_window("fixed-window", Rate(1, US))
-
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
@@ -47,7 +42,7 @@ class Snapshot:
     reset_names: frozenset[str]  # rules and bans
     index: DescriptorIndex
     source: str
-    inline: bool  # the memory store: decide with a direct call (it never blocks)
+    inline: bool  # a store that never blocks (memory): decide with a direct call
 
 
 class Service:
@@ -128,7 +123,7 @@ class Service:
         rules = {r.name: r for r in policy.rules}
         index = DescriptorIndex(routes) if routes is not None else DescriptorIndex.of_rules(policy.rules)
         names = frozenset(rules)
-        inline = getattr(engine.store, "kind", "") == "memory"
+        inline = engine.runner.inline
         return Snapshot(engine, rules, names, names | {b.name for b in policy.bans}, index, policy.source, inline)
 
     def attach_metrics(self) -> None:
@@ -201,16 +196,8 @@ class Service:
 
     async def healthy(self, timeout: float = 1.0) -> bool:
         """True when the store answers a read (a peek that changes nothing) within ``timeout``."""
-        store = self.snapshot.engine.store
-        item = [("__healthz__", _HEALTH_WINDOW, 0)]
-        try:
-            if hasattr(store, "aapply"):
-                await asyncio.wait_for(store.aapply("peek", item), timeout)
-            elif getattr(store, "kind", "") == "memory":
-                store.apply("peek", item)
-            else:
-                await asyncio.wait_for(asyncio.to_thread(store.apply, "peek", item), timeout)
-        except Exception as exc:
+        exc = await self.snapshot.engine.runner.answers(timeout)
+        if exc is not None:
             log.warning("ratewarden: health check failed: %r", exc)
             return False
         return True
