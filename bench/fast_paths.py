@@ -51,11 +51,11 @@ def measure(name: str, n: int, rounds: int) -> tuple[float, float]:
             for _ in range(rounds):  # interleaved: each round times both
                 t = time.perf_counter()
                 for i in range(n):
-                    hit1("k%d" % (i & 63), w, 1)
+                    hit1(f"k{i & 63}", w, 1)
                 fast = min(fast, time.perf_counter() - t)
                 t = time.perf_counter()
                 for i in range(n):
-                    apply("hit", [("k%d" % (i & 63), w, 1)])
+                    apply("hit", [(f"k{i & 63}", w, 1)])
                 general = min(general, time.perf_counter() - t)
             return fast / n * 1e6, general / n * 1e6
         finally:
