@@ -22,10 +22,10 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 from ratewarden.core.algorithms import ALGORITHMS, Window, make_window
-from ratewarden.core.algorithms.base import Outcome
+from ratewarden.core.algorithms.base import Outcome, tuple_new
 from ratewarden.core.decision import Decision, deciding_index, to_decision
 from ratewarden.core.evaluate import Op
-from ratewarden.core.rates import PERIOD_MAX, US, Rate, parse_rates
+from ratewarden.core.rates import PERIOD_MAX, US, Rate, parse_rates, to_micros
 from ratewarden.errors import ConfigError, StoreError
 from ratewarden.storage import open_store
 from ratewarden.storage.memory import MemoryStore
@@ -216,9 +216,9 @@ class _LimiterBase:
         if local is not None:  # on_store_error == "local"
             return _Fallback(local.apply(op, [(key, w, cost) for w in windows], arg))
         if mode == "deny" and op in ("hit", "acquire"):
-            wait = round(self.deny_retry_after * US)
-            return _Fallback((False, 0, wait, wait, None) for w in windows)
-        return _Fallback((True, w.limit, 0, 0, None) for w in windows)
+            wait = to_micros(self.deny_retry_after)
+            return _Fallback(tuple_new(Outcome, (False, 0, wait, wait, None)) for w in windows)
+        return _Fallback(tuple_new(Outcome, (True, w.limit, 0, 0, None)) for w in windows)
 
     def _recovered(self) -> None:
         self._failing = False
