@@ -22,9 +22,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
-from ratewarden.core.rates import Rate
+from ratewarden.core.rates import LIMIT_MAX, Rate
+from ratewarden.errors import ConfigError
 
-__all__ = ["NEVER", "Outcome", "Window", "ceil_div", "tuple_new"]
+__all__ = ["NEVER", "BurstWindow", "Outcome", "Window", "ceil_div", "tuple_new"]
 
 #: ``retry_us`` of a request that can never pass (its cost is larger than the window).
 NEVER = -1
@@ -97,3 +98,25 @@ class Window:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.rate}>"
+
+
+class BurstWindow(Window):
+    """A window with a ``burst`` (gcra, token-bucket): the largest cost, by default the limit.
+    Their states are times or levels, so a burst other than the limit is part of the state's id."""
+
+    limit_free_state = False
+    __slots__ = ("burst",)
+
+    def __init__(self, rate: Rate, burst: int | None = None) -> None:
+        super().__init__(rate)
+        if burst is None:
+            burst = rate.limit
+        if isinstance(burst, bool) or not isinstance(burst, int) or not 1 <= burst <= LIMIT_MAX:
+            raise ConfigError(f"burst must be an integer from 1 to 10^12, not {burst!r:.60}")
+        self.burst = burst
+        if burst != rate.limit:
+            self.id = f"{self.id}:{burst}"
+
+    @property
+    def capacity(self) -> int:
+        return self.burst

@@ -22,34 +22,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from ratewarden.core.algorithms.base import NEVER, Outcome, Window, ceil_div, tuple_new
-from ratewarden.core.rates import LIMIT_MAX, Rate
-from ratewarden.errors import ConfigError
+from ratewarden.core.algorithms.base import NEVER, BurstWindow, Outcome, ceil_div, tuple_new
+from ratewarden.core.rates import Rate
 
 __all__ = ["GCRA"]
 
 
-class GCRA(Window):
+class GCRA(BurstWindow):
     name = "gcra"
     strict = True
-    limit_free_state = False
-    __slots__ = ("burst", "tau", "unit")
+    __slots__ = ("tau", "unit")
 
     def __init__(self, rate: Rate, burst: int | None = None) -> None:
-        super().__init__(rate)
-        if burst is None:
-            burst = rate.limit
-        if isinstance(burst, bool) or not isinstance(burst, int) or not 1 <= burst <= LIMIT_MAX:
-            raise ConfigError(f"burst must be an integer from 1 to 10^12, not {burst!r:.60}")
-        self.burst = burst
+        super().__init__(rate, burst)
         self.unit = ceil_div(rate.period, rate.limit)  # the emission interval T, rounded up
-        self.tau = burst * self.unit  # a whole number of T: a full burst always fits
-        if burst != rate.limit:
-            self.id = f"{self.id}:{burst}"
-
-    @property
-    def capacity(self) -> int:
-        return self.burst
+        self.tau = self.burst * self.unit  # a whole number of T: a full burst always fits
 
     def decide(self, state: Any, now: int, cost: int) -> Outcome:
         if cost == 1:  # the hot path, in as few steps as it takes

@@ -11,32 +11,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from ratewarden.core.algorithms.base import NEVER, Outcome, Window, _late, ceil_div, tuple_new
-from ratewarden.core.rates import LIMIT_MAX, Rate
-from ratewarden.errors import ConfigError
+from ratewarden.core.algorithms.base import NEVER, BurstWindow, Outcome, _late, ceil_div, tuple_new
+from ratewarden.core.rates import Rate
 
 __all__ = ["TokenBucket"]
 
 
-class TokenBucket(Window):
+class TokenBucket(BurstWindow):
     name = "token-bucket"
-    limit_free_state = False
-    __slots__ = ("burst", "full")
+    __slots__ = ("full",)
 
     def __init__(self, rate: Rate, burst: int | None = None) -> None:
-        super().__init__(rate)
-        if burst is None:
-            burst = rate.limit
-        if isinstance(burst, bool) or not isinstance(burst, int) or not 1 <= burst <= LIMIT_MAX:
-            raise ConfigError(f"burst must be an integer from 1 to 10^12, not {burst!r:.60}")
-        self.burst = burst
-        self.full = burst * rate.period
-        if burst != rate.limit:
-            self.id = f"{self.id}:{burst}"
-
-    @property
-    def capacity(self) -> int:
-        return self.burst
+        super().__init__(rate, burst)
+        self.full = self.burst * rate.period
 
     def decide(self, state: Any, now: int, cost: int) -> Outcome:
         if state is not None and now < state[1]:
