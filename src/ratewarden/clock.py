@@ -19,7 +19,9 @@ US = 1_000_000
 
 
 def to_micros(seconds: float) -> int:
-    """Seconds (int or float) -> the nearest whole microsecond."""
+    """Seconds (int or float) -> the nearest whole microsecond: the one place seconds become
+    microseconds (clocks, durations, the stores' client time, the fail-closed waits). Never
+    truncated: ``int(t * 10**6)`` of a float a hair below a whole microsecond loses it."""
     if isinstance(seconds, int):
         return seconds * US
     return round(seconds * US)
@@ -72,4 +74,4 @@ def micros(clock: Callable[[], float]) -> Callable[[], int]:
     exact = getattr(clock, "micros", None)
     if callable(exact):
         return exact  # type: ignore[no-any-return]
-    return lambda: round(clock() * US)
+    return lambda: to_micros(clock())

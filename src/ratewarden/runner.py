@@ -23,12 +23,12 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, Literal
+from typing import Literal
 
 from ratewarden.core.algorithms import make_window
-from ratewarden.core.algorithms.base import Outcome, Window
+from ratewarden.core.algorithms.base import Outcome, Window, tuple_new
 from ratewarden.core.evaluate import Op
-from ratewarden.core.rates import US, Rate
+from ratewarden.core.rates import US, Rate, to_micros
 from ratewarden.errors import StoreError
 from ratewarden.storage.base import AsyncStore, DirectAsync, Item, Store, as_async
 from ratewarden.storage.memory import MemoryStore
@@ -49,7 +49,7 @@ class Fallback(list[Outcome]):
     error: BaseException
 
 
-class Failed(tuple[bool, int, int, int, Any]):
+class Failed(Outcome):
     """The outcome :meth:`Runner.hit1` makes up when the store failed (its type says so)."""
 
     __slots__ = ()
@@ -110,7 +110,7 @@ class Runner:
         self.inline = type(self.astore) is DirectAsync
         self.mode = mode
         self.local = local
-        self._deny_us = round(deny_retry_after * US)
+        self._deny_us = to_micros(deny_retry_after)
         self.label = label or f"{store.kind}://"
         self.failing = False
         #: failures of the store seen so far (every one, not once per outage)
@@ -122,7 +122,7 @@ class Runner:
         try:
             out = self._hit1(key, window, cost)
         except StoreError as exc:
-            return Failed(self.failed(exc, "hit", [(key, window, cost)])[0])
+            return tuple_new(Failed, self.failed(exc, "hit", [(key, window, cost)])[0])
         if self.failing:
             self.recovered()
         return out
@@ -162,7 +162,7 @@ class Runner:
         try:
             out = await self.astore.ahit1(key, window, cost)
         except StoreError as exc:
-            return Failed(self.failed(exc, "hit", [(key, window, cost)])[0])
+            return tuple_new(Failed, self.failed(exc, "hit", [(key, window, cost)])[0])
         if self.failing:
             self.recovered()
         return out
@@ -240,9 +240,9 @@ class Runner:
             if i in local:
                 result.append(local[i])
             elif deny and mode == "deny":
-                result.append((False, 0, wait, wait, "store_error"))
+                result.append(tuple_new(Outcome, (False, 0, wait, wait, "store_error")))
             else:
-                result.append((True, w.limit, 0, 0, None))
+                result.append(tuple_new(Outcome, (True, w.limit, 0, 0, None)))
         return result
 
     def recovered(self) -> None:

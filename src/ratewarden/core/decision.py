@@ -16,7 +16,7 @@ from typing import NamedTuple
 from ratewarden.core.algorithms.base import NEVER, Outcome, Window
 from ratewarden.core.rates import US, Rate
 
-__all__ = ["Decision", "deciding_index", "to_decision"]
+__all__ = ["Decision", "deciding_index", "retry_after_seconds", "to_decision"]
 
 
 class Decision(NamedTuple):
@@ -50,11 +50,7 @@ class Decision(NamedTuple):
     def retry_after_header(self) -> int | None:
         """``Retry-After`` in whole seconds: ``ceil(retry_after)``, never 0 on a denial; 0 when
         allowed; ``None`` when no wait will ever do (a cost above the limit): send no header."""
-        if self.allowed:
-            return 0
-        if math.isinf(self.retry_after):
-            return None
-        return max(1, math.ceil(self.retry_after))
+        return 0 if self.allowed else retry_after_seconds(self.retry_after)
 
     def __repr__(self) -> str:
         return (
@@ -81,23 +77,34 @@ class Decision(NamedTuple):
 
 
 def deciding_index(outcomes: Sequence[Outcome]) -> int:
-    """Index of the outcome that decides (see the module docstring)."""
+    """Index of the outcome that decides (see the module docstring): the one place this rule is
+    written (the limiter, the engine and the decision service call it)."""
     if len(outcomes) == 2:  # the common multi-window case, unrolled (this runs on every hit)
         a, b = outcomes
-        if a[0]:
-            return 1 if not b[0] or b[1] < a[1] or (b[1] == a[1] and b[2] > a[2]) else 0
-        return 1 if not b[0] and a[3] != NEVER and (b[3] == NEVER or b[3] > a[3]) else 0
+        if a.allowed:
+            br = b.remaining
+            return 1 if not b.allowed or br < a.remaining or (br == a.remaining and b.reset_us > a.reset_us) else 0
+        return 1 if not b.allowed and a.retry_us != NEVER and (b.retry_us == NEVER or b.retry_us > a.retry_us) else 0
     best = 0
     b = outcomes[0]
     i = 0
     for o in outcomes:
-        if b[0]:
-            if not o[0] or o[1] < b[1] or (o[1] == b[1] and o[2] > b[2]):
+        if b.allowed:
+            if not o.allowed or o.remaining < b.remaining or (o.remaining == b.remaining and o.reset_us > b.reset_us):
                 best, b = i, o
-        elif not o[0] and b[3] != NEVER and (o[3] == NEVER or o[3] > b[3]):
+        elif not o.allowed and b.retry_us != NEVER and (o.retry_us == NEVER or o.retry_us > b.retry_us):
             best, b = i, o
         i += 1
     return best
+
+
+def retry_after_seconds(retry_after: float) -> int | None:
+    """``Retry-After`` of a denial in whole seconds: ``ceil(retry_after)``, never 0; ``None`` when
+    no wait will ever do (``inf``: a cost above the limit; or NaN): send no header. The one
+    place this rounding is written (Decision, the HTTP headers and bodies, the decision service)."""
+    if math.isinf(retry_after) or math.isnan(retry_after):
+        return None
+    return max(1, math.ceil(retry_after))
 
 
 def to_decision(window: Window, o: Outcome, key: str, lease: str | None = None) -> Decision:

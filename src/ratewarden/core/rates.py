@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from ratewarden.clock import US, to_micros
 from ratewarden.errors import RateParseError
 
 __all__ = [
@@ -35,9 +36,9 @@ __all__ = [
     "parse_duration",
     "parse_rate",
     "parse_rates",
+    "to_micros",
 ]
 
-US = 1_000_000  # microseconds per second
 
 #: The sizes ratewarden promises to decide exactly in every store: a limit (and a cost that can
 #: pass) up to 10^12 units, a period (and any duration: a ban, a TTL) up to ten years. A larger
@@ -244,7 +245,7 @@ def parse_duration(text: str | int | float) -> int:
             raise RateParseError(f"a duration must be positive, not {_short(text)}")
         if text > PERIOD_MAX / US:  # also inf
             raise RateParseError(f"a duration must be at most 10 years, not {_short(text)} seconds")
-        us = round(text * US)
+        us = to_micros(text)
         if us < 1:
             raise RateParseError(f"a duration must be at least a microsecond, not {_short(text)} seconds")
         return us

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ratewarden.core.algorithms.base import NEVER, Outcome
+from ratewarden.core.decision import deciding_index
 from ratewarden.core.rates import US
 from ratewarden.engine.contract import RequestFacts, Verdict
 from ratewarden.engine.routes import _names, _Plan, _Route, _Routes, _Throttle
@@ -212,10 +213,10 @@ class _Flows(_Routes):
 
         # a ban that holds refuses the request (nothing was consumed: all or nothing)
         for (b, k), o in zip(ban_items, res.outs, strict=False):
-            if not o[0]:
-                if o[4] == "store_error":
+            if not o.allowed:
+                if o.new_state == "store_error":
                     return self._unavailable(ctx)
-                retry = o[3] / US
+                retry = o.retry_us / US
                 if not quiet:
                     self._emit("banned", ctx, b.name, k, retry_after=retry, status=403)
                 assert pending is not None  # a ban matched
@@ -237,7 +238,7 @@ class _Flows(_Routes):
         owners = t.owners
         if t.keys is not None:  # the fast path
             for o in outs:
-                if not o[0]:  # a denial: who owns each item
+                if not o.allowed:  # a denial: who owns each item
                     owners = [(pl.rule, k) for pl, k in zip(route.plans, t.keys, strict=True) for _ in pl.rule.windows]
                     break
             else:
@@ -261,15 +262,15 @@ class _Flows(_Routes):
         res = yield _Call("hit", items, [r.on_store_error for r, _ in owners])
         if res.error is not None:
             return None
-        denied: dict[str, tuple[str, float]] = {}
-        for (r, k), o in zip(owners, res.outs, strict=True):
-            if not o[0]:
-                retry = math.inf if o[3] == NEVER else o[3] / US
-                prev = denied.get(r.name)
-                if prev is None or retry > prev[1]:
-                    denied[r.name] = (k, retry)
-        for name, (k, retry) in denied.items():
-            self._emit("shadow", ctx, name, k, retry_after=retry, status=self.policy.response.status)
+        denied: dict[str, list[int]] = {}  # rule -> its denying items
+        for i, ((r, _), o) in enumerate(zip(owners, res.outs, strict=True)):
+            if not o.allowed:
+                denied.setdefault(r.name, []).append(i)
+        for name, idx in denied.items():
+            i = idx[deciding_index([res.outs[j] for j in idx])]
+            retry_us = res.outs[i].retry_us
+            retry = math.inf if retry_us == NEVER else retry_us / US
+            self._emit("shadow", ctx, name, owners[i][1], retry_after=retry, status=self.policy.response.status)
         return None
 
     def _after_flow(self, pending: _Pending, verdict: Verdict, status: int, headers: Mapping[str, str]) -> _Flow:
@@ -303,7 +304,7 @@ class _Flows(_Routes):
                 self._emit("store_error", pending.ctx, b.name, k, detail=repr(res.error))
                 continue
             o = res.outs[0]
-            if o[0] and o[1] > 0:
+            if o.allowed and o.remaining > 0:
                 continue
             retry = b.ban_for_us / US
             if b.shadow:

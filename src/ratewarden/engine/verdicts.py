@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ratewarden.core.algorithms.base import NEVER, Outcome, Window
+from ratewarden.core.decision import deciding_index, retry_after_seconds
 from ratewarden.core.rates import US
 from ratewarden.engine.contract import RequestFacts, Verdict
 from ratewarden.events import Event, EventBus, EventKind
-from ratewarden.http.headers import PolicyState, rate_limit_headers, retry_after_seconds
+from ratewarden.http.headers import PolicyState, rate_limit_headers
 from ratewarden.http.responses import DenialKind, denial_body
 from ratewarden.policy.keys import RequestContext
 from ratewarden.policy.model import Ban, Policy, Rule
@@ -56,8 +57,8 @@ class _Verdicts:
         numbers: list[int] = []
         # aligned (one outcome per item); a strict= keyword would cost a dict per call
         for (name, limit, secs), o in zip(route.parts, outs):  # noqa: B905
-            left = o[1]
-            full = o[2]
+            left = o.remaining
+            full = o.reset_us
             states.append(new(PolicyState, (name, limit, secs, left, full / US, True, 0.0)))
             numbers.append(left if left > 0 else 0)
             numbers.append(-(-full // US) if full > 0 else 0)
@@ -84,7 +85,7 @@ class _Verdicts:
         ``rate_format``: the ``RateLimit`` value's %-format (two integers per item)."""
         admitted = True
         for o in outs:
-            if not o[0]:
+            if not o.allowed:
                 admitted = False
                 break
         if admitted:  # the common case: every window admits
@@ -93,8 +94,8 @@ class _Verdicts:
             numbers: list[int] = []  # remaining and whole seconds to full, per window
             for name, o, it in zip(names, outs, items, strict=True):
                 w = it[1]
-                left = o[1]
-                full = o[2]
+                left = o.remaining
+                full = o.reset_us
                 states.append(new(PolicyState, (name, w.limit, w.period / US, left, full / US, True, 0.0)))
                 numbers.append(left if left > 0 else 0)
                 numbers.append(-(-full // US) if full > 0 else 0)
@@ -106,24 +107,19 @@ class _Verdicts:
                 pending.charges = charges
             return Verdict(True, 200, headers, None, "application/json", 0.0, None, states, pending)
         states = []
-        deciding: tuple[Rule, str, PolicyState] | None = None
         store_denied = False
-        for (r, k), name, o, item in zip(owners, names, outs, items, strict=True):
+        for name, o, item in zip(names, outs, items, strict=True):
             w = item[1]
-            ok = o[0]
-            remaining = o[1]
+            ok, remaining, reset_us, retry_us, new_state = o
             if ok and item[2]:
                 remaining = min(w.limit, remaining + item[2])  # it was not consumed after all
-            retry = 0.0 if ok else (math.inf if o[3] == NEVER else o[3] / US)
-            st = PolicyState(name, w.limit, w.period / US, remaining, o[2] / US, ok, retry)
-            states.append(st)
-            if not ok:
-                store_denied = store_denied or o[4] == "store_error"
-                if deciding is None or retry > deciding[2].retry_after:
-                    deciding = (r, k, st)
+            retry = 0.0 if ok else (math.inf if retry_us == NEVER else retry_us / US)
+            states.append(PolicyState(name, w.limit, w.period / US, remaining, reset_us / US, ok, retry))
+            store_denied = store_denied or (not ok and new_state == "store_error")
         headers = self._headers(states, policy)
-        assert deciding is not None
-        r, k, st = deciding
+        i = deciding_index(outs)  # a window denies here, so the denying one with the longest wait
+        r, k = owners[i]
+        st = states[i]
         status = self.policy.response.status
         if shadow:
             self._emit("shadow", ctx, r.name, k, retry_after=st.retry_after, status=status)

@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import NamedTuple
 
+from ratewarden.core.decision import retry_after_seconds  # the one Retry-After rounding, re-exported
+
 __all__ = [
     "PolicyState",
     "ceil_time",
@@ -47,13 +49,6 @@ class PolicyState(NamedTuple):
     reset_after: float  # seconds until full again
     allowed: bool = True
     retry_after: float = 0.0
-
-
-def retry_after_seconds(retry_after: float) -> int | None:
-    """``Retry-After`` for a denial: ``ceil`` in whole seconds, at least 1; None if it never passes."""
-    if math.isinf(retry_after) or math.isnan(retry_after):
-        return None
-    return max(1, math.ceil(retry_after))
 
 
 def ceil_time(epoch: float) -> int:

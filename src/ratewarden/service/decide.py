@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ratewarden.core.algorithms.base import NEVER, Window
+from ratewarden.core.algorithms.base import NEVER, Outcome, Window
+from ratewarden.core.decision import deciding_index
 from ratewarden.core.evaluate import Op
 from ratewarden.core.rates import US
 from ratewarden.engine import Engine, Verdict
@@ -117,18 +118,12 @@ class Granted:
     store_error: bool = False
 
 
-def _fold(wins: Sequence[Window], outs: Sequence[Any], costs: Sequence[int]) -> Granted:
-    deciding: tuple[Window, Any, int] | None = None
-    for w, o, c in zip(wins, outs, costs, strict=True):
-        if not o[0]:
-            if deciding is None or deciding[1][0] or o[3] > deciding[1][3] or o[3] == NEVER:
-                deciding = (w, o, c)
-        elif deciding is None or (deciding[1][0] and o[1] < deciding[1][1]):
-            deciding = (w, o, c)
-    assert deciding is not None
-    w, o, _ = deciding
-    retry = 0.0 if o[0] else (math.inf if o[3] == NEVER else o[3] / US)
-    return Granted(o[0], w.limit, max(0, o[1]), o[2] / US, retry, w.period / US, o[4] == "store_error")
+def _fold(wins: Sequence[Window], outs: Sequence[Outcome]) -> Granted:
+    i = deciding_index(outs)
+    w = wins[i]
+    allowed, remaining, reset_us, retry_us, new_state = outs[i]
+    retry = 0.0 if allowed else (math.inf if retry_us == NEVER else retry_us / US)
+    return Granted(allowed, w.limit, max(0, remaining), reset_us / US, retry, w.period / US, new_state == "store_error")
 
 
 async def decide_many(
@@ -156,15 +151,15 @@ async def decide_many(
         runner = engine.runner
         got = runner.run(op, items, modes) if runner.inline else await runner.arun(op, items, modes)
         error = error or failure(got)
-        admitted = all(o[0] for o in got)
+        admitted = all(o.allowed for o in got)
         for (i, (_, _, cost)), (a, b) in zip(group, spans, strict=True):
             outs = got[a:b]
             if not admitted and op == "hit" and cost:  # nothing was consumed: the admitted windows keep their units
                 outs = [
-                    o if not o[0] else (o[0], min(w.limit, o[1] + cost), *o[2:])
+                    o if not o.allowed else o._replace(remaining=min(w.limit, o.remaining + cost))
                     for o, (_, w, _) in zip(outs, items[a:b], strict=True)
                 ]
-            g = _fold([it[1] for it in items[a:b]], outs, [cost] * (b - a))
+            g = _fold([it[1] for it in items[a:b]], outs)
             result[i] = g
     return [g for g in result if g is not None], error
 
@@ -181,9 +176,9 @@ async def status(engine: Engine, rule: Rule, key: str) -> list[dict[str, Any]]:
             {
                 "limit": w.limit,
                 "window": w.period / US,
-                "remaining": max(0, o[1]),
-                "reset_after": round(o[2] / US, 6),
-                "available": bool(o[0]),
+                "remaining": max(0, o.remaining),
+                "reset_after": round(o.reset_us / US, 6),
+                "available": bool(o.allowed),
             }
         )
     return out

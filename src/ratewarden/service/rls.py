@@ -23,6 +23,7 @@ from typing import Any
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
+from ratewarden.core.decision import retry_after_seconds
 from ratewarden.policy.model import Rule
 from ratewarden.service.decide import decide_many
 from ratewarden.service.descriptors import descriptor_key
@@ -113,7 +114,8 @@ class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
                 self.service.record(rule.name, "shadow" if not g.allowed else "allowed")
         if response.overall_code == Code.OVER_LIMIT:
             h = response.response_headers_to_add.add()
-            h.key, h.value = "retry-after", str(max(1, math.ceil(longest)) if not math.isinf(longest) else 315360000)
+            whole = retry_after_seconds(longest)
+            h.key, h.value = "retry-after", str(315360000 if whole is None else whole)
         metrics.observe("grpc", time.perf_counter() - t0)
         return response
 

@@ -30,7 +30,7 @@ log = logging.getLogger("ratewarden")
 def sane(out: Outcome) -> bool:
     """Whether an outcome decided on a stored state is well formed (a garbage state that the
     algorithm happens to accept yields floats or other types here)."""
-    return type(out[1]) is int and type(out[2]) is int and type(out[3]) is int
+    return type(out.remaining) is int and type(out.reset_us) is int and type(out.retry_us) is int
 
 
 class Corrupt:

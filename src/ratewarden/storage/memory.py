@@ -99,9 +99,9 @@ class _Table:
         if state is None:
             return False
         out = self.window.decide(state, now, 0)
-        if out[2] <= 0:
+        if out.reset_us <= 0:
             return False
-        self.file(key, now + out[2], out[1])
+        self.file(key, now + out.reset_us, out.remaining)
         return True
 
 
@@ -186,11 +186,11 @@ class MemoryStore:
             data = table.data
             state = data.get(key)
             out = window.decide(state, now, cost)
-            if out[0] and cost:
+            if out.allowed and cost:
                 if state is None and key not in data:
-                    self._insert(table, key, out[4], out, now)
+                    self._insert(table, key, out.new_state, out, now)
                 else:
-                    data[key] = out[4]
+                    data[key] = out.new_state
             return out
 
     # -- every operation ----------------------------------------------------------------------
@@ -216,19 +216,21 @@ class MemoryStore:
                 if state is None:
                     fresh = True
                 out = w.decide(state, now, cost)
-                if not out[0]:
+                if not out.allowed:
                     ok = False
                 outs.append(out)
                 datas.append(data)
             if ok:
                 if fresh:
-                    changes = [(tables[it[1].id], it[0], o[4], o) for it, o in zip(items, outs, strict=True) if it[2]]
+                    changes = [
+                        (tables[it[1].id], it[0], o.new_state, o) for it, o in zip(items, outs, strict=True) if it[2]
+                    ]
                     self._write_states(changes, now)
                 else:
                     i = 0
                     for key, _, cost in items:
                         if cost:
-                            datas[i][key] = outs[i][4]
+                            datas[i][key] = outs[i].new_state
                         i += 1
             return outs
 
@@ -292,7 +294,7 @@ class MemoryStore:
 
     def _write(self, key: str, tables: Sequence[_Table], outs: Sequence[Outcome], now: int) -> None:
         """Write each admitted state of one key's windows (some of them new)."""
-        self._write_states([(t, key, o[4], o) for t, o in zip(tables, outs, strict=True)], now)
+        self._write_states([(t, key, o.new_state, o) for t, o in zip(tables, outs, strict=True)], now)
 
     def _write_states(self, changes: Sequence[tuple[_Table, str, Any, Outcome]], now: int) -> None:
         """Write states; new entries first, so room made for them never drops one just written.
@@ -301,12 +303,12 @@ class MemoryStore:
         comes due, so a key keeps exactly one wheel entry however often it empties and refills.
         """
         for t, key, st, o in changes:
-            if key not in t.data and st is not None and o[2] > 0:
+            if key not in t.data and st is not None and o.reset_us > 0:
                 self._insert(t, key, st, o, now)
         for t, key, st, o in changes:
             if key in t.data:
-                t.data[key] = st if o[2] > 0 else None
-            elif st is not None and o[2] > 0:  # evicted by an insert above: make room again
+                t.data[key] = st if o.reset_us > 0 else None
+            elif st is not None and o.reset_us > 0:  # evicted by an insert above: make room again
                 self._insert(t, key, st, o, now)
 
     def _expiry_now(self, now: int) -> int:
@@ -333,7 +335,7 @@ class MemoryStore:
         if self._count >= self.max_keys:
             self._evict(now)
         table.data[key] = state
-        table.file(key, now + out[2], out[1])
+        table.file(key, now + out.reset_us, out.remaining)
         self._count += 1
 
     def _sweep(self, now: int) -> int:
@@ -391,12 +393,12 @@ class MemoryStore:
         if state is None:
             return False
         out = table.window.decide(state, now, 0)
-        if out[2] <= 0:
+        if out.reset_us <= 0:
             return False  # expired: evict it
-        remaining = out[1]
+        remaining = out.remaining
         capacity = table.capacity
         true_cls = (capacity - remaining).bit_length() if remaining < capacity else 0
-        if (true_cls, (now + out[2]) >> _SHIFT) <= (cls, b):
+        if (true_cls, (now + out.reset_us) >> _SHIFT) <= (cls, b):
             return False
-        table.file(key, now + out[2], remaining)
+        table.file(key, now + out.reset_us, remaining)
         return True

@@ -395,11 +395,11 @@ class SQLiteStore(Transactions):
                 except Exception as exc:
                     unreadable(k, wid, row[0], exc)
                     out = window.decide(None, now, cost)
-                    if not out[0]:
+                    if not out.allowed:
                         db.execute(_DELETE, (k, wid))
-            if out[0]:
-                if out[2] > 0:
-                    self._put(db, k, window, out[4], now + out[2])
+            if out.allowed:
+                if out.reset_us > 0:
+                    self._put(db, k, window, out.new_state, now + out.reset_us)
                 elif row is not None:
                     db.execute(_DELETE, (k, wid))
                 self._wrote(db, now)
@@ -427,11 +427,11 @@ class SQLiteStore(Transactions):
                         if r is not old:  # an unreadable row, still unreadable: forget it
                             db.execute(_DELETE, (k, wid))
                         continue
-                    if s is None or o[2] <= 0:
+                    if s is None or o.reset_us <= 0:
                         if old is not None:
                             db.execute(_DELETE, (k, wid))
                     else:
-                        self._put(db, k, w, s, now + o[2])
+                        self._put(db, k, w, s, now + o.reset_us)
                     wrote = True
                 if wrote:
                     self._wrote(db, now)

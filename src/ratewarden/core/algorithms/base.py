@@ -1,9 +1,9 @@
 """What every algorithm module provides: a *window*, i.e. one algorithm bound to one rate.
 
 A window is pure: ``decide(state, now, cost)`` is a function of its arguments only (no clock,
-no I/O, no locks) and returns an :data:`Outcome`, a plain tuple for speed on the hot path::
+no I/O, no locks) and returns an :class:`Outcome`, a named tuple read by name::
 
-    (allowed, remaining, reset_us, retry_us, new_state)
+    Outcome(allowed, remaining, reset_us, retry_us, new_state)
 
 * ``allowed``: whether ``cost`` units may pass now;
 * ``remaining``: units left in this window *after* this decision (nothing is consumed on a denial);
@@ -20,16 +20,36 @@ States are immutable (``None``, ints and tuples), so a store may keep the old st
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
-from ratewarden.core.rates import Rate
+from ratewarden.core.rates import LIMIT_MAX, Rate
+from ratewarden.errors import ConfigError
 
-__all__ = ["NEVER", "Outcome", "Window", "ceil_div"]
+__all__ = ["NEVER", "BurstWindow", "Outcome", "Window", "ceil_div", "tuple_new"]
 
 #: ``retry_us`` of a request that can never pass (its cost is larger than the window).
 NEVER = -1
 
-Outcome = tuple[bool, int, int, int, Any]
+
+class Outcome(NamedTuple):
+    """One window's answer (see the module docstring for each field)."""
+
+    allowed: bool
+    remaining: int
+    reset_us: int
+    retry_us: int
+    new_state: Any
+
+
+#: ``tuple_new(Outcome, (allowed, remaining, reset_us, retry_us, new_state))`` builds an
+#: :class:`Outcome` in C: ``Outcome(...)`` runs a Python-level ``__new__`` that costs about as
+#: much again (callgrind), and every decision builds one.
+if TYPE_CHECKING:
+
+    def tuple_new(cls: type[Outcome], values: tuple[bool, int, int, int, Any], /) -> Outcome: ...
+
+else:
+    tuple_new = tuple.__new__
 
 
 def ceil_div(a: int, b: int) -> int:
@@ -41,7 +61,9 @@ def _late(out: Outcome, lag: int) -> Outcome:
     """An outcome decided at a later time than ``now`` (the clock stepped back by ``lag``):
     the waits are measured from the real ``now``, so they grow by ``lag``."""
     allowed, remaining, reset, retry, new = out
-    return allowed, remaining, reset + lag if reset else 0, retry + lag if retry > 0 else retry, new
+    return tuple_new(
+        Outcome, (allowed, remaining, reset + lag if reset else 0, retry + lag if retry > 0 else retry, new)
+    )
 
 
 class Window:
@@ -76,3 +98,25 @@ class Window:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.rate}>"
+
+
+class BurstWindow(Window):
+    """A window with a ``burst`` (gcra, token-bucket): the largest cost, by default the limit.
+    Their states are times or levels, so a burst other than the limit is part of the state's id."""
+
+    limit_free_state = False
+    __slots__ = ("burst",)
+
+    def __init__(self, rate: Rate, burst: int | None = None) -> None:
+        super().__init__(rate)
+        if burst is None:
+            burst = rate.limit
+        if isinstance(burst, bool) or not isinstance(burst, int) or not 1 <= burst <= LIMIT_MAX:
+            raise ConfigError(f"burst must be an integer from 1 to 10^12, not {burst!r:.60}")
+        self.burst = burst
+        if burst != rate.limit:
+            self.id = f"{self.id}:{burst}"
+
+    @property
+    def capacity(self) -> int:
+        return self.burst

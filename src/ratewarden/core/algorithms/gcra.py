@@ -22,52 +22,39 @@ from __future__ import annotations
 
 from typing import Any
 
-from ratewarden.core.algorithms.base import NEVER, Outcome, Window, ceil_div
-from ratewarden.core.rates import LIMIT_MAX, Rate
-from ratewarden.errors import ConfigError
+from ratewarden.core.algorithms.base import NEVER, BurstWindow, Outcome, ceil_div, tuple_new
+from ratewarden.core.rates import Rate
 
 __all__ = ["GCRA"]
 
 
-class GCRA(Window):
+class GCRA(BurstWindow):
     name = "gcra"
     strict = True
-    limit_free_state = False
-    __slots__ = ("burst", "tau", "unit")
+    __slots__ = ("tau", "unit")
 
     def __init__(self, rate: Rate, burst: int | None = None) -> None:
-        super().__init__(rate)
-        if burst is None:
-            burst = rate.limit
-        if isinstance(burst, bool) or not isinstance(burst, int) or not 1 <= burst <= LIMIT_MAX:
-            raise ConfigError(f"burst must be an integer from 1 to 10^12, not {burst!r:.60}")
-        self.burst = burst
+        super().__init__(rate, burst)
         self.unit = ceil_div(rate.period, rate.limit)  # the emission interval T, rounded up
-        self.tau = burst * self.unit  # a whole number of T: a full burst always fits
-        if burst != rate.limit:
-            self.id = f"{self.id}:{burst}"
-
-    @property
-    def capacity(self) -> int:
-        return self.burst
+        self.tau = self.burst * self.unit  # a whole number of T: a full burst always fits
 
     def decide(self, state: Any, now: int, cost: int) -> Outcome:
         if cost == 1:  # the hot path, in as few steps as it takes
             unit = self.unit
             ahead = (state - now if state is not None and state > now else 0) + unit  # new TAT - now
             if ahead <= self.tau:
-                return True, (self.tau - ahead) // unit, ahead, 0, now + ahead
-            return False, (self.tau - ahead) // unit + 1, ahead - unit, ahead - self.tau, state
+                return tuple_new(Outcome, (True, (self.tau - ahead) // unit, ahead, 0, now + ahead))
+            return tuple_new(Outcome, (False, (self.tau - ahead) // unit + 1, ahead - unit, ahead - self.tau, state))
         tat = state if state is not None and state > now else now
         unit, tau = self.unit, self.tau
         if cost > self.burst:
-            return False, (tau - tat + now) // unit, tat - now, NEVER, state
+            return tuple_new(Outcome, (False, (tau - tat + now) // unit, tat - now, NEVER, state))
         new_tat = tat + (cost or 1) * unit
         if new_tat - now <= tau:
             if cost == 0:
-                return True, (tau - tat + now) // unit, tat - now, 0, state
-            return True, (tau - new_tat + now) // unit, new_tat - now, 0, new_tat
-        return False, (tau - tat + now) // unit, tat - now, new_tat - now - tau, state
+                return tuple_new(Outcome, (True, (tau - tat + now) // unit, tat - now, 0, state))
+            return tuple_new(Outcome, (True, (tau - new_tat + now) // unit, new_tat - now, 0, new_tat))
+        return tuple_new(Outcome, (False, (tau - tat + now) // unit, tat - now, new_tat - now - tau, state))
 
     def charge(self, state: Any, now: int, cost: int) -> Any:
         tat = state if state is not None and state > now else now

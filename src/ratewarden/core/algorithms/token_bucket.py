@@ -11,32 +11,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from ratewarden.core.algorithms.base import NEVER, Outcome, Window, _late, ceil_div
-from ratewarden.core.rates import LIMIT_MAX, Rate
-from ratewarden.errors import ConfigError
+from ratewarden.core.algorithms.base import NEVER, BurstWindow, Outcome, _late, ceil_div, tuple_new
+from ratewarden.core.rates import Rate
 
 __all__ = ["TokenBucket"]
 
 
-class TokenBucket(Window):
+class TokenBucket(BurstWindow):
     name = "token-bucket"
-    limit_free_state = False
-    __slots__ = ("burst", "full")
+    __slots__ = ("full",)
 
     def __init__(self, rate: Rate, burst: int | None = None) -> None:
-        super().__init__(rate)
-        if burst is None:
-            burst = rate.limit
-        if isinstance(burst, bool) or not isinstance(burst, int) or not 1 <= burst <= LIMIT_MAX:
-            raise ConfigError(f"burst must be an integer from 1 to 10^12, not {burst!r:.60}")
-        self.burst = burst
-        self.full = burst * rate.period
-        if burst != rate.limit:
-            self.id = f"{self.id}:{burst}"
-
-    @property
-    def capacity(self) -> int:
-        return self.burst
+        super().__init__(rate, burst)
+        self.full = self.burst * rate.period
 
     def decide(self, state: Any, now: int, cost: int) -> Outcome:
         if state is not None and now < state[1]:
@@ -46,13 +33,15 @@ class TokenBucket(Window):
         p, limit, full = self.period, self.limit, self.full
         level = self._level(state, now)
         if cost > self.burst:
-            return False, level // p, ceil_div(full - level, limit), NEVER, state
+            return tuple_new(Outcome, (False, level // p, ceil_div(full - level, limit), NEVER, state))
         need = (cost or 1) * p
         if level >= need:
             level -= cost * p
             new = (level, now) if cost else state
-            return True, level // p, ceil_div(full - level, limit), 0, new
-        return False, level // p, ceil_div(full - level, limit), ceil_div(need - level, limit), state
+            return tuple_new(Outcome, (True, level // p, ceil_div(full - level, limit), 0, new))
+        return tuple_new(
+            Outcome, (False, level // p, ceil_div(full - level, limit), ceil_div(need - level, limit), state)
+        )
 
     def charge(self, state: Any, now: int, cost: int) -> Any:
         last = now if state is None or now > state[1] else state[1]

@@ -31,8 +31,9 @@ import psycopg
 import psycopg_pool
 from psycopg import errors as pg_errors
 
+from ratewarden.clock import to_micros
 from ratewarden.core.algorithms import Concurrency, Quota
-from ratewarden.core.algorithms.base import Outcome, Window
+from ratewarden.core.algorithms.base import Outcome, Window, tuple_new
 from ratewarden.core.evaluate import Op
 from ratewarden.errors import ConfigError, StoreError
 from ratewarden.storage.base import Item
@@ -120,9 +121,9 @@ class PostgresStore:
     def _now(self) -> tuple[int | None, int]:
         """(the time sent to the database: None = its own clock, the client's now in µs)."""
         if self._test_now is not None:
-            now = int(self._test_now() * 1_000_000 + 0.5)
+            now = to_micros(self._test_now())
             return now, now
-        return None, int(self._clock() * 1_000_000)
+        return None, to_micros(self._clock())
 
     def _sweep(self) -> int:
         if self._sweep_interval <= 0:
@@ -225,7 +226,7 @@ class PostgresStore:
         r = self._call(*self._one(self._req1(key, window, cost), sweep))
         self._swept(r, 1, sweep)
         try:
-            return (r[0] == 1, r[1], r[2], r[3], None)
+            return tuple_new(Outcome, (r[0] == 1, r[1], r[2], r[3], None))
         except (TypeError, IndexError):
             return parse(r, 1)[0]  # raises with the reply in the message
 

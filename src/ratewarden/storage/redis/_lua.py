@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any
 
+from ratewarden.clock import to_micros
 from ratewarden.core.algorithms import (
     GCRA,
     Concurrency,
@@ -25,7 +26,7 @@ from ratewarden.core.algorithms import (
     TokenBucket,
     Window,
 )
-from ratewarden.core.algorithms.base import Outcome
+from ratewarden.core.algorithms.base import Outcome, tuple_new
 from ratewarden.core.algorithms.sliding_log import Log
 from ratewarden.core.evaluate import Op
 from ratewarden.errors import ConfigError, StoreError
@@ -207,7 +208,7 @@ class Codec:
         if arg and (arg.split() != [arg] or arg == "-"):
             raise ConfigError(f"a lease id must be a non-empty word without whitespace, not {arg!r}")
         test_now = self.now_us() if self.now_us is not None else None
-        client_now = test_now if test_now is not None else int(self.clock() * 1_000_000)
+        client_now = test_now if test_now is not None else to_micros(self.clock())
         keys: list[str] = []
         args: list[Any] = ["" if test_now is None else test_now, 0 if test_now is None else 3_600_000]
         args += (1, op, arg, len(items))
@@ -251,7 +252,10 @@ class Codec:
         """The script's flat reply -> one Outcome per item (``new_state`` is not sent back: None)."""
         if not isinstance(reply, list) or len(reply) != 4 * n:
             raise StoreError(f"unexpected reply from the ratewarden script: {reply!r:.200}")
-        return [(reply[i] == 1, reply[i + 1], reply[i + 2], reply[i + 3], None) for i in range(0, 4 * n, 4)]
+        return [
+            tuple_new(Outcome, (reply[i] == 1, reply[i + 1], reply[i + 2], reply[i + 3], None))
+            for i in range(0, 4 * n, 4)
+        ]
 
 
 def log_key(state_key: str) -> str:
