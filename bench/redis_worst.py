@@ -115,18 +115,45 @@ def main() -> None:
             )
         )
 
-        conc = make_window("concurrency", Rate(10**6, 3600 * US))
-        for i in range(2_000):
-            store.apply("acquire", [("c", conc, 1)], f"l{i}")
-        rows.append(
-            (
-                "concurrency, 2,000 leases held, acquire",
-                measured(r, lambda: [store.apply("acquire", [("c", conc, 1)], f"m{i}") for i in range(50)]),
-            )
-        )
+        # concurrency: n leases held (acquired one by one; then 50 acquires, 50 denied acquires
+        # at the limit, 50 releases, and n leases expiring at once but one)
+        for n in (200, 2_000, 20_000):
+            conc = make_window("concurrency", Rate(n + 50, 3600 * US))
+            ck = f"c{n}"
+            for i in range(n):
+                clock.set((START + i) / US)
+                store.apply("acquire", [(ck, conc, 1)], f"l{i}")
+            clock.set((START + n) / US)
+
+            def acquire(ck: str = ck, conc: Any = conc) -> None:
+                for i in range(50):
+                    store.apply("acquire", [(ck, conc, 1)], f"m{i}")
+
+            def denied(ck: str = ck, conc: Any = conc) -> None:
+                for i in range(50):
+                    store.apply("acquire", [(ck, conc, 1)], f"d{i}")
+
+            def release(ck: str = ck, conc: Any = conc) -> None:
+                for i in range(50):
+                    store.apply("release", [(ck, conc, 0)], f"m{i}")
+
+            rows.append((f"concurrency, {n:,} leases held, acquire", measured(r, acquire)))
+            rows.append((f"concurrency, {n:,} leases held, denied acquire (retry_after)", measured(r, denied)))
+            rows.append((f"concurrency, {n:,} leases held, release", measured(r, release)))
+            clock.set((START + n + 100) / US)
+            store.apply("acquire", [(ck, conc, 1)], "late")
+
+            def expire(ck: str = ck, conc: Any = conc, n: int = n) -> None:
+                clock.set((START + 3600 * US + n) / US)  # all but "late" have expired
+                store.apply("acquire", [(ck, conc, 1)], "after")
+
+            rows.append((f"concurrency, {n:,} leases expire at once (one call removes them)", measured(r, expire)))
+
+        quota = make_window("quota", Rate(10**9, 86_400 * US))
+        rows.append(("quota, one hit", measured(r, lambda: [store.hit1("q", quota, 1) for _ in range(200)])))
 
         ws = [make_window("gcra", Rate(1000, i * US)) for i in range(1, 71)]
-        for calls in (8, 32, 128):
+        for calls in (3, 8, 32, 128):  # 3 x 70 = 210 keys: the widest merge the 256-key cap sends
 
             def merged(calls: int = calls) -> None:
                 packed = [store.codec.pack("hit", [(f"m{i}", w, 1) for w in ws]) for i in range(calls)]

@@ -2,7 +2,7 @@
 
 ``open_redis(url, **options)`` is what :func:`ratewarden.storage.open_store` calls. Options,
 as keywords or in the URL's query string (the URL wins): ``key_prefix`` (default ``"rw:"``),
-``timeout`` (seconds, socket and connect, default 0.05), ``breaker`` (seconds to fail fast
+``timeout`` (seconds, socket and connect, default 0.25), ``breaker`` (seconds to fail fast
 after a connection failure, default 0.5; 0 disables), ``max_key_length`` (longer keys are
 hashed, default 200), ``denial_cache`` (how many denied requests are answered in process until
 their retry_after, without a round trip; default 0: off, see docs/redis.md). Every other

@@ -102,7 +102,9 @@ class Batcher:
         """One write of ``calls`` (EVALSHA each) on one pooled connection; a reply or error each."""
         conn = await self.pool.get_connection()
         try:
-            await conn.send_packed_command([b"".join(resp_evalsha(k, a) for k, a in calls)], check_health=False)
+            # check_health: a connection idle for a while is PINGed first, and the PING (never the
+            # script) retried once on a fresh connection (RedisStore's options)
+            await conn.send_packed_command([b"".join(resp_evalsha(k, a) for k, a in calls)])
             results: list[Any] = []
             for _ in calls:
                 try:

@@ -189,6 +189,8 @@ class Codec:
     def state_keys(self, key: str, w: Window) -> list[str]:
         """Every Redis key a window of ``key`` uses (a sliding log has its sorted set too)."""
         k = self.state_key(key, w)
+        if isinstance(w, Concurrency):
+            return [k, k + ":z", k + ":h"]
         return [k, log_key(k)] if isinstance(w, SlidingLog) else [k]
 
     def pattern(self, key: str) -> str:
@@ -267,7 +269,8 @@ def decode_state(w: Window, raw: bytes | str | None, log: Sequence[bytes | str] 
     """A stored state string -> the value the Python core uses (for tests and inspection).
 
     A sliding-log state is its header ``"L total last base skip"`` plus ``log``, the members of its
-    sorted set in order (``ZRANGE key:log 0 -1``): :func:`read_state` fetches both."""
+    sorted set in order (``ZRANGE key:log 0 -1``); a concurrency state ``"Z"`` is its sorted set's
+    ``(member, score)`` pairs (``ZRANGE key:z 0 -1 WITHSCORES``): :func:`read_state` fetches them."""
     if raw is None:
         return None
     text = raw.decode() if isinstance(raw, bytes) else raw
@@ -284,6 +287,13 @@ def decode_state(w: Window, raw: bytes | str | None, log: Sequence[bytes | str] 
     parts = text.split()
     if isinstance(w, GCRA):
         return int(parts[0])
+    if isinstance(w, Concurrency) and text == "Z":  # log: ZRANGE key:z 0 -1 WITHSCORES
+        held = []
+        pairs: Sequence[Any] = log
+        for m, score in pairs:
+            lease, cost, _ = (m.decode() if isinstance(m, bytes) else m).split()
+            held.append((int(score), "" if lease == "-" else lease, int(cost)))
+        return tuple(sorted(held)) or None
     if isinstance(w, Concurrency):
         leases = [
             (int(parts[i]), "" if parts[i + 1] == "-" else parts[i + 1], int(parts[i + 2]))
@@ -305,5 +315,9 @@ def read_state(client: Any, codec: Codec, key: str, w: Window) -> Any:
     and inspection; not atomic)."""
     k = codec.state_key(key, w)
     raw = client.get(k)
-    log = client.zrange(log_key(k), 0, -1) if isinstance(w, SlidingLog) and raw is not None else []
+    log: Any = []
+    if isinstance(w, SlidingLog) and raw is not None:
+        log = client.zrange(log_key(k), 0, -1)
+    elif isinstance(w, Concurrency) and raw is not None:
+        log = client.zrange(k + ":z", 0, -1, withscores=True)
     return decode_state(w, raw, log)

@@ -9,7 +9,8 @@ Invariants kept here:
 * **Server time.** The script reads Redis ``TIME``; the client clock is used only to send the
   quota's calendar bounds. ``_test_now`` (tests only) replaces ``TIME`` by an injected clock.
 * **Defined failure.** Every redis-py error becomes :class:`StoreError`. Socket and connect
-  timeouts default to 50 ms and redis-py's own retries are off. After a connection failure a
+  timeouts default to 250 ms (50 ms failed 1% of calls under load: docs/redis.md) and
+  redis-py retries nothing but a health-check PING. After a connection failure a
   circuit breaker fails fast for ``breaker`` seconds (default 0.5), then the next call tries
   Redis again, so a dead server costs one timeout per ``breaker`` interval, not per request.
 * **Async calls share round trips** (``_batch.py``): while one round trip is in flight on an
@@ -28,9 +29,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
+from redis.maint_notifications import MaintNotificationsConfig
 from redis.retry import Retry
 
 from ratewarden.clock import micros
@@ -49,6 +53,8 @@ _OPS = frozenset({"hit", "peek", "charge", "acquire", "release"})
 _ERRORS = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
 _HEAD = 6  # ARGV fields before the items of a one-request call: now, slack, 1, op, lease, count
 _FIELDS = 2  # ARGV fields per item
+#: seconds a pooled connection may stay idle before it is checked with a PING (see __init__)
+HEALTH_CHECK = 1.0
 
 #: (sync: bool, options) -> a redis-py client (sync or asyncio)
 ClientFactory = Callable[[bool, dict[str, Any]], Any]
@@ -102,7 +108,7 @@ class RedisStore:
         *,
         cluster: bool = False,
         key_prefix: str = "rw:",
-        timeout: float = 0.05,
+        timeout: float = 0.25,
         breaker: float = 0.5,
         max_key_length: int = 200,
         clock: Callable[[], float] | None = None,
@@ -123,6 +129,24 @@ class RedisStore:
             "socket_connect_timeout": timeout,
             "retry": Retry(NoBackoff(), 0),
         }
+        if not cluster:
+            # A pooled connection idle for HEALTH_CHECK seconds is checked with a PING before the
+            # script is sent (redis-py's health check); a PING that fails with a ConnectionError
+            # (a socket that died with a restarted server) is retried once on a fresh connection
+            # (redis-py's Retry). Only the PING is retried, never the script: the store sends it
+            # on the raw connection itself, so a script whose effect may have applied (a timeout
+            # or a closed connection after the write) is never sent twice.
+            # And redis-py 8's maintenance notifications (on "auto" by default, for Redis
+            # Enterprise's RESP3 push messages) turn off the pool's check at checkout that a
+            # pooled socket has not been closed by the server: turn them off, so a connection
+            # whose server went away is replaced before anything is sent on it.
+            self._options["health_check_interval"] = HEALTH_CHECK
+            self._options["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
+        #: the asyncio clients' options: the same, with redis.asyncio's Retry (it awaits the PING)
+        self._aoptions = dict(self._options)
+        if not cluster:
+            self._aoptions["retry"] = AsyncRetry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+            self._options["retry"] = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
         self._breaker = _Breaker(breaker)
         self._lock = threading.Lock()
         self._client: Any = None
@@ -199,7 +223,7 @@ class RedisStore:
             # standalone and Sentinel: what execute_command does, minus the generic packer
             conn = pool.get_connection()
             try:
-                conn.send_packed_command([resp_evalsha(keys, args)], check_health=False)
+                conn.send_packed_command([resp_evalsha(keys, args)])  # PING first if idle (see __init__)
                 try:
                     return conn.read_response()
                 except NoScriptError:
@@ -298,7 +322,7 @@ class RedisStore:
         loop = asyncio.get_running_loop()
         b = self._batcher
         if b is None or b.loop is not loop:
-            b = self._batcher = Batcher(self._factory(False, self._options), loop)
+            b = self._batcher = Batcher(self._factory(False, self._aoptions), loop)
         return b
 
     async def _aeval_calls(self, calls: list[_Call]) -> list[Any]:
