@@ -30,6 +30,12 @@ _CACHE_MAX = 512
 
 
 def _latin1(pairs: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    if type(pairs) is list and len(pairs) == 2:  # the usual verdict: the two draft fields, in this order
+        (n1, v1), (n2, v2) = pairs
+        if n1 == "RateLimit-Policy" and n2 == "RateLimit":
+            policy = _POLICIES.get(v1)
+            if policy is not None:
+                return [(b"ratelimit-policy", policy), (b"ratelimit", v2.encode("latin-1", "replace"))]
     out: list[tuple[bytes, bytes]] = []
     for n, v in pairs:
         name = _NAMES.get(n)
