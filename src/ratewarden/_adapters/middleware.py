@@ -116,7 +116,9 @@ class RateLimitMiddleware:
         self.user_attrs = tuple(user_attrs)
         #: an Engine on a store whose calls never block (memory): its ``acheck`` runs ``check``
         #: (the same code, the same result), so the HTTP path calls ``check`` (a coroutine less)
-        self._sync = type(self.engine) is Engine and bool(getattr(self.engine, "_inline", False))
+        #: (held as that very engine: one replaced later is called through ``acheck``)
+        inline = type(self.engine) is Engine and bool(getattr(self.engine, "_inline", False))
+        self._sync: Engine | None = self.engine if inline else None
 
     # -- facts --------------------------------------------------------------------------------
 
@@ -145,7 +147,7 @@ class RateLimitMiddleware:
             return
         if engine.needs_body(facts):
             receive = await _read_body(facts, receive, engine.body_limit)
-        verdict = engine.check(facts) if self._sync else await engine.acheck(facts)
+        verdict = engine.check(facts) if engine is self._sync else await engine.acheck(facts)
         if not verdict.allowed:
             await _send_denial(send, verdict)
             await self._after(facts, verdict, verdict.status, join_headers(verdict.headers))
