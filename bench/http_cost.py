@@ -11,6 +11,11 @@ machine. ``--measure`` does the subtraction itself for every configuration given
 
     python bench/http_cost.py --measure starlette-bare,starlette-ratewarden --n 300
 
+``piece:NAME`` runs one part of the ASGI middleware's request alone (``piece:noop`` is the
+loop's own cost; the names are in :func:`pieces`)::
+
+    python bench/http_cost.py --measure piece:noop,piece:facts,piece:check,piece:store --n 1000
+
 CONFIG: ``starlette-bare``, ``starlette-noop-mw``, ``starlette-ratewarden``, ``flask-bare``,
 ``flask-ratewarden`` (the extension), ``flask-ratewarden-wsgi``, ``asgi-bare`` (a 10-line ASGI
 app, no framework) and ``asgi-ratewarden`` (that app inside ``RateLimitMiddleware``).
@@ -99,7 +104,49 @@ def build(config: str) -> tuple[str, Any]:
     return "wsgi", apps.make_flask()
 
 
+def pieces() -> dict[str, Any]:
+    """The parts of the ASGI middleware's request, each callable alone (``piece:NAME``): the
+    bench's policy, an admitted request; ``piece:noop`` is the loop's own cost."""
+    sys.path.insert(0, str(APPS))
+    import apps
+
+    from ratewarden._adapters.middleware import _latin1, _with_headers
+    from ratewarden.asgi import RateLimitMiddleware, scope_facts
+    from ratewarden.engine.flows import _Call
+    from ratewarden.policy.keys import RequestContext
+
+    e = RateLimitMiddleware(_plain, policy=apps.POLICY).engine
+    facts = scope_facts(dict(SCOPE), None)
+    ctx = RequestContext(facts, e.policy, e._clock)
+    route = e._route(ctx)
+    t = e._fast(ctx, route, "hit")
+    assert t is not None
+    res = e._run(_Call("hit", t.items, t.modes))
+    verdict = e.check(facts)
+    extra = _latin1(verdict.headers)
+    return {
+        "noop": lambda: None,
+        "facts": lambda: scope_facts(dict(SCOPE), None),
+        "context": lambda: RequestContext(facts, e.policy, e._clock),
+        "context+route": lambda: e._route(RequestContext(facts, e.policy, e._clock)),
+        "context+keys": lambda: e._fast(RequestContext(facts, e.policy, e._clock), route, "hit"),
+        "store-call": lambda: e._run(_Call("hit", t.items, t.modes)),
+        "store": lambda: e.store.apply("hit", t.items),
+        "verdict": lambda: e._throttled(ctx, route, t, res, "hit"),
+        "admitted": lambda: e._admitted(route, route.policy, res.outs),  # type: ignore[arg-type]
+        "check": lambda: e.check(facts),
+        "exempt+needs_body": lambda: (e.exempt(facts), e.needs_body(facts)),
+        "header-bytes": lambda: _latin1(verdict.headers),
+        "with-headers": lambda: _with_headers([(b"content-type", b"text/plain")], extra, verdict.headers),
+    }
+
+
 def run(config: str, n: int) -> None:
+    if config.startswith("piece:"):
+        fn = pieces()[config[6:]]
+        for _ in range(200 + n):
+            fn()
+        return
     kind, app = build(config)
 
     async def receive() -> dict[str, object]:
@@ -147,7 +194,7 @@ def instructions(config: str, n: int, python: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("config", nargs="?", choices=CONFIGS)
+    ap.add_argument("config", nargs="?", help=f"one of {', '.join(CONFIGS)}, or piece:NAME")
     ap.add_argument("count", nargs="?", type=int, default=1000)
     ap.add_argument("--measure", default="", help="comma-separated configurations: instructions per request")
     ap.add_argument("--n", type=int, default=300, help="N of the N / 11N pair")

@@ -28,16 +28,21 @@ def environ_headers(environ: Mapping[str, Any]) -> dict[str, str]:
     """Lower-case header names; two environ keys naming one header (``HTTP_CONTENT_TYPE`` and
     ``CONTENT_TYPE``) are joined as :func:`~ratewarden._adapters.join_headers` joins repeats."""
     out: dict[str, str] = {}
+    names = _HEADER_NAMES
     for name, value in environ.items():
-        if name.startswith("HTTP_"):
-            key = _HEADER_NAMES.get(name)
-            if key is None:
-                key = name[5:].replace("_", "-").lower()
-                if len(_HEADER_NAMES) < 512:
-                    _HEADER_NAMES[name] = key
-        elif name in _UNPREFIXED and value:
-            key = _UNPREFIXED[name].lower()
-        else:
+        key = names.get(name)  # one look-up per environ key, header or not (the same keys every time)
+        if key is None:
+            if name in _UNPREFIXED:  # never cached: counted only when not empty
+                if not value:
+                    continue
+                key = _UNPREFIXED[name]
+            else:
+                key = name[5:].replace("_", "-").lower() if name.startswith("HTTP_") else _SKIP
+                if len(names) < 512:
+                    names[name] = key
+                if key is _SKIP:
+                    continue
+        elif key is _SKIP:
             continue
         v = value if type(value) is str else str(value)
         if key in out:
@@ -47,8 +52,10 @@ def environ_headers(environ: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-#: ``HTTP_X_CLIENT_ID`` -> ``x-client-id`` (the same few names on every request; bounded)
+#: ``HTTP_X_CLIENT_ID`` -> ``x-client-id``, and ``_SKIP`` for an environ key that names no
+#: header (``wsgi.input``, ``REQUEST_METHOD``...): the same few keys on every request; bounded
 _HEADER_NAMES: dict[str, str] = {}
+_SKIP = "\0not a header"  # compared by identity: no computed name is this very object
 
 
 def environ_facts(

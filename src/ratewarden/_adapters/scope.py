@@ -18,13 +18,26 @@ Scope = MutableMapping[str, Any]
 _LIST_HEADERS = {"x-forwarded-for": ", ", "forwarded": ", ", "cookie": "; "}
 
 
+#: decoded, lower-cased header names (the same few on every request; bounded)
+_NAMES: dict[bytes, str] = {}
+_NAMES_MAX = 512
+
+
 def request_headers(raw: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
     """Request headers as the app's framework hands them to the handler: lower-cased names and,
     for a header sent on several lines, the *first* line (Starlette's ``request.headers[name]``,
     which FastAPI's ``Header()`` parameters read too), so a second ``X-Api-Key`` or
     ``Authorization`` line can neither mint a key nor hide the one the app acts on. The list
     headers (``X-Forwarded-For``, ``Forwarded``, ``Cookie``) keep every line, joined."""
-    out = {n.decode("latin-1").lower(): v.decode("latin-1") for n, v in raw}
+    out: dict[str, str] = {}
+    names = _NAMES
+    for n, v in raw:
+        key = names.get(n) if type(n) is bytes else None  # a bytearray is not hashable
+        if key is None:
+            key = bytes(n).decode("latin-1").lower()
+            if type(n) is bytes and len(names) < _NAMES_MAX:
+                names[n] = key
+        out[key] = v.decode("latin-1")
     if len(out) == len(raw):  # the usual case: no repeated header
         return out
     out = {}
@@ -74,7 +87,7 @@ def scope_facts(scope: Scope, user: object, user_attrs: Iterable[str] = USER_ATT
     scheme = scope.get("scheme")
     return RequestFacts(  # positional: the keyword form of a dataclass __init__ costs twice as much
         method.upper() if type(method) is str and method else str(method or "GET").upper(),
-        scope_path(scope),
+        path if type(path := scope.get("path")) is str and path.isascii() else scope_path(scope),
         str(client[0]) if client else None,
         headers,
         bytes(query).decode("latin-1") if query else "",

@@ -28,10 +28,15 @@ class _Plan:
     ip_key: bool  # key is plain "ip" (the fast path)
     cost: int | None  # the constant cost, None when it comes from a header
     simple: bool  # no tiers, a cost known before the response, not shadow: items straight from the plan
+    #: the header a key of one ``header:NAME`` part reads: when the request lacks it, the key is
+    #: missing without building it (the fast path goes straight to the fallback)
+    probe: str | None = None
+    fallback_ip: bool = False  # the fallback is plain "ip"
 
     @classmethod
     def of(cls, r: Rule) -> _Plan:
         constant = r.cost.source == "constant"
+        parts = r.key.parts
         return cls(
             r,
             f"r:{r.name}:",
@@ -39,6 +44,8 @@ class _Plan:
             r.key.text == "ip",
             r.cost.value if constant else None,
             constant and r.tiers is None and not r.shadow,
+            parts[0].name if len(parts) == 1 and parts[0].kind == "header" else None,
+            r.fallback is not None and r.fallback.text == "ip",
         )
 
 
@@ -252,6 +259,22 @@ class _Routes(_Verdicts):
             return v
         return None
 
+    #: the ``"ip"`` key of a socket peer's text, when no proxy is trusted (then it depends on the
+    #: peer alone): one dictionary look-up instead of :meth:`RequestContext.ip_key`'s three
+    #: cached calls; bounded like the route cache (per engine: made on the first miss)
+    _peer_keys: dict[str | None, str] = {}  # noqa: RUF012  # the shared empty default, never filled
+
+    def _ip_key(self, ctx: RequestContext) -> str:
+        k = ctx.ip_key()
+        if not self.policy.settings.trusted_proxies:
+            peer = ctx.facts.client_ip
+            if type(peer) is str or peer is None:
+                cache = self.__dict__.get("_peer_keys")
+                if cache is None or len(cache) >= ROUTE_CACHE_SIZE:
+                    cache = self._peer_keys = {}
+                cache[peer] = k
+        return k
+
     def _fast(self, ctx: RequestContext, route: _Route, op: str) -> _Throttle | None:
         """:meth:`_throttle` of a fast route (every plan simple, no bans) when every plan has its
         key: only the store items are built per request; the names and modes come from the
@@ -260,15 +283,29 @@ class _Routes(_Verdicts):
         items: list[Item] = []
         keys: list[str] = []
         peek = op == "peek"
+        facts = ctx.facts
+        headers = facts.headers
+        ip: str | None = None  # the "ip" key, worked out once for every plan that uses it
         for plan in route.plans:
-            r = plan.rule
-            k = ctx.ip_key() if plan.ip_key else ctx.key_or_fallback(r.key, r.fallback)
-            if k is None:
-                return None
+            if plan.ip_key:
+                k = ip = ip or self._peer_keys.get(facts.client_ip) or self._ip_key(ctx)
+            elif plan.probe is not None and not headers.get(plan.probe):  # the key's header is absent
+                if plan.fallback_ip:
+                    k = ip = ip or self._peer_keys.get(facts.client_ip) or self._ip_key(ctx)
+                elif plan.rule.fallback is None:
+                    return None
+                else:
+                    k = ctx.key(plan.rule.fallback)  # type: ignore[assignment]
+                    if k is None:
+                        return None
+            else:
+                k = ctx.key_or_fallback(plan.rule.key, plan.rule.fallback)  # type: ignore[assignment]
+                if k is None:
+                    return None
             keys.append(k)
             skey = plan.prefix + k
             cost = 0 if peek else plan.cost
-            for w in r.windows:
+            for w in plan.rule.windows:
                 items.append((skey, w, cost))  # type: ignore[arg-type]  # a simple plan's cost is constant
         t = _Throttle()
         t.items = items

@@ -185,6 +185,9 @@ def _scalar(v: Any) -> str | None:
     return None
 
 
+_UNSET: Any = object()
+
+
 class RequestContext:
     """The facts of one request with everything derived from them computed at most once."""
 
@@ -204,22 +207,22 @@ class RequestContext:
         "policy",
     )
 
-    _UNSET: Any = object()
+    _UNSET: Any = _UNSET
 
     def __init__(self, facts: Any, policy: Policy, clock: Callable[[], float]) -> None:
         self.facts = facts
         self.policy = policy
         self.clock = clock
         self.method = (facts.method or "GET").upper()[:32]
-        self.path = route_path(facts.path or "/")  # as the app's router sees it
+        path = facts.path or "/"
+        # as the app's router sees it (route_path, inline for the usual path: no query, a leading /)
+        self.path = path if path[0] == "/" and "?" not in path else route_path(path)
         self._norm: str | None = None
         self._host: str | None = None
         self._ipkey: str | None = None
-        self._ip: Any = self._UNSET
         self._cookies: dict[str, Any] | None = None
         self._query: dict[str, Any] | None = None
-        self._body: Any = self._UNSET
-        self._claims: Any = self._UNSET
+        self._ip = self._body = self._claims = _UNSET
 
     @property
     def norm_path(self) -> str:
