@@ -96,7 +96,17 @@ def test_timeout_after_the_write_is_not_retried(private_redis: RedisServer) -> N
             target=lambda: r.eval("local t = redis.call('TIME')[1] + 0 while redis.call('TIME')[1] - t < 1 do end", 0)
         )
         busy.start()
-        time.sleep(0.05)
+        # Wait until the server is inside the script (a probe's PING no longer answers within
+        # 20 ms): a fixed sleep raced the thread's start under load.
+        probe = redis.Redis.from_url(url, socket_timeout=0.02)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                probe.ping()
+            except redis.TimeoutError:
+                break
+            time.sleep(0.005)
+        probe.close()
         with pytest.raises(StoreError):
             s.hit1("k", W, 1)
         busy.join()
