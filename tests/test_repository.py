@@ -85,3 +85,20 @@ def test_the_checks_can_fail() -> None:
     assert OUTSIDE.search("(" + "invariant" + " 6)")
     assert not OUTSIDE.search("see docs/design.md#defined-failure")
     assert slug("Denials are free (and `retry_after` exact)") == "denials-are-free-and-retry_after-exact"
+
+
+#: directories of tests/ named after a top-level module (limiter.py, dashboard.py, the adapters) or
+#: that cut across src/'s layers on purpose (tests/README.md)
+CROSS_CUTTING = {"scenarios", "e2e", "fixtures", "adapters", "limiter", "dashboard"}
+
+
+def test_the_tests_mirror_src() -> None:
+    """Every directory of tests/ is a package of src/ratewarden/ or one of the documented few."""
+    src = ROOT / "src" / "ratewarden"
+    packages = {p.name for p in src.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    dirs = {p.name for p in (ROOT / "tests").iterdir() if p.is_dir() and not p.name.startswith((".", "__"))}
+    stray = sorted(dirs - packages - CROSS_CUTTING)
+    assert not stray, f"tests/{stray[0]}/ mirrors nothing in src/ratewarden/ (tests/README.md)"
+    assert (src / "limiter.py").exists() and {"asgi", "wsgi", "flask", "django", "fastapi"} <= {
+        p.stem for p in src.glob("*.py")
+    }

@@ -29,7 +29,7 @@ from ratewarden.storage import open_store
 from ratewarden.storage.base import AsyncStore, DirectAsync, Item, Store, ThreadedAsync, as_async
 from ratewarden.storage.memory import MemoryStore
 
-SRC = Path(__file__).resolve().parent.parent / "src" / "ratewarden"
+SRC = Path(__file__).resolve().parents[2] / "src" / "ratewarden"
 CALLERS = ["limiter.py", "runner.py", "metrics.py", "dashboard.py", "engine", "service"]
 PROBING = re.compile(
     r"hasattr\("

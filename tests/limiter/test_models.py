@@ -22,9 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ratewarden import AsyncLimiter, FakeClock, Limiter, Rate
-
-from .reference import (
+from core.reference import (
     NEVER,
     ConcurrencyModel,
     FixedWindowModel,
@@ -36,6 +34,7 @@ from .reference import (
     expected,
     first_true,
 )
+from ratewarden import AsyncLimiter, FakeClock, Limiter, Rate
 
 S = 1_000_000
 EPOCH = 1_767_225_600 * S

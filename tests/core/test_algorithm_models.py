@@ -1,4 +1,4 @@
-"""Every algorithm's pure ``decide`` against its reference model (tests/unit/reference.py).
+"""Every algorithm's pure ``decide`` against its reference model (tests/core/reference.py).
 
 For random sequences of (time step, cost), with steps of 0, steps landing exactly on window
 edges and on ``now + retry_after`` (and 1 us before it), costs of 0 and costs above the
