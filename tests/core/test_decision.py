@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ratewarden.core.algorithms import NEVER, FixedWindow, Outcome
 from ratewarden.core.decision import deciding_index, retry_after_seconds, to_decision
@@ -71,3 +73,47 @@ def test_the_decision_service_decides_by_the_same_rule() -> None:
     assert g.limit == 5 and math.isinf(g.retry_after)
     g = service_decide._fold([W1, W2], [out(True, 2, 10 * S, 0), out(True, 2, 20 * S, 0)])
     assert g.limit == 50 and g.reset_after == 20.0  # equal units left: the later reset (as Decision)
+
+
+# -- the same rule over header states ---------------------------------------------------------
+
+_state = st.builds(
+    headers.PolicyState,
+    name=st.just("r"),
+    limit=st.just(10),
+    window=st.just(60.0),
+    remaining=st.integers(0, 10),
+    reset_after=st.integers(0, 120).map(float),
+    allowed=st.booleans(),
+    retry_after=st.one_of(st.integers(0, 120).map(float), st.just(math.inf)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_state, min_size=1, max_size=5))
+def test_headers_and_the_service_pick_the_window_the_core_rule_picks(states: list[headers.PolicyState]) -> None:
+    """Legacy headers and the service's top-level numbers show the window ``deciding_index``
+    picks: on a denial the longest wait (never beats any finite wait), else the fewest units
+    left, then the latest reset; the first of equals."""
+    outs = [
+        out(
+            s.allowed,
+            s.remaining,
+            round(s.reset_after * S),
+            NEVER if math.isinf(s.retry_after) else round(s.retry_after * S),
+        )
+        for s in states
+    ]
+    assert headers.most_restrictive(states) is states[deciding_index(outs)]
+
+
+def test_no_other_copy_of_the_deciding_rule() -> None:
+    """The rule is written once: no module but core/decision.py sorts windows by wait or by
+    units left (the copies that were in http/headers.py and service/decide.py are gone)."""
+    import re
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[2] / "src" / "ratewarden"
+    copy = re.compile(r"key=lambda \w+: \(?\w+\.(remaining|retry_after)")
+    found = [str(p.relative_to(src)) for p in src.rglob("*.py") if copy.search(p.read_text())]
+    assert not found, f"a copy of the deciding rule in {found}"

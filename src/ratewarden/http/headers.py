@@ -26,7 +26,12 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import NamedTuple
 
-from ratewarden.core.decision import retry_after_seconds  # the one Retry-After rounding, re-exported
+from ratewarden.clock import to_micros
+from ratewarden.core.algorithms.base import NEVER, Outcome, tuple_new
+from ratewarden.core.decision import (
+    deciding_index,
+    retry_after_seconds,  # the one Retry-After rounding, re-exported
+)
 
 __all__ = [
     "PolicyState",
@@ -74,10 +79,24 @@ def policy_field(states: Sequence[PolicyState]) -> str:
 
 
 def most_restrictive(states: Sequence[PolicyState]) -> PolicyState:
-    denied = [s for s in states if not s.allowed]
-    if denied:
-        return max(denied, key=lambda s: s.retry_after)
-    return min(states, key=lambda s: (s.remaining, -s.reset_after))
+    """The window whose numbers a single-valued header shows: the core's one deciding rule
+    (:func:`ratewarden.core.decision.deciding_index`) applied to the windows' states."""
+    if len(states) == 1:
+        return states[0]
+    outs = [
+        tuple_new(
+            Outcome,
+            (
+                s.allowed,
+                s.remaining,
+                to_micros(s.reset_after),
+                NEVER if math.isinf(s.retry_after) else to_micros(s.retry_after),
+                None,
+            ),
+        )
+        for s in states
+    ]
+    return states[deciding_index(outs)]
 
 
 def rate_limit_headers(

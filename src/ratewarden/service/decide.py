@@ -19,6 +19,7 @@ from ratewarden.core.decision import deciding_index
 from ratewarden.core.evaluate import Op
 from ratewarden.core.rates import US
 from ratewarden.engine import Engine, Verdict
+from ratewarden.http.headers import most_restrictive
 from ratewarden.policy.model import Rule
 from ratewarden.runner import failure
 
@@ -57,13 +58,7 @@ def key_json(v: Verdict, rule: str) -> dict[str, Any]:
     the top-level numbers are the deciding window's (on a denial the one with the longest wait,
     else the one with the fewest units left)."""
     states = v.decisions
-    deciding = None
-    if states:
-        denied = [s for s in states if not s.allowed]
-        if denied:
-            deciding = max(denied, key=lambda s: s.retry_after)
-        else:
-            deciding = min(states, key=lambda s: (s.remaining, -s.reset_after))
+    deciding = most_restrictive(states) if states else None
     return {
         "allowed": v.allowed,
         "limit": deciding.limit if deciding else 0,
