@@ -129,3 +129,24 @@ def test_default_timeout_is_250_ms() -> None:
     assert isinstance(s, RedisStore)
     assert s.timeout == 0.25
     assert s._options["socket_timeout"] == s._options["socket_connect_timeout"] == 0.25
+
+
+def _taken_by(cls: type) -> set[str]:
+    """The keyword options a redis-py connection class takes (its __init__ and its bases')."""
+    import inspect
+
+    return {p for c in cls.__mro__ if "__init__" in vars(c) for p in inspect.signature(c.__init__).parameters}
+
+
+def test_every_connection_option_is_one_this_redis_py_takes() -> None:
+    """The options the store gives its sync and asyncio connections are ones the installed
+    redis-py's connection classes take: redis-py 7.x's asyncio connection has no
+    maint_notifications_config, and passing it broke every async call at the first connect."""
+    import redis.asyncio.connection
+    import redis.connection
+
+    s = open_redis("redis://127.0.0.1:1/0")
+    assert isinstance(s, RedisStore)
+    for options, cls in ((s._options, redis.connection.Connection), (s._aoptions, redis.asyncio.connection.Connection)):
+        unknown = set(options) - _taken_by(cls)
+        assert not unknown, f"{cls.__module__}.Connection does not take {sorted(unknown)}"

@@ -24,17 +24,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import redis.asyncio.connection
+import redis.connection
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
-from redis.maint_notifications import MaintNotificationsConfig
 from redis.retry import Retry
 
 from ratewarden.clock import micros
@@ -46,6 +48,28 @@ from ratewarden.storage.base import Item
 from ratewarden.storage.redis._batch import Batcher
 from ratewarden.storage.redis._denials import DenialCache
 from ratewarden.storage.redis._lua import SCRIPT, SHA, Codec, resp_evalsha
+
+_MaintConfig: Any
+try:  # redis-py >= 7 (the extra asks for >= 5.0)
+    from redis.maint_notifications import MaintNotificationsConfig as _MaintConfig
+except ImportError:  # pragma: no cover - an older redis-py has no maintenance notifications
+    _MaintConfig = None
+
+
+def _takes(cls: Any, name: str) -> bool:
+    """Whether this redis-py's connection class ``cls`` takes the option ``name``."""
+    try:
+        return name in inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):  # pragma: no cover - a signature inspect cannot read
+        return False
+
+
+#: which of the sync / asyncio connections take maint_notifications_config (redis-py 8 both,
+#: 7.x only the sync one: passing it to the other is a TypeError at the first connect)
+_MAINT_SYNC = _MaintConfig is not None and _takes(redis.connection.AbstractConnection, "maint_notifications_config")
+_MAINT_ASYNC = _MaintConfig is not None and _takes(
+    redis.asyncio.connection.AbstractConnection, "maint_notifications_config"
+)
 
 __all__ = ["ClientFactory", "RedisStore"]
 
@@ -141,10 +165,13 @@ class RedisStore:
             # pooled socket has not been closed by the server: turn them off, so a connection
             # whose server went away is replaced before anything is sent on it.
             self._options["health_check_interval"] = HEALTH_CHECK
-            self._options["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
         #: the asyncio clients' options: the same, with redis.asyncio's Retry (it awaits the PING)
         self._aoptions = dict(self._options)
         if not cluster:
+            if _MAINT_SYNC:
+                self._options["maint_notifications_config"] = _MaintConfig(enabled=False)
+            if _MAINT_ASYNC:
+                self._aoptions["maint_notifications_config"] = _MaintConfig(enabled=False)
             self._aoptions["retry"] = AsyncRetry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
             self._options["retry"] = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
         self._breaker = _Breaker(breaker)
