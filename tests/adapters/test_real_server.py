@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,42 +11,16 @@ from pathlib import Path
 import httpx
 import pytest
 
+from rw_uvicorn import uvicorn_process
+
 HERE = Path(__file__).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    port = free_port()
     env = {**os.environ, "RW_TEST_POLICY": str(HERE / "policies" / "server.toml")}
-    cmd = [sys.executable, "-m", "uvicorn", "rw_server_app:app", "--app-dir", str(HERE)]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(base + "/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    _out, err = proc.communicate(timeout=5)
-                    raise RuntimeError(f"uvicorn did not start: {err.decode(errors='replace')}") from None
-                time.sleep(0.05)
+    with uvicorn_process("rw_server_app:app", app_dir=HERE, env=env) as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            proc.kill()
-            proc.communicate()
 
 
 def test_429_with_retry_after_and_body_and_headers_on_allowed_responses(server: str) -> None:

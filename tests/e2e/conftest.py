@@ -8,53 +8,21 @@ the reason, except under CI (``CI=true``), where they fail.
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 from rw_browser import CHROMIUM_FLAGS, chromium_path, missing
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from rw_uvicorn import uvicorn_process
 
 
 @pytest.fixture(scope="module")
 def demo() -> Iterator[str]:
     """``ratewarden.demo:create_app`` under uvicorn on a free port, in its own process."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "uvicorn", "ratewarden.demo:create_app", "--factory"]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]
     env = {k: v for k, v in os.environ.items() if k not in ("RATEWARDEN_STORAGE", "RATEWARDEN_PROFILE")}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(base + "/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    proc.kill()
-                    _out, err = proc.communicate(timeout=5)
-                    raise RuntimeError(f"the demo did not start: {err.decode(errors='replace')}") from None
-                time.sleep(0.05)
+    with uvicorn_process("ratewarden.demo:create_app", factory=True, env=env, timeout=30) as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            proc.kill()
-            proc.communicate()
 
 
 @pytest.fixture(scope="module")

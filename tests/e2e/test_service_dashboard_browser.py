@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from rw_uvicorn import free_port
 
 TOKEN = "e2e-dashboard-token"
 POLICY = """
@@ -27,12 +28,6 @@ name = "save"
 key = "ip"
 limits = ["2/minute"]
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

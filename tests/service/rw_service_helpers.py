@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,12 +27,7 @@ from starlette.routing import Route
 
 from ratewarden import FakeClock
 from ratewarden.service import Service, create_app
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from rw_uvicorn import free_port
 
 
 def clock_route(clock: FakeClock) -> Route:

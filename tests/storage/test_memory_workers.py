@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import textwrap
@@ -12,6 +11,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from rw_uvicorn import free_port
 
 APP = """
 from ratewarden import Limiter
@@ -26,18 +27,12 @@ def app(environ, start_response):
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("preload", [False, True])
 def test_gunicorn_with_two_workers_warns_that_memory_is_per_process(tmp_path: Path, preload: bool) -> None:
     pytest.importorskip("gunicorn")
     (tmp_path / "rw_gunicorn_app.py").write_text(textwrap.dedent(APP))
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "--chdir", str(tmp_path)]
     cmd += ["--preload"] if preload else []
     with subprocess.Popen(
