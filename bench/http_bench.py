@@ -161,40 +161,8 @@ def inprocess(requests: int, rounds: int) -> dict[str, float]:
 
     sys.path.insert(0, str(APPS))
     import apps  # type: ignore[import-not-found]
+    from http_cost import ENVIRON, SCOPE  # the one request the in-process figures replay
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/",
-        "raw_path": b"/",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk"), (b"accept", b"*/*")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-    }
-    environ = {
-        "REQUEST_METHOD": "GET",
-        "SCRIPT_NAME": "",
-        "PATH_INFO": "/",
-        "QUERY_STRING": "",
-        "SERVER_NAME": "127.0.0.1",
-        "SERVER_PORT": "8000",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "REMOTE_ADDR": "127.0.0.1",
-        "HTTP_HOST": "127.0.0.1:8000",
-        "HTTP_USER_AGENT": "wrk",
-        "HTTP_ACCEPT": "*/*",
-        "wsgi.url_scheme": "http",
-        "wsgi.version": (1, 0),
-        "wsgi.errors": sys.stderr,
-        "wsgi.multithread": True,
-        "wsgi.multiprocess": False,
-        "wsgi.run_once": False,
-    }
     built: dict[str, object] = {}
     for framework, variant, label in CONFIGS:
         os.environ["RW_BENCH_VARIANT"] = variant
@@ -208,14 +176,14 @@ def inprocess(requests: int, rounds: int) -> dict[str, float]:
 
     async def run_asgi(app: object, n: int) -> None:
         for _ in range(n):
-            await app(dict(scope), receive, send)  # type: ignore[operator]
+            await app(dict(SCOPE), receive, send)  # type: ignore[operator]
 
     def start_response(status: str, headers: list[tuple[str, str]], exc_info: object = None) -> object:
         return None
 
     def run_wsgi(app: object, n: int) -> None:
         for _ in range(n):
-            env = dict(environ)
+            env = dict(ENVIRON)
             env["wsgi.input"] = io.BytesIO(b"")
             result = app(env, start_response)  # type: ignore[operator]
             for _chunk in result:
