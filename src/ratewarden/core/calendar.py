@@ -24,7 +24,7 @@ _RESET_RE = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 class Calendar:
     """Maps an instant to the ``[start, end)`` of its day or month (microseconds since epoch)."""
 
-    __slots__ = ("_cache", "months", "reset", "tz", "tzname")
+    __slots__ = ("_cache", "months", "reset", "tz")
 
     def __init__(self, unit: str = "day", tz: str = "UTC", reset: str = "00:00") -> None:
         if unit not in ("day", "month"):
@@ -40,7 +40,6 @@ class Calendar:
             self.tz = ZoneInfo(tz)
         except (ZoneInfoNotFoundError, ValueError):
             raise ConfigError(f"unknown time zone {tz!r} (use an IANA name such as 'Europe/Paris')") from None
-        self.tzname = tz
         self.months = unit == "month"
         self.reset = time(int(m[1]), int(m[2]))
         self._cache: tuple[int, int] = (0, 0)
