@@ -133,7 +133,7 @@ def pieces() -> dict[str, Any]:
         "store-call": lambda: e._run(_Call("hit", t.items, t.modes)),
         "store": lambda: e.store.apply("hit", t.items),
         "verdict": lambda: e._throttled(ctx, route, t, res, "hit"),
-        "admitted": lambda: e._admitted(route, route.policy, res.outs),  # type: ignore[arg-type]
+        "admitted": lambda: e._admitted(route.parts, route.policy, route.rate_format, res.outs),  # type: ignore[arg-type]
         "check": lambda: e.check(facts),
         "exempt+needs_body": lambda: (e.exempt(facts), e.needs_body(facts)),
         "header-bytes": lambda: _latin1(verdict.headers),

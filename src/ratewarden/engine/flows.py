@@ -243,7 +243,7 @@ class _Flows(_Routes):
                     break
             else:
                 if self._draft and route.policy is not None:
-                    return self._admitted(route, route.policy, outs)
+                    return self._admitted(route.parts, route.policy, route.rate_format, outs)
         return self._verdict(
             ctx,
             owners,

@@ -7,7 +7,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ratewarden.core.algorithms.base import NEVER, Outcome, Window
 from ratewarden.core.decision import deciding_index, retry_after_seconds
@@ -18,9 +18,6 @@ from ratewarden.http.headers import PolicyState, rate_limit_headers
 from ratewarden.http.responses import DenialKind, denial_body
 from ratewarden.policy.keys import RequestContext
 from ratewarden.policy.model import Ban, Policy, Rule
-
-if TYPE_CHECKING:
-    from ratewarden.engine.routes import _Route
 
 log = logging.getLogger("ratewarden")
 
@@ -46,23 +43,25 @@ class _Verdicts:
     _clock: Callable[[], float]
     _draft: bool
 
-    def _admitted(self, route: _Route, policy: str, outs: Sequence[Outcome]) -> Verdict:
+    def _admitted(
+        self, parts: Sequence[tuple[str, int, float]], policy: str, rate_format: str, outs: Sequence[Outcome]
+    ) -> Verdict:
         """The verdict of the fast path when every window admitted under ``headers = "draft"``:
-        :meth:`_verdict`'s admitted branch with each state's name, limit and window from the
-        route (the differential tests in tests/engine/test_fast_path.py hold them equal).
+        :meth:`_verdict`'s admitted branch with each state's name, limit and window from ``parts``
+        (the route's, in item order; the differential tests in tests/engine/test_fast_path.py hold them equal).
         With the three rules of bench/http/policy.toml, ``Engine.check`` went from about
         97,700 to about 80,000 instructions per request (callgrind, bench/http_cost.py's method)."""
         new = _new_tuple
         states: list[PolicyState] = []
         numbers: list[int] = []
         # aligned (one outcome per item); a strict= keyword would cost a dict per call
-        for (name, limit, secs), o in zip(route.parts, outs):  # noqa: B905
+        for (name, limit, secs), o in zip(parts, outs):  # noqa: B905
             left = o.remaining
             full = o.reset_us
             states.append(new(PolicyState, (name, limit, secs, left, full / US, True, 0.0)))
             numbers.append(left if left > 0 else 0)
             numbers.append(-(-full // US) if full > 0 else 0)
-        headers = [("RateLimit-Policy", policy), ("RateLimit", route.rate_format % tuple(numbers))]
+        headers = [("RateLimit-Policy", policy), ("RateLimit", rate_format % tuple(numbers))]
         return Verdict(True, 200, headers, None, "application/json", 0.0, None, states, None)
 
     def _verdict(
