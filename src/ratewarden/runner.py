@@ -22,11 +22,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
 from ratewarden.core.algorithms import make_window
-from ratewarden.core.algorithms.base import Outcome, Window, tuple_new
+from ratewarden.core.algorithms.base import Outcome, Window
 from ratewarden.core.evaluate import Op
 from ratewarden.core.rates import US, Rate, to_micros
 from ratewarden.errors import StoreError
@@ -49,8 +48,9 @@ class Fallback(list[Outcome]):
     error: BaseException
 
 
-class Failed(Outcome):
-    """The outcome :meth:`Runner.hit1` makes up when the store failed (its type says so)."""
+class Failed(tuple[bool, int, int, int, Any]):
+    """The outcome :meth:`Runner.hit1` makes up when the store failed (its type says so): an
+    :data:`~ratewarden.core.algorithms.base.Outcome` of its own type."""
 
     __slots__ = ()
 
@@ -99,11 +99,11 @@ class Runner:
         #: ``hit`` of one window (the store's fast path), in the default mode; a :class:`Failed`
         #: outcome when the store failed. A store that never fails is called with no guard.
         self.hit1: Callable[[str, Window, int], Outcome] = self._hit1 if not store.may_fail else self._guarded_hit1
-        #: ``hit`` of several items, all or nothing, in the default mode (a :class:`Fallback`
-        #: when the store failed): the limiter's hot path for several windows
-        self.hits: Callable[[Sequence[Item]], list[Outcome]] = (
-            partial(self._apply, "hit") if not store.may_fail else partial(self.run, "hit")
-        )
+        #: ``hits("hit", items)``: several items, all or nothing, in the default mode (a
+        #: :class:`Fallback` when the store failed): the limiter's hot path for several windows.
+        #: A store that never fails is called with no guard (and no ``partial``: a bound method
+        #: is called in place, a partial through a frame of its own).
+        self.hits: Callable[[Op, Sequence[Item]], list[Outcome]] = self._apply if not store.may_fail else self.run
         self.astore: AsyncStore = as_async(store)
         #: the async face is a direct call (a store that never blocks): async callers may run
         #: the sync path and save a coroutine
@@ -122,7 +122,7 @@ class Runner:
         try:
             out = self._hit1(key, window, cost)
         except StoreError as exc:
-            return tuple_new(Failed, self.failed(exc, "hit", [(key, window, cost)])[0])
+            return Failed(self.failed(exc, "hit", [(key, window, cost)])[0])
         if self.failing:
             self.recovered()
         return out
@@ -162,7 +162,7 @@ class Runner:
         try:
             out = await self.astore.ahit1(key, window, cost)
         except StoreError as exc:
-            return tuple_new(Failed, self.failed(exc, "hit", [(key, window, cost)])[0])
+            return Failed(self.failed(exc, "hit", [(key, window, cost)])[0])
         if self.failing:
             self.recovered()
         return out
@@ -240,9 +240,9 @@ class Runner:
             if i in local:
                 result.append(local[i])
             elif deny and mode == "deny":
-                result.append(tuple_new(Outcome, (False, 0, wait, wait, "store_error")))
+                result.append((False, 0, wait, wait, "store_error"))
             else:
-                result.append(tuple_new(Outcome, (True, w.limit, 0, 0, None)))
+                result.append((True, w.limit, 0, 0, None))
         return result
 
     def recovered(self) -> None:

@@ -1,5 +1,6 @@
-"""``Outcome`` (core/algorithms/base.py): a named tuple, read by name, that every algorithm, the
-evaluator, every store and every fallback returns (docs/design.md#algorithms)."""
+"""``Outcome`` (core/algorithms/base.py): a plain 5-tuple read through named index constants,
+that every algorithm, the evaluator, every store and every fallback returns
+(docs/design.md#algorithms). Plain, never a tuple subclass: the hot path builds one per decision."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from ratewarden import FakeClock, Limiter
 from ratewarden.core.algorithms import ALGORITHMS, NEVER, Outcome, Window, make_window
-from ratewarden.core.algorithms.base import tuple_new
+from ratewarden.core.algorithms.base import ALLOWED, NEW_STATE, REMAINING, RESET_US, RETRY_US
 from ratewarden.core.evaluate import run
 from ratewarden.core.rates import parse_rate
 from ratewarden.storage import open_store
@@ -25,13 +26,21 @@ def window(algorithm: str, limit: int = 3) -> Window:
     return make_window(algorithm, parse_rate(f"{limit}/day" if algorithm == "quota" else f"{limit}/minute"))
 
 
+def is_outcome(o: object) -> bool:
+    """A plain tuple (no subclass) of the five fields, ``allowed`` a bool and the numbers ints."""
+    return (
+        type(o) is tuple
+        and len(o) == 5
+        and type(o[ALLOWED]) is bool
+        and all(type(o[i]) is int for i in (REMAINING, RESET_US, RETRY_US))
+    )
+
+
 def test_the_fields_are_named() -> None:
-    assert Outcome._fields == ("allowed", "remaining", "reset_us", "retry_us", "new_state")
-    o = tuple_new(Outcome, (False, 2, 30, 40, "s"))
-    assert type(o) is Outcome
-    assert (o.allowed, o.remaining, o.reset_us, o.retry_us, o.new_state) == (False, 2, 30, 40, "s")
-    assert o == Outcome(False, 2, 30, 40, "s") == (False, 2, 30, 40, "s")  # still a tuple
-    assert repr(o) == "Outcome(allowed=False, remaining=2, reset_us=30, retry_us=40, new_state='s')"
+    assert (ALLOWED, REMAINING, RESET_US, RETRY_US, NEW_STATE) == (0, 1, 2, 3, 4)
+    o: Outcome = (False, 2, 30, 40, "s")
+    assert (o[ALLOWED], o[REMAINING], o[RESET_US], o[RETRY_US], o[NEW_STATE]) == (False, 2, 30, 40, "s")
+    assert is_outcome(o)
 
 
 @pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
@@ -42,20 +51,20 @@ def test_every_algorithm_returns_outcomes_on_every_path(algorithm: str) -> None:
     for _ in range(4):  # admitted, admitted, admitted, denied
         o = w.decide(state, NOW, 1)
         seen.append(o)
-        if o.allowed:
-            state = o.new_state
-    assert [o.allowed for o in seen] == [True, True, True, False]
+        if o[ALLOWED]:
+            state = o[NEW_STATE]
+    assert [o[ALLOWED] for o in seen] == [True, True, True, False]
     seen.append(w.decide(state, NOW, 0))  # a check
     never = w.decide(state, NOW, w.capacity + 1)
-    assert never.retry_us == NEVER and not never.allowed
+    assert never[RETRY_US] == NEVER and not never[ALLOWED]
     seen.append(never)
     seen.append(w.decide(state, NOW - 10_000_000, 1))  # the clock stepped back
-    assert all(type(o) is Outcome for o in [*seen, never]), seen
+    assert all(is_outcome(o) for o in [*seen, never]), seen
     for op in ("hit", "peek", "charge", "acquire", "release"):
         if op == "charge" and algorithm == "concurrency":
             continue
         outs, _ = run(op, [w], [state], NOW, [1], "lease-1")  # type: ignore[arg-type]
-        assert type(outs[0]) is Outcome, op
+        assert is_outcome(outs[0]), op
 
 
 @pytest.fixture
@@ -105,7 +114,7 @@ def test_every_store_returns_outcomes(store: Any, algorithm: str) -> None:
     outs: list[Any] = []
     for _ in range(3):  # admitted twice, then denied (the denial may come from a cache in Redis)
         outs.append(store.hit1("k", w, 1))
-    assert [o.allowed for o in outs] == [True, True, False]
+    assert [o[ALLOWED] for o in outs] == [True, True, False]
     outs += store.apply("hit", [("k2", w, 1), ("k2", w2, 1)])
     outs += store.apply("peek", [("k2", w, 1), ("k2", w2, 1)])
     outs += store.apply("acquire", [("k3", w, 1)], "lease-1")
@@ -113,8 +122,8 @@ def test_every_store_returns_outcomes(store: Any, algorithm: str) -> None:
     if algorithm != "concurrency":
         outs += store.apply("charge", [("k4", w, 5)])
     outs.append(store.hit1("k5", w, 3))  # a cost above the limit
-    assert outs[-1].retry_us == NEVER
-    assert all(type(o) is Outcome for o in outs), outs
+    assert outs[-1][RETRY_US] == NEVER
+    assert all(is_outcome(o) for o in outs), outs
 
 
 async def test_async_faces_return_outcomes(store: Any) -> None:
@@ -125,8 +134,8 @@ async def test_async_faces_return_outcomes(store: Any) -> None:
     if hasattr(store, "ahit1"):
         outs.append(await store.ahit1("a", w, 1))
     await store.aclose()
-    assert [o.allowed for o in outs][:2] == [True, False]
-    assert all(type(o) is Outcome for o in outs), outs
+    assert [o[ALLOWED] for o in outs][:2] == [True, False]
+    assert all(is_outcome(o) for o in outs), outs
 
 
 @pytest.mark.parametrize("mode", ["allow", "deny", "local"])
@@ -136,10 +145,10 @@ def test_the_limiters_fallbacks_are_outcomes(mode: str) -> None:
         windows = lim.windows("2/minute", None)
         outs = lim._run("hit", "k", windows, 1)
         assert lim.store_errors == 1
-        assert all(type(o) is Outcome for o in outs), outs
+        assert all(is_outcome(o) for o in outs), outs
         d = lim.hit("k", "2/minute")
         assert d.reason == "store_unavailable"
         if mode == "deny":
-            assert outs[0].retry_us == 1_500_000 and d.retry_after == 1.5
+            assert outs[0][RETRY_US] == 1_500_000 and d.retry_after == 1.5
     finally:
         lim.close()

@@ -21,7 +21,7 @@ W1, W2 = FixedWindow(parse_rate("5/minute")), FixedWindow(parse_rate("50/hour"))
 
 
 def out(allowed: bool, remaining: int, reset_us: int, retry_us: int) -> Outcome:
-    return Outcome(allowed, remaining, reset_us, retry_us, None)
+    return (allowed, remaining, reset_us, retry_us, None)
 
 
 # -- Retry-After ------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ratewarden import FakeClock, Limiter
-from ratewarden.core.algorithms import NEVER, FixedWindow, Outcome
+from ratewarden.core.algorithms import NEVER, FixedWindow
 from ratewarden.core.decision import deciding_index, to_decision
 from ratewarden.core.rates import Rate
 
@@ -20,7 +20,7 @@ W = FixedWindow(Rate(5, 60 * S))
 @settings(max_examples=300, deadline=None)
 @given(retry_us=st.one_of(st.integers(1, 10 * S), st.integers(1, 10**13), st.sampled_from([1, S - 1, S, S + 1])))
 def test_header_is_ceil_and_never_zero_on_a_denial(retry_us: int) -> None:
-    d = to_decision(W, Outcome(False, 0, retry_us, retry_us, None), "k")
+    d = to_decision(W, (False, 0, retry_us, retry_us, None), "k")
     assert not d.allowed
     assert d.retry_after_header == max(1, -(-retry_us // S))  # integer ceiling, exact
     assert d.retry_after_header >= 1
@@ -28,7 +28,7 @@ def test_header_is_ceil_and_never_zero_on_a_denial(retry_us: int) -> None:
 
 
 def test_header_is_zero_when_allowed() -> None:
-    assert to_decision(W, Outcome(True, 4, 12 * S, 0, (0, 1)), "k").retry_after_header == 0
+    assert to_decision(W, (True, 4, 12 * S, 0, (0, 1)), "k").retry_after_header == 0
 
 
 @settings(max_examples=100, deadline=None)
@@ -46,15 +46,15 @@ def test_limiter_headers(step_us: int, n: int) -> None:
 
 
 def test_header_of_a_cost_that_can_never_pass() -> None:
-    d = to_decision(W, Outcome(False, 5, 0, NEVER, None), "k")
+    d = to_decision(W, (False, 5, 0, NEVER, None), "k")
     assert d.reason == "cost_exceeds_limit" and math.isinf(d.retry_after)
     assert d.retry_after_header != 0
 
 
 def test_deciding_window_is_the_longest_wait() -> None:
-    outs = [Outcome(False, 0, 5, 5, None), Outcome(True, 3, 9, 0, None), Outcome(False, 0, 7, 7, None)]
+    outs = [(False, 0, 5, 5, None), (True, 3, 9, 0, None), (False, 0, 7, 7, None)]
     assert deciding_index(outs) == 2
-    outs.append(Outcome(False, 1, 1, NEVER, None))
+    outs.append((False, 1, 1, NEVER, None))
     assert deciding_index(outs) == 3
-    allowed = [Outcome(True, 3, 9, 0, None), Outcome(True, 1, 2, 0, None), Outcome(True, 1, 4, 0, None)]
+    allowed = [(True, 3, 9, 0, None), (True, 1, 2, 0, None), (True, 1, 4, 0, None)]
     assert deciding_index(allowed) == 2

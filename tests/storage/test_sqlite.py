@@ -456,7 +456,7 @@ class Echo(Window):
 
     def decide(self, state: Any, now: int, cost: int) -> Outcome:
         self.seen = state
-        return Outcome(True, 0, US, 0, self.next)
+        return (True, 0, US, 0, self.next)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

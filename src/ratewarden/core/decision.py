@@ -80,20 +80,19 @@ def deciding_index(outcomes: Sequence[Outcome]) -> int:
     """Index of the outcome that decides (see the module docstring): the one place this rule is
     written (the limiter, the engine and the decision service call it)."""
     if len(outcomes) == 2:  # the common multi-window case, unrolled (this runs on every hit)
-        a, b = outcomes
-        if a.allowed:
-            br = b.remaining
-            return 1 if not b.allowed or br < a.remaining or (br == a.remaining and b.reset_us > a.reset_us) else 0
-        return 1 if not b.allowed and a.retry_us != NEVER and (b.retry_us == NEVER or b.retry_us > a.retry_us) else 0
+        (a_ok, a_left, a_reset, a_retry, _), (b_ok, b_left, b_reset, b_retry, _) = outcomes
+        if a_ok:
+            return 1 if not b_ok or b_left < a_left or (b_left == a_left and b_reset > a_reset) else 0
+        return 1 if not b_ok and a_retry != NEVER and (b_retry == NEVER or b_retry > a_retry) else 0
     best = 0
-    b = outcomes[0]
+    ok, left, reset, retry, _ = outcomes[0]
     i = 0
-    for o in outcomes:
-        if b.allowed:
-            if not o.allowed or o.remaining < b.remaining or (o.remaining == b.remaining and o.reset_us > b.reset_us):
-                best, b = i, o
-        elif not o.allowed and b.retry_us != NEVER and (o.retry_us == NEVER or o.retry_us > b.retry_us):
-            best, b = i, o
+    for o_ok, o_left, o_reset, o_retry, _ in outcomes:
+        if ok:
+            if not o_ok or o_left < left or (o_left == left and o_reset > reset):
+                best, ok, left, reset, retry = i, o_ok, o_left, o_reset, o_retry
+        elif not o_ok and retry != NEVER and (o_retry == NEVER or o_retry > retry):
+            best, ok, left, reset, retry = i, o_ok, o_left, o_reset, o_retry
         i += 1
     return best
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from ratewarden.core.algorithms.base import Outcome, Window, tuple_new
+from ratewarden.core.algorithms.base import ALLOWED, NEW_STATE, REMAINING, RESET_US, Outcome, Window
 from ratewarden.core.algorithms.concurrency import Concurrency
 
 __all__ = ["Op", "run"]
@@ -31,23 +31,23 @@ def run(
 ) -> tuple[list[Outcome], list[Any] | None]:
     if op in {"hit", "peek"}:
         outs = [w.decide(s, now, c) for w, s, c in zip(windows, states, costs, strict=True)]
-        if op == "peek" or not all(o.allowed for o in outs):
+        if op == "peek" or not all(o[ALLOWED] for o in outs):
             return outs, None
-        return outs, [o.new_state for o in outs]
+        return outs, [o[NEW_STATE] for o in outs]
     if op == "acquire":
         outs = [
             w.acquire(s, now, c, arg) if isinstance(w, Concurrency) else w.decide(s, now, c)
             for w, s, c in zip(windows, states, costs, strict=True)
         ]
-        if not all(o.allowed for o in outs):
+        if not all(o[ALLOWED] for o in outs):
             return outs, None
-        return outs, [o.new_state for o in outs]
+        return outs, [o[NEW_STATE] for o in outs]
     if op == "charge":
         new = [w.charge(s, now, c) for w, s, c in zip(windows, states, costs, strict=True)]
         outs = []
         for w, n in zip(windows, new, strict=True):
             o = w.decide(n, now, 0)
-            outs.append(tuple_new(Outcome, (True, o.remaining, o.reset_us, 0, n)))
+            outs.append((True, o[REMAINING], o[RESET_US], 0, n))
         return outs, new
     if op == "release":
         new = []
@@ -55,7 +55,7 @@ def run(
         for w, old in zip(windows, states, strict=True):
             s = w.release(old, now, arg)[1] if isinstance(w, Concurrency) else old
             o = w.decide(s, now, 0)
-            outs.append(tuple_new(Outcome, (True, o.remaining, o.reset_us, 0, s)))
+            outs.append((True, o[REMAINING], o[RESET_US], 0, s))
             new.append(s)
         return outs, new
     raise ValueError(f"unknown operation {op!r}")

@@ -14,7 +14,7 @@ from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ratewarden.core.algorithms.base import NEVER, Outcome
+from ratewarden.core.algorithms.base import ALLOWED, NEVER, NEW_STATE, REMAINING, RETRY_US, Outcome
 from ratewarden.core.decision import deciding_index
 from ratewarden.core.rates import US
 from ratewarden.engine.contract import RequestFacts, Verdict
@@ -213,10 +213,10 @@ class _Flows(_Routes):
 
         # a ban that holds refuses the request (nothing was consumed: all or nothing)
         for (b, k), o in zip(ban_items, res.outs, strict=False):
-            if not o.allowed:
-                if o.new_state == "store_error":
+            if not o[ALLOWED]:
+                if o[NEW_STATE] == "store_error":
                     return self._unavailable(ctx)
-                retry = o.retry_us / US
+                retry = o[RETRY_US] / US
                 if not quiet:
                     self._emit("banned", ctx, b.name, k, retry_after=retry, status=403)
                 assert pending is not None  # a ban matched
@@ -238,7 +238,7 @@ class _Flows(_Routes):
         owners = t.owners
         if t.keys is not None:  # the fast path
             for o in outs:
-                if not o.allowed:  # a denial: who owns each item
+                if not o[ALLOWED]:  # a denial: who owns each item
                     owners = [(pl.rule, k) for pl, k in zip(route.plans, t.keys, strict=True) for _ in pl.rule.windows]
                     break
             else:
@@ -264,11 +264,11 @@ class _Flows(_Routes):
             return None
         denied: dict[str, list[int]] = {}  # rule -> its denying items
         for i, ((r, _), o) in enumerate(zip(owners, res.outs, strict=True)):
-            if not o.allowed:
+            if not o[ALLOWED]:
                 denied.setdefault(r.name, []).append(i)
         for name, idx in denied.items():
             i = idx[deciding_index([res.outs[j] for j in idx])]
-            retry_us = res.outs[i].retry_us
+            retry_us = res.outs[i][RETRY_US]
             retry = math.inf if retry_us == NEVER else retry_us / US
             self._emit("shadow", ctx, name, owners[i][1], retry_after=retry, status=self.policy.response.status)
         return None
@@ -304,7 +304,7 @@ class _Flows(_Routes):
                 self._emit("store_error", pending.ctx, b.name, k, detail=repr(res.error))
                 continue
             o = res.outs[0]
-            if o.allowed and o.remaining > 0:
+            if o[ALLOWED] and o[REMAINING] > 0:
                 continue
             retry = b.ban_for_us / US
             if b.shadow:

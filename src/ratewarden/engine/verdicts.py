@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ratewarden.core.algorithms.base import NEVER, Outcome, Window
+from ratewarden.core.algorithms.base import ALLOWED, NEVER, REMAINING, RESET_US, Outcome, Window
 from ratewarden.core.decision import deciding_index, retry_after_seconds
 from ratewarden.core.rates import US
 from ratewarden.engine.contract import RequestFacts, Verdict
@@ -56,8 +56,8 @@ class _Verdicts:
         numbers: list[int] = []
         # aligned (one outcome per item); a strict= keyword would cost a dict per call
         for (name, limit, secs), o in zip(parts, outs):  # noqa: B905
-            left = o.remaining
-            full = o.reset_us
+            left = o[REMAINING]
+            full = o[RESET_US]
             states.append(new(PolicyState, (name, limit, secs, left, full / US, True, 0.0)))
             numbers.append(left if left > 0 else 0)
             numbers.append(-(-full // US) if full > 0 else 0)
@@ -84,7 +84,7 @@ class _Verdicts:
         ``rate_format``: the ``RateLimit`` value's %-format (two integers per item)."""
         admitted = True
         for o in outs:
-            if not o.allowed:
+            if not o[ALLOWED]:
                 admitted = False
                 break
         if admitted:  # the common case: every window admits
@@ -93,8 +93,8 @@ class _Verdicts:
             numbers: list[int] = []  # remaining and whole seconds to full, per window
             for name, o, it in zip(names, outs, items, strict=True):
                 w = it[1]
-                left = o.remaining
-                full = o.reset_us
+                left = o[REMAINING]
+                full = o[RESET_US]
                 states.append(new(PolicyState, (name, w.limit, w.period / US, left, full / US, True, 0.0)))
                 numbers.append(left if left > 0 else 0)
                 numbers.append(-(-full // US) if full > 0 else 0)

@@ -27,7 +27,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from ratewarden.clock import to_micros
-from ratewarden.core.algorithms.base import NEVER, Outcome, tuple_new
+from ratewarden.core.algorithms.base import NEVER
 from ratewarden.core.decision import (
     deciding_index,
     retry_after_seconds,  # the one Retry-After rounding, re-exported
@@ -84,15 +84,12 @@ def most_restrictive(states: Sequence[PolicyState]) -> PolicyState:
     if len(states) == 1:
         return states[0]
     outs = [
-        tuple_new(
-            Outcome,
-            (
-                s.allowed,
-                s.remaining,
-                to_micros(s.reset_after),
-                NEVER if math.isinf(s.retry_after) else to_micros(s.retry_after),
-                None,
-            ),
+        (
+            s.allowed,
+            s.remaining,
+            to_micros(s.reset_after),
+            NEVER if math.isinf(s.retry_after) else to_micros(s.retry_after),
+            None,
         )
         for s in states
     ]

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ratewarden.core.algorithms.base import NEVER, Outcome, Window
+from ratewarden.core.algorithms.base import ALLOWED, NEVER, REMAINING, RESET_US, Outcome, Window
 from ratewarden.core.decision import deciding_index
 from ratewarden.core.evaluate import Op
 from ratewarden.core.rates import US
@@ -146,12 +146,12 @@ async def decide_many(
         runner = engine.runner
         got = runner.run(op, items, modes) if runner.inline else await runner.arun(op, items, modes)
         error = error or failure(got)
-        admitted = all(o.allowed for o in got)
+        admitted = all(o[ALLOWED] for o in got)
         for (i, (_, _, cost)), (a, b) in zip(group, spans, strict=True):
             outs = got[a:b]
             if not admitted and op == "hit" and cost:  # nothing was consumed: the admitted windows keep their units
                 outs = [
-                    o if not o.allowed else o._replace(remaining=min(w.limit, o.remaining + cost))
+                    o if not o[ALLOWED] else (True, min(w.limit, o[REMAINING] + cost), *o[RESET_US:])
                     for o, (_, w, _) in zip(outs, items[a:b], strict=True)
                 ]
             g = _fold([it[1] for it in items[a:b]], outs)
@@ -171,9 +171,9 @@ async def status(engine: Engine, rule: Rule, key: str) -> list[dict[str, Any]]:
             {
                 "limit": w.limit,
                 "window": w.period / US,
-                "remaining": max(0, o.remaining),
-                "reset_after": round(o.reset_us / US, 6),
-                "available": bool(o.allowed),
+                "remaining": max(0, o[REMAINING]),
+                "reset_after": round(o[RESET_US] / US, 6),
+                "available": bool(o[ALLOWED]),
             }
         )
     return out

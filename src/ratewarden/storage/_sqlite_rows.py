@@ -18,7 +18,7 @@ import logging
 import sqlite3
 from typing import Any
 
-from ratewarden.core.algorithms.base import Outcome, Window
+from ratewarden.core.algorithms.base import REMAINING, RESET_US, RETRY_US, Outcome, Window
 from ratewarden.core.evaluate import Op, run
 
 __all__ = ["Corrupt", "read_state", "run_checked", "sane", "unreadable"]
@@ -30,7 +30,7 @@ log = logging.getLogger("ratewarden")
 def sane(out: Outcome) -> bool:
     """Whether an outcome decided on a stored state is well formed (a garbage state that the
     algorithm happens to accept yields floats or other types here)."""
-    return type(out.remaining) is int and type(out.reset_us) is int and type(out.retry_us) is int
+    return type(out[REMAINING]) is int and type(out[RESET_US]) is int and type(out[RETRY_US]) is int
 
 
 class Corrupt:

@@ -54,7 +54,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from ratewarden.clock import micros
-from ratewarden.core.algorithms.base import Outcome, Window
+from ratewarden.core.algorithms.base import ALLOWED, NEW_STATE, RESET_US, Outcome, Window
 from ratewarden.core.algorithms.sliding_log import Log, SlidingLog
 from ratewarden.core.evaluate import Op
 from ratewarden.errors import ConfigError, StoreError
@@ -395,11 +395,11 @@ class SQLiteStore(Transactions):
                 except Exception as exc:
                     unreadable(k, wid, row[0], exc)
                     out = window.decide(None, now, cost)
-                    if not out.allowed:
+                    if not out[ALLOWED]:
                         db.execute(_DELETE, (k, wid))
-            if out.allowed:
-                if out.reset_us > 0:
-                    self._put(db, k, window, out.new_state, now + out.reset_us)
+            if out[ALLOWED]:
+                if out[RESET_US] > 0:
+                    self._put(db, k, window, out[NEW_STATE], now + out[RESET_US])
                 elif row is not None:
                     db.execute(_DELETE, (k, wid))
                 self._wrote(db, now)
@@ -427,11 +427,11 @@ class SQLiteStore(Transactions):
                         if r is not old:  # an unreadable row, still unreadable: forget it
                             db.execute(_DELETE, (k, wid))
                         continue
-                    if s is None or o.reset_us <= 0:
+                    if s is None or o[RESET_US] <= 0:
                         if old is not None:
                             db.execute(_DELETE, (k, wid))
                     else:
-                        self._put(db, k, w, s, now + o.reset_us)
+                        self._put(db, k, w, s, now + o[RESET_US])
                     wrote = True
                 if wrote:
                     self._wrote(db, now)

@@ -1,9 +1,9 @@
 """What every algorithm module provides: a *window*, i.e. one algorithm bound to one rate.
 
 A window is pure: ``decide(state, now, cost)`` is a function of its arguments only (no clock,
-no I/O, no locks) and returns an :class:`Outcome`, a named tuple read by name::
+no I/O, no locks) and returns an :data:`Outcome`, a plain tuple read through named index constants::
 
-    Outcome(allowed, remaining, reset_us, retry_us, new_state)
+    (allowed, remaining, reset_us, retry_us, new_state)   # out[ALLOWED], out[REMAINING], ...
 
 * ``allowed``: whether ``cost`` units may pass now;
 * ``remaining``: units left in this window *after* this decision (nothing is consumed on a denial);
@@ -20,36 +20,41 @@ States are immutable (``None``, ints and tuples), so a store may keep the old st
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, Final, TypeAlias
 
 from ratewarden.core.rates import LIMIT_MAX, Rate
 from ratewarden.errors import ConfigError
 
-__all__ = ["NEVER", "BurstWindow", "Outcome", "Window", "ceil_div", "tuple_new"]
+__all__ = [
+    "ALLOWED",
+    "NEVER",
+    "NEW_STATE",
+    "REMAINING",
+    "RESET_US",
+    "RETRY_US",
+    "BurstWindow",
+    "Outcome",
+    "Window",
+    "ceil_div",
+]
 
 #: ``retry_us`` of a request that can never pass (its cost is larger than the window).
 NEVER = -1
 
 
-class Outcome(NamedTuple):
-    """One window's answer (see the module docstring for each field)."""
+#: One window's answer, ``(allowed, remaining, reset_us, retry_us, new_state)``: a plain tuple,
+#: read by name through the index constants below (``out[ALLOWED]``) or by unpacking. Not a
+#: NamedTuple: on CPython 3.11 an instance of a tuple *subclass* is allocated and freed through
+#: the generic GC path (no free list) and unpacking one leaves the exact-tuple fast path; every
+#: decision builds one, and callgrind put the named form at about 2,000 more instructions per
+#: memory hit (docs/benchmarks.md, "before and after the restructuring").
+Outcome: TypeAlias = tuple[bool, int, int, int, Any]
 
-    allowed: bool
-    remaining: int
-    reset_us: int
-    retry_us: int
-    new_state: Any
-
-
-#: ``tuple_new(Outcome, (allowed, remaining, reset_us, retry_us, new_state))`` builds an
-#: :class:`Outcome` in C: ``Outcome(...)`` runs a Python-level ``__new__`` that costs about as
-#: much again (callgrind), and every decision builds one.
-if TYPE_CHECKING:
-
-    def tuple_new(cls: type[Outcome], values: tuple[bool, int, int, int, Any], /) -> Outcome: ...
-
-else:
-    tuple_new = tuple.__new__
+ALLOWED: Final = 0  #: whether ``cost`` units may pass now
+REMAINING: Final = 1  #: units left after this decision (nothing is consumed on a denial)
+RESET_US: Final = 2  #: microseconds until the window holds no usage (0 when empty)
+RETRY_US: Final = 3  #: 0 when allowed; else the wait, or NEVER
+NEW_STATE: Final = 4  #: the state to store if the request is admitted everywhere
 
 
 def ceil_div(a: int, b: int) -> int:
@@ -61,9 +66,7 @@ def _late(out: Outcome, lag: int) -> Outcome:
     """An outcome decided at a later time than ``now`` (the clock stepped back by ``lag``):
     the waits are measured from the real ``now``, so they grow by ``lag``."""
     allowed, remaining, reset, retry, new = out
-    return tuple_new(
-        Outcome, (allowed, remaining, reset + lag if reset else 0, retry + lag if retry > 0 else retry, new)
-    )
+    return (allowed, remaining, reset + lag if reset else 0, retry + lag if retry > 0 else retry, new)
 
 
 class Window:

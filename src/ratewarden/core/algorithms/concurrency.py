@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ratewarden.core.algorithms.base import NEVER, Outcome, Window, tuple_new
+from ratewarden.core.algorithms.base import NEVER, Outcome, Window
 
 __all__ = ["Concurrency"]
 
@@ -34,20 +34,20 @@ class Concurrency(Window):
         limit = self.limit
         reset = leases[-1][0] - now if leases else 0
         if cost > limit:
-            return tuple_new(Outcome, (False, limit - used, reset, NEVER, leases))
+            return (False, limit - used, reset, NEVER, leases)
         need = cost or 1
         if used + need <= limit:
             if cost:
                 leases = tuple(sorted((*leases, (now + self.period, lease, cost))))
                 used += cost
                 reset = leases[-1][0] - now
-            return tuple_new(Outcome, (True, limit - used, reset, 0, leases))
+            return (True, limit - used, reset, 0, leases)
         excess = used + need - limit
         freed = 0
         for expires, _, c in leases:
             freed += c
             if freed >= excess:
-                return tuple_new(Outcome, (False, limit - used, reset, expires - now, leases))
+                return (False, limit - used, reset, expires - now, leases)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def release(self, state: Any, now: int, lease: str) -> tuple[bool, Any]:

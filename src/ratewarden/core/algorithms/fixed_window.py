@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ratewarden.core.algorithms.base import NEVER, Outcome, Window, _late, tuple_new
+from ratewarden.core.algorithms.base import NEVER, Outcome, Window, _late
 
 __all__ = ["FixedWindow"]
 
@@ -31,11 +31,11 @@ class FixedWindow(Window):
         count = state[1] if state is not None and state[0] == start else 0
         left = start + period - now
         if cost > limit:
-            return tuple_new(Outcome, (False, limit - count, left if count else 0, NEVER, state))
+            return (False, limit - count, left if count else 0, NEVER, state)
         if count + (cost or 1) <= limit:
             count += cost
-            return tuple_new(Outcome, (True, limit - count, left if count else 0, 0, (start, count)))
-        return tuple_new(Outcome, (False, limit - count, left, left, state))
+            return (True, limit - count, left if count else 0, 0, (start, count))
+        return (False, limit - count, left, left, state)
 
     def charge(self, state: Any, now: int, cost: int) -> Any:
         start = now - now % self.period

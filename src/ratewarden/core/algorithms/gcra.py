@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ratewarden.core.algorithms.base import NEVER, BurstWindow, Outcome, ceil_div, tuple_new
+from ratewarden.core.algorithms.base import NEVER, BurstWindow, Outcome, ceil_div
 from ratewarden.core.rates import Rate
 
 __all__ = ["GCRA"]
@@ -43,18 +43,18 @@ class GCRA(BurstWindow):
             unit = self.unit
             ahead = (state - now if state is not None and state > now else 0) + unit  # new TAT - now
             if ahead <= self.tau:
-                return tuple_new(Outcome, (True, (self.tau - ahead) // unit, ahead, 0, now + ahead))
-            return tuple_new(Outcome, (False, (self.tau - ahead) // unit + 1, ahead - unit, ahead - self.tau, state))
+                return (True, (self.tau - ahead) // unit, ahead, 0, now + ahead)
+            return (False, (self.tau - ahead) // unit + 1, ahead - unit, ahead - self.tau, state)
         tat = state if state is not None and state > now else now
         unit, tau = self.unit, self.tau
         if cost > self.burst:
-            return tuple_new(Outcome, (False, (tau - tat + now) // unit, tat - now, NEVER, state))
+            return (False, (tau - tat + now) // unit, tat - now, NEVER, state)
         new_tat = tat + (cost or 1) * unit
         if new_tat - now <= tau:
             if cost == 0:
-                return tuple_new(Outcome, (True, (tau - tat + now) // unit, tat - now, 0, state))
-            return tuple_new(Outcome, (True, (tau - new_tat + now) // unit, new_tat - now, 0, new_tat))
-        return tuple_new(Outcome, (False, (tau - tat + now) // unit, tat - now, new_tat - now - tau, state))
+                return (True, (tau - tat + now) // unit, tat - now, 0, state)
+            return (True, (tau - new_tat + now) // unit, new_tat - now, 0, new_tat)
+        return (False, (tau - tat + now) // unit, tat - now, new_tat - now - tau, state)
 
     def charge(self, state: Any, now: int, cost: int) -> Any:
         tat = state if state is not None and state > now else now

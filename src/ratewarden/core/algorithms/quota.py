@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ratewarden.core.algorithms.base import NEVER, Outcome, Window, _late, tuple_new
+from ratewarden.core.algorithms.base import NEVER, Outcome, Window, _late
 from ratewarden.core.calendar import Calendar
 from ratewarden.core.rates import US, Rate
 from ratewarden.errors import ConfigError
@@ -49,11 +49,11 @@ class Quota(Window):
         limit = self.limit
         left = end - now
         if cost > limit:
-            return tuple_new(Outcome, (False, max(0, limit - used), left if used else 0, NEVER, state))
+            return (False, max(0, limit - used), left if used else 0, NEVER, state)
         if used + (cost or 1) <= limit:
             used += cost
-            return tuple_new(Outcome, (True, limit - used, left if used else 0, 0, (start, used)))
-        return tuple_new(Outcome, (False, max(0, limit - used), left, left, state))
+            return (True, limit - used, left if used else 0, 0, (start, used))
+        return (False, max(0, limit - used), left, left, state)
 
     def charge(self, state: Any, now: int, cost: int) -> Any:
         start, _ = self.calendar.bounds(now)

@@ -33,7 +33,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from typing import Any
 
-from ratewarden.core.algorithms.base import NEVER, Outcome, Window, tuple_new
+from ratewarden.core.algorithms.base import NEVER, Outcome, Window
 
 __all__ = ["Log", "SlidingLog"]
 
@@ -140,10 +140,10 @@ class SlidingLog(Window):
         log = state if type(state) is Log else as_log(state)
         if log is None or log.head >= log.n:
             if cost > limit:
-                return tuple_new(Outcome, (False, limit, 0, NEVER, log))
+                return (False, limit, 0, NEVER, log)
             if cost:
-                return tuple_new(Outcome, (True, limit - cost, p, 0, Log([now], [cost], 0, 1)))
-            return tuple_new(Outcome, (True, limit, 0, 0, log))
+                return (True, limit - cost, p, 0, Log([now], [cost], 0, 1))
+            return (True, limit, 0, 0, log)
         ts, cum, n, h = log.ts, log.cum, log.n, log.head
         floor = now - p
         if ts[h] <= floor:
@@ -158,7 +158,7 @@ class SlidingLog(Window):
             used = cum[n - 1] - base
             reset = ts[n - 1] + p - now
         if cost > limit:
-            return tuple_new(Outcome, (False, limit - used, reset, NEVER, log))
+            return (False, limit - used, reset, NEVER, log)
         need = cost or 1
         if used + need <= limit:
             if cost:
@@ -167,9 +167,9 @@ class SlidingLog(Window):
                 log = log.add(h, t, cost)
                 used += cost
                 reset = t + p - now
-            return tuple_new(Outcome, (True, limit - used, reset, 0, log))
+            return (True, limit - used, reset, 0, log)
         i = bisect_left(cum, base + used + need - limit, h, n)
-        return tuple_new(Outcome, (False, limit - used, reset, ts[i] + p - now, log))
+        return (False, limit - used, reset, ts[i] + p - now, log)
 
     def charge(self, state: Any, now: int, cost: int) -> Any:
         log = as_log(state)

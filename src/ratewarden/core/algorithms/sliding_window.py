@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ratewarden.core.algorithms.base import NEVER, Outcome, Window, _late, tuple_new
+from ratewarden.core.algorithms.base import NEVER, Outcome, Window, _late
 
 __all__ = ["SlidingWindow"]
 
@@ -43,13 +43,11 @@ class SlidingWindow(Window):
         weight = prev * (p - elapsed)  # the previous window's share, times P
         need = cost or 1
         if cost > limit:
-            return tuple_new(
-                Outcome, (False, self._remaining(weight, cur), self._reset(start, now, prev, cur), NEVER, state)
-            )
+            return (False, self._remaining(weight, cur), self._reset(start, now, prev, cur), NEVER, state)
         if weight + (cur + need) * p <= limit * p:
             cur += cost
             new = (start, prev, cur)
-            return tuple_new(Outcome, (True, self._remaining(weight, cur), self._reset(start, now, prev, cur), 0, new))
+            return (True, self._remaining(weight, cur), self._reset(start, now, prev, cur), 0, new)
         if cur + need <= limit:
             # Wait in this window until the previous window's weight has decayed enough.
             retry = p - ((limit - cur - need) * p) // prev - elapsed
@@ -57,9 +55,7 @@ class SlidingWindow(Window):
             # Wait for the next window, where this window's count becomes the previous one.
             nxt = p - ((limit - need) * p) // cur if cur else 0
             retry = p - elapsed + max(0, nxt)
-        return tuple_new(
-            Outcome, (False, self._remaining(weight, cur), self._reset(start, now, prev, cur), retry, state)
-        )
+        return (False, self._remaining(weight, cur), self._reset(start, now, prev, cur), retry, state)
 
     def _remaining(self, weight: int, cur: int) -> int:
         p = self.period

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ratewarden.core.algorithms.base import NEVER, BurstWindow, Outcome, _late, ceil_div, tuple_new
+from ratewarden.core.algorithms.base import NEVER, BurstWindow, Outcome, _late, ceil_div
 from ratewarden.core.rates import Rate
 
 __all__ = ["TokenBucket"]
@@ -33,15 +33,13 @@ class TokenBucket(BurstWindow):
         p, limit, full = self.period, self.limit, self.full
         level = self._level(state, now)
         if cost > self.burst:
-            return tuple_new(Outcome, (False, level // p, ceil_div(full - level, limit), NEVER, state))
+            return (False, level // p, ceil_div(full - level, limit), NEVER, state)
         need = (cost or 1) * p
         if level >= need:
             level -= cost * p
             new = (level, now) if cost else state
-            return tuple_new(Outcome, (True, level // p, ceil_div(full - level, limit), 0, new))
-        return tuple_new(
-            Outcome, (False, level // p, ceil_div(full - level, limit), ceil_div(need - level, limit), state)
-        )
+            return (True, level // p, ceil_div(full - level, limit), 0, new)
+        return (False, level // p, ceil_div(full - level, limit), ceil_div(need - level, limit), state)
 
     def charge(self, state: Any, now: int, cost: int) -> Any:
         last = now if state is None or now > state[1] else state[1]

@@ -23,7 +23,7 @@ from ratewarden.core.algorithms import (
     TokenBucket,
     Window,
 )
-from ratewarden.core.algorithms.base import Outcome, tuple_new
+from ratewarden.core.algorithms.base import Outcome
 from ratewarden.errors import ConfigError, StoreError
 from ratewarden.storage._specs import CODES, SpecCache
 
@@ -84,9 +84,7 @@ def parse(reply: Any, n: int) -> list[Outcome]:
     """The functions' flat reply (4 integers per item, maybe a sweep count after) -> Outcomes."""
     if not isinstance(reply, list) or len(reply) < 4 * n:
         raise StoreError(f"unexpected reply from the ratewarden functions: {reply!r:.200}")
-    return [
-        tuple_new(Outcome, (reply[i] == 1, reply[i + 1], reply[i + 2], reply[i + 3], None)) for i in range(0, 4 * n, 4)
-    ]
+    return [(reply[i] == 1, reply[i + 1], reply[i + 2], reply[i + 3], None) for i in range(0, 4 * n, 4)]
 
 
 def decode_state(w: Window, raw: str | None) -> Any:

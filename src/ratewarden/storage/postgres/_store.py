@@ -33,7 +33,7 @@ from psycopg import errors as pg_errors
 
 from ratewarden.clock import to_micros
 from ratewarden.core.algorithms import Concurrency, Quota
-from ratewarden.core.algorithms.base import Outcome, Window, tuple_new
+from ratewarden.core.algorithms.base import Outcome, Window
 from ratewarden.core.evaluate import Op
 from ratewarden.errors import ConfigError, StoreError
 from ratewarden.storage.base import Item
@@ -226,7 +226,7 @@ class PostgresStore:
         r = self._call(*self._one(self._req1(key, window, cost), sweep))
         self._swept(r, 1, sweep)
         try:
-            return tuple_new(Outcome, (r[0] == 1, r[1], r[2], r[3], None))
+            return (r[0] == 1, r[1], r[2], r[3], None)
         except (TypeError, IndexError):
             return parse(r, 1)[0]  # raises with the reply in the message
 

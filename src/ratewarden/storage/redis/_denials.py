@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from ratewarden.core.algorithms.base import Outcome, tuple_new
+from ratewarden.core.algorithms.base import ALLOWED, RETRY_US, Outcome
 
 __all__ = ["DenialCache"]
 
@@ -65,18 +65,17 @@ class DenialCache:
         self.hits += 1
         lag = now - when
         return [
-            tuple_new(Outcome, (a, rem, rst - lag if rst > lag else 0, rty - lag if rty > 0 else rty, None))
-            for a, rem, rst, rty, _ in outs
+            (a, rem, rst - lag if rst > lag else 0, rty - lag if rty > 0 else rty, None) for a, rem, rst, rty, _ in outs
         ]
 
     def put(self, keys: Sequence[str], costs: Sequence[int], outs: Sequence[Outcome]) -> None:
         """Remember a request's outcomes when it was denied with a finite ``retry_after``."""
         until = 0
         for o in outs:
-            if not o.allowed:
-                if o.retry_us <= 0:  # never passes (cost above the window), or nothing to wait for
+            if not o[ALLOWED]:
+                if o[RETRY_US] <= 0:  # never passes (cost above the window), or nothing to wait for
                     return
-                until = o.retry_us if not until else min(until, o.retry_us)
+                until = o[RETRY_US] if not until else min(until, o[RETRY_US])
         if not until:
             return
         now = self.now()

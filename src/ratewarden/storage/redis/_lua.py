@@ -26,7 +26,7 @@ from ratewarden.core.algorithms import (
     TokenBucket,
     Window,
 )
-from ratewarden.core.algorithms.base import Outcome, tuple_new
+from ratewarden.core.algorithms.base import Outcome
 from ratewarden.core.algorithms.sliding_log import Log
 from ratewarden.core.evaluate import Op
 from ratewarden.errors import ConfigError, StoreError
@@ -254,10 +254,7 @@ class Codec:
         """The script's flat reply -> one Outcome per item (``new_state`` is not sent back: None)."""
         if not isinstance(reply, list) or len(reply) != 4 * n:
             raise StoreError(f"unexpected reply from the ratewarden script: {reply!r:.200}")
-        return [
-            tuple_new(Outcome, (reply[i] == 1, reply[i + 1], reply[i + 2], reply[i + 3], None))
-            for i in range(0, 4 * n, 4)
-        ]
+        return [(reply[i] == 1, reply[i + 1], reply[i + 2], reply[i + 3], None) for i in range(0, 4 * n, 4)]
 
 
 def log_key(state_key: str) -> str:

@@ -41,7 +41,7 @@ from redis.retry import Retry
 
 from ratewarden.clock import micros
 from ratewarden.core.algorithms import Concurrency, Quota
-from ratewarden.core.algorithms.base import Outcome, Window, tuple_new
+from ratewarden.core.algorithms.base import ALLOWED, Outcome, Window
 from ratewarden.core.evaluate import Op
 from ratewarden.errors import StoreError
 from ratewarden.storage.base import Item
@@ -213,7 +213,7 @@ class RedisStore:
 
     @staticmethod
     def _merge(n: int, calls: list[_Call], replies: list[Any]) -> list[Outcome]:
-        outs: list[Outcome] = [tuple_new(Outcome, (False, 0, 0, 0, None))] * n
+        outs: list[Outcome] = [(False, 0, 0, 0, None)] * n
         for (idx, keys, _), reply in zip(calls, replies, strict=True):
             for i, o in zip(idx, Codec.parse(reply, len(keys)), strict=True):
                 outs[i] = o
@@ -275,10 +275,10 @@ class RedisStore:
             return hit[0]
         r = self._eval(keys, args)
         try:
-            out = tuple_new(Outcome, (r[0] == 1, r[1], r[2], r[3], None))
+            out = (r[0] == 1, r[1], r[2], r[3], None)
         except (TypeError, IndexError):
             return Codec.parse(r, 1)[0]  # raises with the reply in the message
-        if not out.allowed and dc is not None and not isinstance(window, Concurrency):
+        if not out[ALLOWED] and dc is not None and not isinstance(window, Concurrency):
             dc.put(keys, (cost,), (out,))
         return out
 
@@ -292,7 +292,7 @@ class RedisStore:
         if cache is not None and (hit := cache[0].get(cache[1], cache[2])) is not None:
             return hit
         outs = self._apply(op, items, arg)
-        if cache is not None and not all(o.allowed for o in outs):
+        if cache is not None and not all(o[ALLOWED] for o in outs):
             cache[0].put(cache[1], cache[2], outs)
         return outs
 
@@ -309,7 +309,7 @@ class RedisStore:
             return Codec.parse(self._eval(calls[0][1], calls[0][2]), len(items))
         if op in ("hit", "acquire"):
             peeks = self._merge(len(items), calls, [self._eval(k, a) for _, k, a in self._as(calls, "peek")])
-            if not all(o.allowed for o in peeks):
+            if not all(o[ALLOWED] for o in peeks):
                 return peeks
         return self._merge(len(items), calls, [self._eval(k, a) for _, k, a in calls])
 
@@ -370,7 +370,7 @@ class RedisStore:
         if dc is not None and dc._data and (hit := dc.get(keys, (cost,))) is not None:
             return hit[0]
         out = Codec.parse((await self._aeval_calls([([0], keys, args)]))[0], 1)[0]
-        if not out.allowed and dc is not None and not isinstance(window, Concurrency):
+        if not out[ALLOWED] and dc is not None and not isinstance(window, Concurrency):
             dc.put(keys, (cost,), (out,))
         return out
 
@@ -381,7 +381,7 @@ class RedisStore:
         if cache is not None and (hit := cache[0].get(cache[1], cache[2])) is not None:
             return hit
         outs = await self._aapply(op, items, arg)
-        if cache is not None and not all(o.allowed for o in outs):
+        if cache is not None and not all(o[ALLOWED] for o in outs):
             cache[0].put(cache[1], cache[2], outs)
         return outs
 
@@ -391,7 +391,7 @@ class RedisStore:
             return Codec.parse((await self._aeval_calls(calls))[0], len(items))
         if op in ("hit", "acquire"):
             peeks = self._merge(len(items), calls, await self._aeval_calls(self._as(calls, "peek")))
-            if not all(o.allowed for o in peeks):
+            if not all(o[ALLOWED] for o in peeks):
                 return peeks
         return self._merge(len(items), calls, await self._aeval_calls(calls))
 
