@@ -33,7 +33,7 @@
 -- A denial's retry_after is the first expiry at which the live leases, soonest first, free the
 -- excess: one ZRANGE i i by rank when every lease costs 1; otherwise the first CC_SCAN live
 -- leases are read, then a binary search over the ranks (each probe: the costs up to that rank's
--- expiry, as above; about log2 n probes).
+-- expiry, as above; about log2(n / CC_SCAN) probes) down to CC_SCAN ranks, read and summed.
 -- Not bounded (O(n), rare): the write above after Redis's clock stepped back by more than the
 -- lease TTL in the middle of a backlog; the one-off rewrite of an earlier form (the sorted set
 -- of "Z", without bit sets nor cut: the bit sets are built once if some lease costs more than 1;
@@ -211,24 +211,37 @@ local function cc_freed_at(st, excess)
       return tonumber(r[i + 1])
     end
   end
-  -- binary search: the lowest rank whose expiry frees enough (counting its ties)
-  lo = lo + CC_SCAN
+  -- Binary search over ranks [lo, hi], keeping base = the costs of the live ranks before lo (so
+  -- C(r), the costs of the live ranks up to r, is known at lo - 1). A probe at rank mid counts
+  -- the costs up to its expiry s (all its ties, up to rank t = n - 1): if they free enough the
+  -- answer is at most s (hi = mid), else it ranks after t (lo = t + 1). Once at most CC_SCAN
+  -- ranks are left they are read and summed; if even hi does not free enough, the answer ranks
+  -- in hi's ties: hi's expiry.
+  lo = lo + #r / 2
+  local base = freed
   local hi = redis.call('ZCARD', z) - 1
-  while lo < hi do
+  while hi - lo >= CC_SCAN do
     local mid = floor((lo + hi) / 2)
-    local s = tonumber(redis.call('ZRANGE', z, mid, mid, 'WITHSCORES')[2])
-    local _, upto = cc_upto(st, s)
+    local sc = tonumber(redis.call('ZRANGE', z, mid, mid, 'WITHSCORES')[2])
+    local n, upto = cc_upto(st, sc)
     if upto - st.gone >= excess then
       hi = mid
     else
-      lo = mid + 1
+      lo, base = n, upto - st.gone
     end
   end
-  local s = redis.call('ZRANGE', z, lo, lo, 'WITHSCORES')[2]
-  if s == nil then
+  r = redis.call('ZRANGE', z, lo, hi, 'WITHSCORES')
+  if #r == 0 then
     error('ratewarden: concurrency state is inconsistent')
   end
-  return tonumber(s)
+  for i = 1, #r, 2 do
+    local _, c = cc_parse(r[i])
+    base = base + c
+    if base >= excess then
+      return tonumber(r[i + 1])
+    end
+  end
+  return tonumber(r[#r])
 end
 
 local function cc_acquire(w, st, now, cost, lease)
