@@ -227,13 +227,13 @@ def test_dropped_leases_not_yet_removed_stay_dropped_when_the_clock_steps_back(
     the leases a write has dropped (as the core's state does) are never counted again, the ones
     no write dropped yet are, and leases acquired after the step back (expiring before the
     dropped ones) count until they expire: every outcome and state the core's."""
-    w = make_window("concurrency", Rate(2_000, 10 * US))
+    w = make_window("concurrency", Rate(8_000, 10 * US))
     steps = [(0 if i == 0 else 1, "acquire", f"l{i}", costs[i % len(costs)]) for i in range(1_200)]
-    steps += [(1_000, "acquire", "keep", 1)]
-    steps += [(10 * US, "peek", "", 1)]  # the 1,200 have expired; nothing dropped them yet
+    steps += [(5 * US, "acquire", "keep", 1)]
+    steps += [(5 * US, "peek", "", 1)]  # the 1,200 have expired ("keep" has not); nothing dropped them yet
     steps += [(-back, "peek", "", 1), (back, "acquire", "a", 2)]  # dropped now (a write)
     steps += [(-back, "peek", "", 1), (0, "acquire", "b", 3), (0, "hit", "", 0), (0, "release", "l5", 0)]
-    steps += [(1, "acquire", "c", 1), (back // 2, "peek", "", 1999), (0, "acquire", "d", 1999)]
+    steps += [(1, "acquire", "c", 1), (back // 2, "peek", "", 7999), (0, "acquire", "d", 7000)]
     steps += [(back, "hit", "", 1)] + [(1, "acquire", f"m{i}", 1) for i in range(20)]
     steps += [(-back, "peek", "", 1), (10 * US, "hit", "", 0), (-2 * back, "acquire", "e", 1)]
     replay(client, w, steps)
@@ -251,24 +251,26 @@ def test_a_check_drops_expired_leases_too(client: Any) -> None:
 
 @pytest.mark.parametrize("seed", [4, 5])
 def test_a_long_backlog_with_mixed_costs_matches_the_core(client: Any, seed: int) -> None:
-    """Bursts of hundreds of leases of costs 1 to 40 expiring together, denials whose retry_after
-    needs more than the first 32 live leases (the binary search over ranks), releases, checks and
-    steps back: every outcome and state the core's."""
+    """Bursts of hundreds of leases of costs 1 to 900 expiring together while later ones stay
+    (backlogs of dropped leases), denials whose retry_after needs more than the first 32 live
+    leases (the binary search over ranks), releases, checks, and steps back by less and by more
+    than the TTL in the middle of a backlog: every outcome and state the core's."""
     rnd = random.Random(seed)
-    w = make_window("concurrency", Rate(3_000, 30 * US))
+    w = make_window("concurrency", Rate(20_000, 30 * US))
     steps: list[tuple[int, str, str, int]] = []
+    jumps = [10 * US, 15 * US, 20 * US, 30 * US, -US, -5 * US, -15 * US, -30 * US, -31 * US, -45 * US]
     for i in range(1_500):
         r = rnd.random()
-        dt = rnd.choice([0, 1, 700]) if r < 0.95 else rnd.choice([30 * US, 31 * US, -US, -30 * US, -31 * US])
+        dt = rnd.choice([0, 1, 700]) if r < 0.97 else rnd.choice(jumps)
         r = rnd.random()
         if r < 0.1:
             steps.append((dt, "release", f"l{rnd.randrange(i + 1)}", 0))
         elif r < 0.2:
-            steps.append((dt, "peek", "", rnd.choice([1, 500, 1_500, 2_999])))
+            steps.append((dt, "peek", "", rnd.choice([1, 5_000, 15_000, 19_999])))
         elif r < 0.25:
             steps.append((dt, "hit", "", 0))
         else:
-            steps.append((dt, "acquire", f"l{i}", rnd.choice([1, 1, 1, 2, 3, 8, 40, 900])))
+            steps.append((dt, "acquire", f"l{i}", rnd.choice([1, 1, 1, 2, 3, 8, 40] * 9 + [900])))
     replay(client, w, steps)
 
 
