@@ -189,8 +189,8 @@ class Codec:
     def state_keys(self, key: str, w: Window) -> list[str]:
         """Every Redis key a window of ``key`` uses (a sliding log has its sorted set too)."""
         k = self.state_key(key, w)
-        if isinstance(w, Concurrency):
-            return [k, k + ":z", k + ":h"]
+        if isinstance(w, Concurrency):  # and the bit sets :b0 .. :b49 (costs below 2^50)
+            return [k, k + ":z", k + ":h", *(f"{k}:b{i}" for i in range(50))]
         return [k, log_key(k)] if isinstance(w, SlidingLog) else [k]
 
     def pattern(self, key: str) -> str:
@@ -266,8 +266,10 @@ def decode_state(w: Window, raw: bytes | str | None, log: Sequence[bytes | str] 
     """A stored state string -> the value the Python core uses (for tests and inspection).
 
     A sliding-log state is its header ``"L total last base skip"`` plus ``log``, the members of its
-    sorted set in order (``ZRANGE key:log 0 -1``); a concurrency state ``"Z"`` is its sorted set's
-    ``(member, score)`` pairs (``ZRANGE key:z 0 -1 WITHSCORES``): :func:`read_state` fetches them."""
+    sorted set in order (``ZRANGE key:log 0 -1``); a concurrency state ``"Z2"`` (or ``"Z"``) is its
+    sorted set's ``(member, score)`` pairs (``ZRANGE key:z 0 -1 WITHSCORES``) past the hash's
+    ``" cut"`` (the leases at or below it are dropped ones not yet removed): :func:`read_state`
+    fetches them."""
     if raw is None:
         return None
     text = raw.decode() if isinstance(raw, bytes) else raw
@@ -284,7 +286,7 @@ def decode_state(w: Window, raw: bytes | str | None, log: Sequence[bytes | str] 
     parts = text.split()
     if isinstance(w, GCRA):
         return int(parts[0])
-    if isinstance(w, Concurrency) and text == "Z":  # log: ZRANGE key:z 0 -1 WITHSCORES
+    if isinstance(w, Concurrency) and text in ("Z", "Z2"):  # log: ZRANGE key:z 0 -1 WITHSCORES
         held = []
         pairs: Sequence[Any] = log
         for m, score in pairs:
@@ -316,5 +318,6 @@ def read_state(client: Any, codec: Codec, key: str, w: Window) -> Any:
     if isinstance(w, SlidingLog) and raw is not None:
         log = client.zrange(log_key(k), 0, -1)
     elif isinstance(w, Concurrency) and raw is not None:
-        log = client.zrange(k + ":z", 0, -1, withscores=True)
+        cut = int(client.hget(k + ":h", " cut") or 0)  # at or below: dropped, not yet removed
+        log = [(m, s) for m, s in client.zrange(k + ":z", 0, -1, withscores=True) if s > cut]
     return decode_state(w, raw, log)
