@@ -35,6 +35,10 @@ for lo = 1, NI, CHUNK do
   end
 end
 
+-- A plain state (no store() of its own) is written once per call, at the end, with its last
+-- value and the TTL of its last write (PX[k]; nil: deleted since, or never written): the same
+-- end state as writing it after each request, one SET per key instead of one per request.
+local PX, DIRTY = {}, {}
 local out = {}
 local function run(op, lease, lo, hi)
   local S, N, R = {}, {}, {}
@@ -100,6 +104,7 @@ local function run(op, lease, lo, hi)
           redis.call('DEL', k)
           RAW[k] = false
         end
+        PX[k] = nil
         if alg.drop then
           alg.drop(k)
         end
@@ -107,7 +112,10 @@ local function run(op, lease, lo, hi)
         RAW[k] = alg.store(k, new, cdiv(rst, 1000) + slack)
       else
         local raw = alg.enc(new)
-        redis.call('SET', k, raw, 'PX', cdiv(rst, 1000) + slack)
+        if PX[k] == nil then
+          DIRTY[#DIRTY + 1] = k
+        end
+        PX[k] = cdiv(rst, 1000) + slack
         RAW[k] = raw
       end
     end
@@ -126,5 +134,12 @@ for q = 1, NQ do
   local count = tonumber(ARGV[3 + 3 * q])
   run(ARGV[3 * q + 1], ARGV[3 * q + 2], lo, lo + count - 1)
   lo = lo + count
+end
+for j = 1, #DIRTY do
+  local k = DIRTY[j]
+  if PX[k] then
+    redis.call('SET', k, RAW[k], 'PX', PX[k])
+    PX[k] = nil
+  end
 end
 return out

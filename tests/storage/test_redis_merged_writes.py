@@ -1,0 +1,56 @@
+"""A merged script call writes each plain state once, with its last value and TTL.
+
+A private redis-server of the test's own (INFO commandstats counts the whole server; the shared
+6379 is never touched).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ratewarden.core.algorithms import make_window
+from ratewarden.core.rates import US, Rate
+from ratewarden.storage.redis import RedisStore, open_redis
+from ratewarden.storage.redis._lua import Codec
+
+from . import redis_cluster
+from .redis_cluster import RedisServer
+
+redis = pytest.importorskip("redis")
+pytestmark = pytest.mark.redis
+private_redis = redis_cluster.private_redis
+
+NOW = 1_000_000_000_000  # us: the injected clock (the script then keeps states an hour longer)
+
+
+def _sets(client: object) -> int:
+    stats = client.info("commandstats")  # type: ignore[attr-defined]
+    return int(stats.get("cmdstat_set", {}).get("calls", 0))
+
+
+@pytest.mark.parametrize("algo", ["gcra", "fixed-window", "sliding-window", "token-bucket"])
+def test_a_merged_call_sets_each_key_once_with_the_state_of_its_last_request(
+    private_redis: RedisServer, algo: str
+) -> None:
+    store = open_redis(private_redis.url, breaker=0, _test_now=lambda: NOW / 1e6)
+    assert isinstance(store, RedisStore)
+    w = make_window(algo, Rate(100, 60 * US))
+    client = redis.Redis.from_url(private_redis.url)
+    try:
+        calls = [store.codec.pack("hit", [(key, w, 1)]) for key in ("a", "a", "b", "a")]
+        client.config_resetstat()
+        reply = store._eval(*Codec.merge(calls))
+        assert _sets(client) == 2  # "a" and "b", once each (before: once per request, 4)
+        outs = Codec.parse(reply, 4)
+        assert [o[0] for o in outs] == [True] * 4
+        assert [o[1] for o in outs] == [99, 98, 99, 97]
+        # the same end state as four calls one after the other, on other keys
+        for key in ("c", "c", "d", "c"):
+            store.hit1(key, w, 1)
+        for merged, single in (("a", "c"), ("b", "d")):
+            k1, k2 = store.codec.state_key(merged, w), store.codec.state_key(single, w)
+            assert client.get(k1) == client.get(k2)
+            assert abs(client.pttl(k1) - client.pttl(k2)) < 1_000
+    finally:
+        client.close()
+        store.close()
