@@ -1,4 +1,5 @@
-"""A merged script call writes each plain state once, with its last value and TTL.
+"""The Redis commands the script runs: a merged call writes each plain state once, with its
+last value and TTL; one hit of one window is GET + SET, as the floor.
 
 A private redis-server of the test's own (INFO commandstats counts the whole server; the shared
 6379 is never touched).
@@ -51,6 +52,42 @@ def test_a_merged_call_sets_each_key_once_with_the_state_of_its_last_request(
             k1, k2 = store.codec.state_key(merged, w), store.codec.state_key(single, w)
             assert client.get(k1) == client.get(k2)
             assert abs(client.pttl(k1) - client.pttl(k2)) < 1_000
+    finally:
+        client.close()
+        store.close()
+
+
+def _calls(client: object) -> dict[str, int]:
+    stats = client.info("commandstats")  # type: ignore[attr-defined]
+    return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
+
+
+@pytest.mark.parametrize("algo", ["gcra", "fixed-window", "sliding-window", "token-bucket"])
+def test_one_hit_is_one_get_and_one_set_in_the_script(private_redis: RedisServer, algo: str) -> None:
+    """The script's hot path (one hit, one window, a plain algorithm) runs the floor's commands,
+    GET and SET (and TIME without the test clock), nothing else; its reply and state equal the
+    general path's (the same hit sent merged with a peek of another key)."""
+    store = open_redis(private_redis.url, breaker=0, _test_now=lambda: NOW / 1e6)
+    assert isinstance(store, RedisStore)
+    w = make_window(algo, Rate(100, 60 * US))
+    client = redis.Redis.from_url(private_redis.url)
+    try:
+        store.hit1("a", w, 1)
+        client.config_resetstat()
+        fast = store.hit1("a", w, 1)
+        calls = _calls(client)
+        assert calls.get("get") == 1 and calls.get("set") == 1 and "mget" not in calls
+        store.hit1("b", w, 1)
+        general = Codec.parse(
+            store._eval(
+                *Codec.merge([store.codec.pack("hit", [("b", w, 1)]), store.codec.pack("peek", [("z", w, 1)])])
+            ),
+            2,
+        )[0]
+        assert general == fast
+        ka, kb = store.codec.state_key("a", w), store.codec.state_key("b", w)
+        assert client.get(ka) == client.get(kb)
+        assert abs(client.pttl(ka) - client.pttl(kb)) < 1_000
     finally:
         client.close()
         store.close()
