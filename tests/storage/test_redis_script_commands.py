@@ -91,3 +91,33 @@ def test_one_hit_is_one_get_and_one_set_in_the_script(private_redis: RedisServer
     finally:
         client.close()
         store.close()
+
+
+def test_tasks_that_hit_again_at_once_share_one_script_call_per_round(private_redis: RedisServer) -> None:
+    """50 tasks, each hitting 10 times in a row: each round's 50 requests go out as ONE merged
+    script call (before: every other call carried a lone request, the first task woken)."""
+    import asyncio
+
+    w = make_window("gcra", Rate(10**6, 60 * US))
+    client = redis.Redis.from_url(private_redis.url)
+
+    async def main() -> None:
+        store = open_redis(private_redis.url, breaker=0)
+        assert isinstance(store, RedisStore)
+        await store.ahit1("k", w, 1)  # connect and load the script
+        client.config_resetstat()
+
+        async def task() -> None:
+            for _ in range(10):
+                assert (await store.ahit1("k", w, 1))[0]
+
+        await asyncio.gather(*(task() for _ in range(50)))
+        await store.aclose()
+
+    try:
+        asyncio.run(main())
+        calls = _calls(client)
+        assert calls.get("evalsha", 0) <= 12  # 10 rounds (+ the first lone call); before: 20
+        assert calls.get("set", 0) == calls["evalsha"]  # one SET per call, whatever it carries
+    finally:
+        client.close()
