@@ -59,7 +59,9 @@ def free_port() -> int:
 
 
 def start(framework: str, variant: str, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "RW_BENCH_VARIANT": variant, "PYTHONPATH": str(APPS)}
+    # a PYTHONPATH given (e.g. another tree's src, to measure it) stays, after the apps
+    path = os.pathsep.join(p for p in (str(APPS), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "RW_BENCH_VARIANT": variant, "PYTHONPATH": path}
     if framework == "starlette":
         cmd = [str(BIN / "uvicorn"), "apps:make_starlette", "--factory", "--app-dir", str(APPS)]
         cmd += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]

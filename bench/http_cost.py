@@ -16,7 +16,21 @@ loop's own cost; the names are in :func:`pieces`)::
 
     python bench/http_cost.py --measure piece:noop,piece:facts,piece:check,piece:store --n 1000
 
-CONFIG: ``starlette-bare``, ``starlette-noop-mw``, ``starlette-ratewarden``, ``flask-bare``,
+``--server CONFIGS`` counts the same under the real server instead: the Starlette app under
+uvicorn (one process, as ``bench/http_bench.py`` runs it) started under callgrind, warmed up,
+its counters zeroed (``callgrind_control -z``), then exactly N keep-alive requests sent over 16
+connections from this process (outside valgrind) and the counters dumped: instructions per
+request of the whole server (the socket, uvicorn's h11 protocol, the app, ratewarden), the
+figure whose ratio to bare is the capacity ratio ``bench/http_bench.py`` measures with wrk::
+
+    python bench/http_cost.py --server starlette-bare,starlette-noop-rwheaders,starlette-ratewarden --n 2000
+
+The 16 connections' set-up and tear-down are counted too, spread over the N requests: take N of
+2,000 or more (bare Starlette: 621,000 per request at N = 300, 607,000 at N = 2,000).
+
+CONFIG: ``starlette-bare``, ``starlette-noop-mw``, ``starlette-noop-send`` (wraps ``send``, adds
+no field), ``starlette-noop-rwheaders`` (adds the very two fields ratewarden sends, nothing
+else), ``starlette-ratewarden``, ``flask-bare``,
 ``flask-ratewarden`` (the extension), ``flask-ratewarden-wsgi``, ``asgi-bare`` (a 10-line ASGI
 app, no framework) and ``asgi-ratewarden`` (that app inside ``RateLimitMiddleware``).
 """
@@ -28,9 +42,12 @@ import asyncio
 import io
 import os
 import re
+import selectors
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +92,8 @@ CONFIGS = (
     "asgi-ratewarden",
     "starlette-bare",
     "starlette-noop-mw",
+    "starlette-noop-send",
+    "starlette-noop-rwheaders",
     "starlette-ratewarden",
     "flask-bare",
     "flask-ratewarden",
@@ -181,15 +200,105 @@ def run(config: str, n: int) -> None:
         run_wsgi(200 + n)
 
 
+def _env() -> dict[str, str]:
+    """The environment of a measured process: a fixed hash seed (``PYTHONHASHSEED=0`` unless set),
+    since string hashes decide dictionary probes and with a random seed the same run moves by
+    about 1,000 instructions per request."""
+    return {**os.environ, "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0")}
+
+
 def instructions(config: str, n: int, python: str) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "cg.out"
         cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", python, __file__, config, str(n)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=True, env=_env())
         m = re.search(r"Collected : (\d+)", proc.stderr)
         if m is None:
             raise SystemExit(f"no instruction count from callgrind:\n{proc.stderr[-2000:]}")
         return int(m.group(1))
+
+
+def requests(port: int, n: int, connections: int = 16) -> int:
+    """Send exactly ``n`` keep-alive ``GET /`` requests (what wrk sends) over ``connections``
+    connections and read every response; the count of responses that were not 200."""
+    request = f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+    sel = selectors.DefaultSelector()
+    left, done, bad = n, 0, 0
+    socks = []
+    for _ in range(min(connections, n)):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(request)
+        s.setblocking(False)
+        left -= 1
+        sel.register(s, selectors.EVENT_READ, bytearray())
+        socks.append(s)
+    try:
+        while done < n:
+            for key, _ in sel.select(timeout=120):
+                s, buf = key.fileobj, key.data
+                chunk = s.recv(65536)  # type: ignore[union-attr]
+                if not chunk:
+                    raise SystemExit("the server closed a connection")
+                buf += chunk
+                while (end := buf.find(b"\r\n\r\n")) >= 0:
+                    head = bytes(buf[:end]).lower()
+                    m = re.search(rb"\r\ncontent-length: *(\d+)", head)
+                    size = end + 4 + (int(m.group(1)) if m else 0)
+                    if len(buf) < size:
+                        break
+                    bad += not head.startswith(b"http/1.1 200")
+                    del buf[:size]
+                    done += 1
+                    if left > 0:
+                        s.sendall(request)  # type: ignore[union-attr]
+                        left -= 1
+    finally:
+        for s in socks:
+            s.close()
+    return bad
+
+
+def server_instructions(config: str, n: int, python: str) -> int:
+    """Instructions per request of the whole uvicorn server process serving ``config`` (see the
+    module docstring): zeroed after start-up and a warm-up, dumped after exactly ``n`` requests."""
+    framework, _, variant = config.partition("-")
+    if framework != "starlette":
+        raise SystemExit(f"--server runs the Starlette apps under uvicorn; not {config!r}")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "cg.out"
+        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", python, "-m", "uvicorn"]
+        cmd += ["apps:make_starlette", "--factory", "--app-dir", str(APPS), "--host", "127.0.0.1"]
+        cmd += ["--port", str(port), "--log-level", "warning", "--no-access-log"]
+        path = os.pathsep.join(p for p in (str(APPS), os.environ.get("PYTHONPATH", "")) if p)
+        env = {**_env(), "RW_BENCH_VARIANT": variant, "PYTHONPATH": path}
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(600):
+                if proc.poll() is not None:
+                    raise SystemExit(f"{config}: the server exited ({proc.returncode})")
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    time.sleep(0.2)
+            requests(port, 500)  # warm-up: every cache filled, every code path run once
+            ctl = ["callgrind_control"]
+            subprocess.run([*ctl, "-z", str(proc.pid)], check=True, capture_output=True)
+            bad = requests(port, n)
+            subprocess.run([*ctl, "-d", "measured", str(proc.pid)], check=True, capture_output=True)
+            if bad:
+                raise SystemExit(f"{config}: {bad} responses were not 200")
+            dump = Path(f"{out}.1")
+            m = re.search(r"^summary: (\d+)", dump.read_text(), re.MULTILINE)
+            if m is None:
+                raise SystemExit(f"{config}: no summary in the callgrind dump")
+            return int(m.group(1)) // n
+        finally:
+            proc.terminate()
+            proc.wait(timeout=120)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,8 +306,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("config", nargs="?", help=f"one of {', '.join(CONFIGS)}, or piece:NAME")
     ap.add_argument("count", nargs="?", type=int, default=1000)
     ap.add_argument("--measure", default="", help="comma-separated configurations: instructions per request")
-    ap.add_argument("--n", type=int, default=300, help="N of the N / 11N pair")
+    ap.add_argument("--server", default="", help="comma-separated Starlette configurations: under uvicorn")
+    ap.add_argument("--n", type=int, default=300, help="N of the N / 11N pair (--server: requests counted)")
     args = ap.parse_args(argv)
+    if args.server:
+        base = None
+        for config in args.server.split(","):
+            per = server_instructions(config, args.n, sys.executable)
+            base = per if base is None else base
+            print(
+                f"{config:28} {per:12,} instructions/request in the server  {base / per:6.3f}x of the first", flush=True
+            )
+        return 0
     if not args.measure:
         if args.config is None:
             ap.error("a configuration, or --measure")

@@ -38,6 +38,25 @@ class NoopHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class NoopSend(NoopHeaders):
+    """The same middleware adding no field: what wrapping ``send`` alone costs."""
+
+    EXTRA = ()
+
+
+class NoopRateWardenHeaders(NoopHeaders):
+    """The same middleware adding the very two fields ratewarden sends for this policy (the same
+    names, the same lengths): what the server itself spends on those fields, with no rate limiting."""
+
+    EXTRA = (
+        (
+            b"ratelimit-policy",
+            b'"per-ip-hour";q=1000000000;w=3600, "per-ip-minute";q=1000000000;w=60, "per-client";q=1000000000;w=86400',
+        ),
+        (b"ratelimit", b'"per-ip-hour";r=999999999;t=1, "per-ip-minute";r=999999999;t=1, "per-client";r=999999999;t=1'),
+    )
+
+
 def make_starlette() -> Any:
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
@@ -54,6 +73,10 @@ def make_starlette() -> Any:
         return Starlette(routes=[Route("/", hello)])
     if variant == "noop-mw":  # the floor: a pure ASGI middleware that only wraps send to add two fixed headers
         return Starlette(routes=[Route("/", hello)], middleware=[Middleware(NoopHeaders)])
+    if variant == "noop-send":  # wraps send, adds no field
+        return Starlette(routes=[Route("/", hello)], middleware=[Middleware(NoopSend)])
+    if variant == "noop-rwheaders":  # adds ratewarden's two fields, does nothing else
+        return Starlette(routes=[Route("/", hello)], middleware=[Middleware(NoopRateWardenHeaders)])
     if variant == "ratewarden":
         from ratewarden.asgi import RateLimitMiddleware
 

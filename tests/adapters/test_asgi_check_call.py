@@ -59,3 +59,53 @@ def test_an_engine_set_after_building_goes_through_acheck() -> None:
     mw.engine = AsyncOnly(allow=1)  # type: ignore[assignment]
     with TestClient(mw) as client:
         assert [client.get("/").status_code for _ in range(2)] == [200, 429]
+
+
+EXEMPT = POLICY.replace('headers = "draft"\n', 'headers = "draft"\nexempt = ["/health"]\n')
+BODY = POLICY.replace('name = "ip"\n', 'name = "ip"\nkey = "body:email"\nfallback = "ip"\n')
+
+
+async def echo_body(request: Request) -> PlainTextResponse:
+    return PlainTextResponse(await request.body())
+
+
+BODY_APP = Starlette(routes=[Route("/", echo_body, methods=["POST"]), Route("/health", hello)])
+
+
+def _count_calls(mw: RateLimitMiddleware) -> list[str]:
+    """The names of the engine's exempt/needs_body calls, recorded on the real engine."""
+    calls: list[str] = []
+    for name in ("exempt", "needs_body"):
+        real = getattr(mw.engine, name)
+        setattr(mw.engine, name, lambda facts, real=real, name=name: calls.append(name) or real(facts))
+    return calls
+
+
+def test_a_policy_with_nothing_exempt_and_no_body_key_goes_straight_to_check() -> None:
+    """Neither call can be True for such a policy, so the ASGI path skips both (the verdicts as before)."""
+    mw = RateLimitMiddleware(APP, policy=POLICY, storage="memory://")
+    assert mw._plain is mw.engine
+    calls = _count_calls(mw)
+    with TestClient(mw) as client:
+        assert [client.get("/").status_code for _ in range(3)] == [200, 200, 429]
+    assert calls == []
+
+
+def test_exempt_paths_and_body_keys_are_still_asked_for() -> None:
+    mw = RateLimitMiddleware(APP, policy=EXEMPT, storage="memory://")
+    assert mw._plain is None
+    calls = _count_calls(mw)
+    with TestClient(mw) as client:
+        assert [client.get("/health").status_code for _ in range(3)] == [404, 404, 404]  # exempt: never counted
+        assert [client.get("/").status_code for _ in range(3)] == [200, 200, 429]
+    assert calls.count("exempt") == 6
+    mw = RateLimitMiddleware(BODY_APP, policy=BODY, storage="memory://")
+    assert mw._plain is None
+    with TestClient(mw) as client:
+        for who in ("a@x", "a@x", "b@x"):
+            r = client.post("/", content=f'{{"email": "{who}"}}', headers={"content-type": "application/json"})
+            assert r.status_code == 200 and r.text == f'{{"email": "{who}"}}'  # read for the key, replayed whole
+        assert client.post("/", json={"email": "a@x"}).status_code == 429
+    mw.engine = AsyncOnly(allow=1, exempt_paths=("/health",))  # type: ignore[assignment]
+    with TestClient(mw) as client:
+        assert [client.get("/health").status_code for _ in range(2)] == [200, 200]

@@ -316,3 +316,44 @@ def test_nothing_pending_means_no_after_call_and_the_headers_still_added() -> No
         r = client.get("/echo")
     assert r.headers["ratelimit"] == '"test";r=999999;t=60'
     assert engine.afters == []
+
+
+@pytest.mark.parametrize("pending", [True, None])
+async def test_the_send_wrapper_hands_back_the_servers_own_awaitable(pending: object) -> None:
+    """Each message the app sends is awaited as the server's own awaitable (no coroutine of the
+    middleware in between: two fewer per response), the start message with the verdict's fields
+    added to the app's, the body untouched, and after() still sees the response."""
+    engine = RecordingEngine(pending=pending)
+    sent: list[dict[str, Any]] = []
+    handed: list[object] = []
+
+    class ServerSend:  # what the server's send returns, awaited by the app
+        def __init__(self, message: dict[str, Any]) -> None:
+            self.message = message
+
+        def __await__(self) -> Any:
+            sent.append(self.message)
+            return iter(())
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        for message in (
+            {"type": "http.response.start", "status": 202, "headers": [(b"x-app", b"1")]},
+            {"type": "http.response.body", "body": b"ok"},
+        ):
+            awaitable = send(message)
+            handed.append(awaitable)
+            await awaitable
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "client": ("192.0.2.1", 1)}
+    await RateLimitMiddleware(app, engine=engine)(scope, None, ServerSend)  # type: ignore[arg-type]
+    assert [type(a) for a in handed] == [ServerSend, ServerSend]
+    assert [a.message for a in handed] == sent  # type: ignore[attr-defined]
+    assert sent[0]["headers"] == [
+        (b"x-app", b"1"),
+        (b"ratelimit-policy", b'"test";q=1000000;w=60'),
+        (b"ratelimit", b'"test";r=999999;t=60'),
+    ]
+    assert sent[1] == {"type": "http.response.body", "body": b"ok"}
+    assert [(status, headers.get("x-app")) for _, status, headers in engine.afters] == (
+        [(202, "1")] if pending is not None else []
+    )

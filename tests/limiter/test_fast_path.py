@@ -40,12 +40,11 @@ def test_the_hot_paths_allocate_no_closure_cells() -> None:
     """A comprehension or lambda inside a hot function makes the names it reads closure cells,
     allocated on every call (about 100 instructions per hit, callgrind): the hot paths keep
     them in helpers of their own (``limiter._items``, ``MemoryStore._write_items``)."""
-    from ratewarden.core.algorithms import ALGORITHMS as algos
     from ratewarden.core.decision import deciding_index
     from ratewarden.limiter import AsyncLimiter
     from ratewarden.storage.memory import MemoryStore
 
     hot = [Limiter.hit, AsyncLimiter.hit, MemoryStore.hit1, MemoryStore.apply, deciding_index]
-    hot += [cls.decide for cls in algos.values()]
+    hot += [cls.decide for cls in ALGORITHMS.values()]
     for fn in hot:
         assert fn.__code__.co_cellvars == (), fn.__qualname__

@@ -119,6 +119,11 @@ class RateLimitMiddleware:
         #: (held as that very engine: one replaced later is called through ``acheck``)
         inline = type(self.engine) is Engine and bool(getattr(self.engine, "_inline", False))
         self._sync: Engine | None = self.engine if inline else None
+        #: that engine again when, besides, ``exempt`` and ``needs_body`` are False for every
+        #: request (the engine says so: no exempt path, no rule or ban keyed on the body): the
+        #: HTTP path goes straight to ``check`` (held as that engine, like ``_sync``)
+        plain = inline and bool(getattr(self.engine, "_check_only", False))
+        self._plain: Engine | None = self.engine if plain else None
 
     # -- facts --------------------------------------------------------------------------------
 
@@ -142,12 +147,15 @@ class RateLimitMiddleware:
         engine = self.engine
         getter = self.user_getter
         facts = scope_facts(scope, scope_user(scope) if getter is None else getter(scope), self.user_attrs)
-        if engine.exempt(facts):
-            await self.app(scope, receive, send)
-            return
-        if engine.needs_body(facts):
-            receive = await _read_body(facts, receive, engine.body_limit)
-        verdict = engine.check(facts) if engine is self._sync else await engine.acheck(facts)
+        if engine is self._plain:  # nothing exempt, no body read: the verdict alone
+            verdict = engine.check(facts)
+        else:
+            if engine.exempt(facts):
+                await self.app(scope, receive, send)
+                return
+            if engine.needs_body(facts):
+                receive = await _read_body(facts, receive, engine.body_limit)
+            verdict = engine.check(facts) if engine is self._sync else await engine.acheck(facts)
         if not verdict.allowed:
             await _send_denial(send, verdict)
             await self._after(facts, verdict, verdict.status, join_headers(verdict.headers))
@@ -158,11 +166,13 @@ class RateLimitMiddleware:
         extra = _latin1(verdict.headers)
         started: list[Message] = []
 
-        async def send_with_headers(message: Message) -> None:
+        # a plain function handing back the server's own awaitable: awaiting it is awaiting the
+        # server's send, with no coroutine of ours per message (two per response)
+        def send_with_headers(message: Message) -> Awaitable[None]:
             if message["type"] == "http.response.start" and not started:
                 message["headers"] = _with_headers(message.get("headers", ()), extra, verdict.headers)
                 started.append(message)
-            await send(message)
+            return send(message)
 
         if verdict.pending is None:  # after() would be a no-op (engine contract): skip it
             await self.app(scope, receive, send_with_headers)

@@ -18,6 +18,8 @@ from ratewarden.core.rates import US, Rate
 
 __all__ = ["Decision", "deciding_index", "retry_after_seconds", "to_decision"]
 
+_new = tuple.__new__
+
 
 class Decision(NamedTuple):
     """The answer for one request (or, from ``status``, for one window).
@@ -121,15 +123,19 @@ def to_decision(window: Window, o: Outcome, key: str, lease: str | None = None) 
             key,
             "cost_exceeds_limit",
         )
-    return Decision(
-        allowed,
-        window.limit,
-        remaining if remaining > 0 else 0,
-        reset_us / US,
-        retry_us / US,
-        window.rate,
-        window.name,
-        key,
-        None,
-        lease if allowed else None,
+    # tuple.__new__ in C: a NamedTuple's own __new__ is a Python function (about half the cost)
+    return _new(
+        Decision,
+        (
+            allowed,
+            window.limit,
+            remaining if remaining > 0 else 0,
+            reset_us / US,
+            retry_us / US,
+            window.rate,
+            window.name,
+            key,
+            None,
+            lease if allowed else None,
+        ),
     )

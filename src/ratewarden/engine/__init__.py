@@ -111,6 +111,9 @@ class Engine(_Flows):
         self._inline = self.runner.inline
         self._limiters: tuple[Limiter, AsyncLimiter] | None = None
         self._needs_body = self.policy.needs_body
+        #: exempt() and needs_body() are False for every request (no exempt path, no rule or ban
+        #: keyed on the body) and the store never blocks: an adapter may go straight to check()
+        self._check_only = self._inline and not s.exempt and not self._needs_body
         p = self.policy
         self._has_lists = bool(
             p.safelist.networks

@@ -41,32 +41,38 @@ class SlidingWindow(Window):
                 return _late(self.decide(state, state[0], cost), state[0] - now)
         elapsed = now - start
         weight = prev * (p - elapsed)  # the previous window's share, times P
-        need = cost or 1
-        if cost > limit:
-            return (False, self._remaining(weight, cur), self._reset(start, now, prev, cur), NEVER, state)
-        if weight + (cur + need) * p <= limit * p:
-            cur += cost
-            new = (start, prev, cur)
-            return (True, self._remaining(weight, cur), self._reset(start, now, prev, cur), 0, new)
-        if cur + need <= limit:
-            # Wait in this window until the previous window's weight has decayed enough.
-            retry = p - ((limit - cur - need) * p) // prev - elapsed
+        cap = limit * p
+        # (``remaining`` and ``reset`` written out in each branch: two method calls cost more
+        # than the rest of a decision)
+        if cost <= limit:
+            need = cost or 1
+            if weight + (cur + need) * p <= cap:
+                cur += cost
+                left = (cap - weight - cur * p) // p
+                return (
+                    True,
+                    left if left > 0 else 0,
+                    start + 2 * p - now if cur else (start + p - now if prev else 0),
+                    0,
+                    (start, prev, cur),
+                )
+            if cur + need <= limit:
+                # Wait in this window until the previous window's weight has decayed enough.
+                retry = p - ((limit - cur - need) * p) // prev - elapsed
+            else:
+                # Wait for the next window, where this window's count becomes the previous one.
+                nxt = p - ((limit - need) * p) // cur if cur else 0
+                retry = p - elapsed + (nxt if nxt > 0 else 0)
         else:
-            # Wait for the next window, where this window's count becomes the previous one.
-            nxt = p - ((limit - need) * p) // cur if cur else 0
-            retry = p - elapsed + max(0, nxt)
-        return (False, self._remaining(weight, cur), self._reset(start, now, prev, cur), retry, state)
-
-    def _remaining(self, weight: int, cur: int) -> int:
-        p = self.period
-        return max(0, (self.limit * p - weight - cur * p) // p)
-
-    def _reset(self, start: int, now: int, prev: int, cur: int) -> int:
-        if cur:
-            return start + 2 * self.period - now
-        if prev:
-            return start + self.period - now
-        return 0
+            retry = NEVER
+        left = (cap - weight - cur * p) // p
+        return (
+            False,
+            left if left > 0 else 0,
+            start + 2 * p - now if cur else (start + p - now if prev else 0),
+            retry,
+            state,
+        )
 
     def charge(self, state: Any, now: int, cost: int) -> Any:
         p = self.period

@@ -31,15 +31,25 @@ class TokenBucket(BurstWindow):
             # with the waits measured from the real ``now``.
             return _late(self.decide(state, state[1], cost), state[1] - now)
         p, limit, full = self.period, self.limit, self.full
-        level = self._level(state, now)
-        if cost > self.burst:
-            return (False, level // p, ceil_div(full - level, limit), NEVER, state)
-        need = (cost or 1) * p
-        if level >= need:
-            level -= cost * p
-            new = (level, now) if cost else state
-            return (True, level // p, ceil_div(full - level, limit), 0, new)
-        return (False, level // p, ceil_div(full - level, limit), ceil_div(need - level, limit), state)
+        # The level at ``now`` and the waits, written out: ``_level`` and ``ceil_div`` as calls
+        # cost more than the rest of a decision (the same arithmetic as ``_level``).
+        if state is None:
+            level = full
+        else:
+            level = state[0]
+            missing = full - level
+            if missing > 0 and now > state[1]:
+                elapsed = now - state[1]
+                level = full if elapsed >= -(-missing // limit) else level + elapsed * limit
+        if cost <= self.burst:
+            need = (cost or 1) * p
+            if level >= need:
+                if cost:
+                    level -= cost * p
+                    return (True, level // p, -((level - full) // limit), 0, (level, now))
+                return (True, level // p, -((level - full) // limit), 0, state)
+            return (False, level // p, -((level - full) // limit), -((level - need) // limit), state)
+        return (False, level // p, -((level - full) // limit), NEVER, state)
 
     def charge(self, state: Any, now: int, cost: int) -> Any:
         last = now if state is None or now > state[1] else state[1]
