@@ -91,102 +91,10 @@ end
 local B18 = 262144
 local TWO52 = 4503599627370496
 
-local function bsplit(x)
-  local a0 = x % B18
-  x = (x - a0) / B18
-  local a1 = x % B18
-  return { a0, a1, (x - a1) / B18 }
-end
-
-local function bnorm(t)
-  local carry = 0
-  for i = 1, #t do
-    local v = t[i] + carry
-    local r = v % B18
-    t[i] = r
-    carry = (v - r) / B18
-  end
-  while carry > 0 do
-    local r = carry % B18
-    t[#t + 1] = r
-    carry = (carry - r) / B18
-  end
-  return t
-end
-
--- a * b (integers 0 <= a, b < 2^54) as a big number
-local function bmul(a, b)
-  local x, y = bsplit(a), bsplit(b)
-  local t = { 0, 0, 0, 0, 0, 0 }
-  for i = 1, 3 do
-    for j = 1, 3 do
-      t[i + j - 1] = t[i + j - 1] + x[i] * y[j]
-    end
-  end
-  return bnorm(t)
-end
-
-local function bcmp(a, b)
-  local n = math.max(#a, #b)
-  for i = n, 1, -1 do
-    local x, y = a[i] or 0, b[i] or 0
-    if x ~= y then
-      return x < y and -1 or 1
-    end
-  end
-  return 0
-end
-
--- a - b for big numbers a >= b
-local function bsub(a, b)
-  local t, borrow = {}, 0
-  for i = 1, #a do
-    local v = a[i] - (b[i] or 0) - borrow
-    if v < 0 then
-      v = v + B18
-      borrow = 1
-    else
-      borrow = 0
-    end
-    t[i] = v
-  end
-  return t
-end
-
-local function bval(a) -- as a double (approximate above 2^53)
-  local v = 0
-  for i = #a, 1, -1 do
-    v = v * B18 + a[i]
-  end
-  return v
-end
-
--- floor(n / c) for a big n and 1 <= c < 2^53 whose quotient is below 2^53: a double estimate,
--- then corrected against exact products (a few steps at most)
-local function bdiv(n, c)
-  local q = floor(bval(n) / c)
-  if q < 0 then
-    q = 0
-  end
-  for _ = 1, 64 do
-    if q > 0 and bcmp(bmul(q, c), n) > 0 then
-      q = q - 1
-    elseif bcmp(bmul(q + 1, c), n) <= 0 then
-      q = q + 1
-    else
-      return q
-    end
-  end
-  error('ratewarden: exact division did not converge')
-end
-
-local function bcdiv(n, c) -- ceil(n / c)
-  local q = bdiv(n, c)
-  if bcmp(bmul(q, c), n) < 0 then
-    return q + 1
-  end
-  return q
-end
+-- The big-number helpers below are built only by a call that uses sliding-window (2) or
+-- token-bucket (5), the only users (see the end of this file): every local function costs a
+-- closure on every call.
+local bsplit, bnorm, bmul, bcmp, bsub, bval, bdiv, bcdiv
 
 -- Window specs: "code limit period" for most algorithms, with what gcra, token-bucket
 -- and quota need instead or on top; each algorithm's parse() reads its own.
@@ -209,4 +117,102 @@ for i = 1, NI do
   K[i] = code
   C[i] = tonumber(ARGV[BASE + 2 * i])
   USED[code] = true
+end
+if USED[2] or USED[5] then
+  function bsplit(x)
+    local a0 = x % B18
+    x = (x - a0) / B18
+    local a1 = x % B18
+    return { a0, a1, (x - a1) / B18 }
+  end
+
+  function bnorm(t)
+    local carry = 0
+    for i = 1, #t do
+      local v = t[i] + carry
+      local r = v % B18
+      t[i] = r
+      carry = (v - r) / B18
+    end
+    while carry > 0 do
+      local r = carry % B18
+      t[#t + 1] = r
+      carry = (carry - r) / B18
+    end
+    return t
+  end
+
+  -- a * b (integers 0 <= a, b < 2^54) as a big number
+  function bmul(a, b)
+    local x, y = bsplit(a), bsplit(b)
+    local t = { 0, 0, 0, 0, 0, 0 }
+    for i = 1, 3 do
+      for j = 1, 3 do
+        t[i + j - 1] = t[i + j - 1] + x[i] * y[j]
+      end
+    end
+    return bnorm(t)
+  end
+
+  function bcmp(a, b)
+    local n = math.max(#a, #b)
+    for i = n, 1, -1 do
+      local x, y = a[i] or 0, b[i] or 0
+      if x ~= y then
+        return x < y and -1 or 1
+      end
+    end
+    return 0
+  end
+
+  -- a - b for big numbers a >= b
+  function bsub(a, b)
+    local t, borrow = {}, 0
+    for i = 1, #a do
+      local v = a[i] - (b[i] or 0) - borrow
+      if v < 0 then
+        v = v + B18
+        borrow = 1
+      else
+        borrow = 0
+      end
+      t[i] = v
+    end
+    return t
+  end
+
+  function bval(a) -- as a double (approximate above 2^53)
+    local v = 0
+    for i = #a, 1, -1 do
+      v = v * B18 + a[i]
+    end
+    return v
+  end
+
+  -- floor(n / c) for a big n and 1 <= c < 2^53 whose quotient is below 2^53: a double estimate,
+  -- then corrected against exact products (a few steps at most)
+  function bdiv(n, c)
+    local q = floor(bval(n) / c)
+    if q < 0 then
+      q = 0
+    end
+    for _ = 1, 64 do
+      if q > 0 and bcmp(bmul(q, c), n) > 0 then
+        q = q - 1
+      elseif bcmp(bmul(q + 1, c), n) <= 0 then
+        q = q + 1
+      else
+        return q
+      end
+    end
+    error('ratewarden: exact division did not converge')
+  end
+
+  function bcdiv(n, c) -- ceil(n / c)
+    local q = bdiv(n, c)
+    if bcmp(bmul(q, c), n) < 0 then
+      return q + 1
+    end
+    return q
+  end
 end

@@ -148,6 +148,18 @@ class Batcher:
                         fut.set_exception(r)
                     else:
                         fut.set_result(r)
+                if not self.queue:
+                    # Let the waiters just woken run first: those that call again at once (a
+                    # loop of hits) join the next write, instead of the first of them taking a
+                    # lone round trip while the others queue behind it (measured: every other
+                    # script call carried one request, 50 tasks on one key).
+                    try:
+                        await asyncio.sleep(0)
+                    except BaseException:
+                        for _, _, fut in self.queue:
+                            fut.cancel()
+                        self.queue = []
+                        raise
         finally:
             self.busy = False
 

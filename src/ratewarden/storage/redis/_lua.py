@@ -85,14 +85,34 @@ SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
 _EVALSHA = b"$7\r\nEVALSHA\r\n$40\r\n" + SHA.encode() + b"\r\n"
 
 
+#: RESP bulk strings of the values sent lately (keys, specs, ops, costs repeat from call to call,
+#: and within a merged call): packing a value seen before is one dict look-up
+_BULK: dict[Any, bytes] = {}
+_BULK_MAX = 4096
+
+
+def _bulk(x: Any) -> bytes:
+    b = x.encode("utf-8", "surrogatepass") if isinstance(x, str) else b"%d" % x
+    r = _BULK[x] = b"$%d\r\n%s\r\n" % (len(b), b)
+    if len(_BULK) > _BULK_MAX:  # many distinct keys: start again (bounded memory)
+        _BULK.clear()
+    return r
+
+
 def resp_evalsha(keys: Sequence[str], args: Sequence[Any]) -> bytes:
     """``EVALSHA SHA n KEYS ARGV`` in RESP, ready to send (redis-py's generic packer costs more
     than the script on a loaded machine: this is the hot path of both faces)."""
-    parts = [b"*%d\r\n" % (3 + len(keys) + len(args)), _EVALSHA, b"$%d\r\n%d\r\n" % (len(str(len(keys))), len(keys))]
-    for x in (*keys, *args):
-        b = x.encode("utf-8", "surrogatepass") if isinstance(x, str) else b"%d" % x
-        parts.append(b"$%d\r\n%s\r\n" % (len(b), b))
-    return b"".join(parts)
+    get = _BULK.get
+    n = len(keys)
+    return b"".join(
+        [
+            b"*%d\r\n" % (3 + n + len(args)),
+            _EVALSHA,
+            b"$%d\r\n%d\r\n" % (len(str(n)), n),
+            *[get(x) or _bulk(x) for x in keys],
+            *[get(x) or _bulk(x) for x in args],
+        ]
+    )
 
 
 #: the largest limit and period (microseconds) the scripts decide exactly: limits up to 10^12,

@@ -369,7 +369,19 @@ class RedisStore:
         dc = self.denials
         if dc is not None and dc._data and (hit := dc.get(keys, (cost,))) is not None:
             return hit[0]
-        out = Codec.parse((await self._aeval_calls([([0], keys, args)]))[0], 1)[0]
+        # _aeval_calls of one call, without its lists
+        self._breaker.check()
+        try:
+            b = self._batcher
+            if b is None or b.loop is not asyncio.get_running_loop():
+                b = self._abatcher()
+            r = await b.call(keys, args)
+        except _ERRORS as exc:
+            raise self._error(exc) from exc
+        try:
+            out = (r[0] == 1, r[1], r[2], r[3], None)
+        except (TypeError, IndexError):
+            return Codec.parse(r, 1)[0]  # raises with the reply in the message
         if not out[ALLOWED] and dc is not None and not isinstance(window, Concurrency):
             dc.put(keys, (cost,), (out,))
         return out
