@@ -28,6 +28,7 @@ from ratewarden import FakeClock  # noqa: E402
 from ratewarden.core.algorithms import make_window  # noqa: E402
 from ratewarden.core.rates import US, Rate  # noqa: E402
 from ratewarden.storage.redis import Codec, RedisStore, open_redis  # noqa: E402
+from ratewarden.storage.redis._batch import MERGE, MERGE_KEYS  # noqa: E402
 
 START = 1_767_225_600 * US
 
@@ -245,8 +246,8 @@ def main() -> None:
         rows.append(("quota, one hit", measured(r, lambda: [store.hit1("q", quota, 1) for _ in range(200)])))
 
         ws = [make_window("gcra", Rate(1000, i * US)) for i in range(1, 71)]
-        # the widest merges the 256-key cap sends, 20 calls each (their median is the figure)
-        for calls, width in ((3, 70), (128, 2)):
+        # the widest merges the MERGE_KEYS cap sends, 20 calls each (their median is the figure)
+        for calls, width in ((MERGE_KEYS // 70, 70), (min(MERGE, MERGE_KEYS // 2), 2)):
             wide = ws[:width]
 
             def merged20(calls: int = calls, wide: list[Any] = wide) -> None:

@@ -25,7 +25,7 @@ __all__ = ["MERGE", "Batcher"]
 MERGE = 128
 #: ... and at most this many keys (windows) in all, unless one call alone has more: the time
 #: Redis spends in one script call stays small (see docs/redis.md, "Work per call")
-MERGE_KEYS = 256
+MERGE_KEYS = 192
 
 
 class Batcher:
