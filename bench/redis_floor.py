@@ -33,8 +33,6 @@ import argparse
 import asyncio
 import os
 import re
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,6 +45,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import redis  # noqa: E402
+from run import PrivateRedis  # noqa: E402
 
 HIGH = 10**9  # per hour: never reached, and limit x period stays below 2^53 us
 RATE = f"{HIGH}/3600 s"
@@ -69,53 +68,6 @@ end
 return out
 """
 INCR_LUA = "return redis.call('INCR', KEYS[1])"
-
-
-class PrivateRedis:
-    """A redis-server of this benchmark's own on a free port (no persistence)."""
-
-    def __init__(self) -> None:
-        exe = shutil.which("redis-server")
-        if exe is None:
-            raise SystemExit("redis-server is not on PATH")
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.dir = tempfile.mkdtemp(prefix="rw-floor-redis-")
-        self.proc = subprocess.Popen(
-            [
-                exe,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.dir,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        for _ in range(100):
-            try:
-                redis.Redis.from_url(self.url).ping()
-                return
-            except redis.RedisError:
-                time.sleep(0.05)
-        self.close()
-        raise SystemExit("the private redis-server did not start")
-
-    def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def load1() -> float:
@@ -432,7 +384,7 @@ def main() -> None:
         mode, name, n = args.child
         child(mode, name, int(n), args.url)
         return
-    server = None if args.url else PrivateRedis()
+    server = None if args.url else PrivateRedis(slowlog=False)
     url = args.url or server.url  # type: ignore[union-attr]
     try:
         import ratewarden

@@ -195,6 +195,19 @@ end
 
 -- the first expiry at which the live leases (soonest first) free at least `excess` units (the
 -- live leases hold at least that much)
+-- In a ZRANGE ... WITHSCORES reply r, the expiry of the lease at which the costs, summed onto
+-- acc, reach excess (nil if none does), and the sum.
+local function cc_reach(r, acc, excess)
+  for i = 1, #r, 2 do
+    local _, c = cc_parse(r[i])
+    acc = acc + c
+    if acc >= excess then
+      return tonumber(r[i + 1]), acc
+    end
+  end
+  return nil, acc
+end
+
 local function cc_freed_at(st, excess)
   local z = st.z
   if #st.bits == 0 then -- every lease costs 1 (the dropped ones rank first)
@@ -203,13 +216,9 @@ local function cc_freed_at(st, excess)
   end
   local lo = st.dead
   local r = redis.call('ZRANGE', z, lo, lo + CC_SCAN - 1, 'WITHSCORES')
-  local freed = 0
-  for i = 1, #r, 2 do
-    local _, c = cc_parse(r[i])
-    freed = freed + c
-    if freed >= excess then
-      return tonumber(r[i + 1])
-    end
+  local at, freed = cc_reach(r, 0, excess)
+  if at then
+    return at
   end
   -- Binary search over ranks [lo, hi], keeping base = the costs of the live ranks before lo (so
   -- C(r), the costs of the live ranks up to r, is known at lo - 1). A probe at rank mid counts
@@ -234,14 +243,8 @@ local function cc_freed_at(st, excess)
   if #r == 0 then
     error('ratewarden: concurrency state is inconsistent')
   end
-  for i = 1, #r, 2 do
-    local _, c = cc_parse(r[i])
-    base = base + c
-    if base >= excess then
-      return tonumber(r[i + 1])
-    end
-  end
-  return tonumber(r[#r])
+  at = cc_reach(r, base, excess)
+  return at or tonumber(r[#r])
 end
 
 local function cc_acquire(w, st, now, cost, lease)
