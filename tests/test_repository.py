@@ -3,6 +3,7 @@ into ``docs/`` (a file, and a ``#section`` of it) resolves to a file and a headi
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import subprocess
 from pathlib import Path
@@ -102,3 +103,23 @@ def test_the_tests_mirror_src() -> None:
     assert (src / "limiter.py").exists() and {"asgi", "wsgi", "flask", "django", "fastapi"} <= {
         p.stem for p in src.glob("*.py")
     }
+
+
+_TEST_REF = re.compile(r"`((?:[a-z_]+/)*test_\w+\.py)(?:::([\w*]+))?")
+
+
+def test_every_test_the_docs_name_exists() -> None:
+    """A test named in docs/ (`storage/test_memory.py::test_x`, a path under tests/; the name may
+    be a pattern with ``*``) exists, and so does the test function: the tests moved when they
+    were made to mirror src/, and a document that names an old path sends the reader nowhere."""
+    missing = []
+    for doc in [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]:
+        for path, name in _TEST_REF.findall(doc.read_text(encoding="utf-8")):
+            target = ROOT / path if path.startswith("tests/") else ROOT / "tests" / path
+            if not target.is_file():
+                missing.append(f"{doc.name}: {path}")
+            elif name:  # a name, or a pattern such as test_*_keys_are_what_*_hands_*
+                defined = re.findall(r"^(?:async )?def (test_\w+)\(", target.read_text(encoding="utf-8"), re.M)
+                if not fnmatch.filter(defined, name):
+                    missing.append(f"{doc.name}: {path}::{name}")
+    assert not missing, missing
