@@ -8,14 +8,14 @@ limits on the memory store with rate-limit headers on; nothing is ever denied. A
 a pure ASGI middleware that only wraps ``send`` to add two constant header fields, shows the
 floor any middleware of that shape costs under the same server.
 
-Servers: Starlette under uvicorn (1 process), Flask under gunicorn (1 process, gthread, 4 threads).
+Servers: Starlette under uvicorn (1 process; h11 unless ``--http httptools``), Flask under gunicorn (1 process, gthread, 4 threads).
 
 Setup (once; the venv is git-ignored by the ``.gitignore`` inside it)::
 
     apt-get install -y wrk
     python3.11 -m venv bench/.venv-http && echo '*' > bench/.venv-http/.gitignore
     bench/.venv-http/bin/pip install "slowapi==0.1.10" "Flask-Limiter==4.1.1" "limits==5.8.0" \\
-        starlette uvicorn flask gunicorn
+        starlette uvicorn flask gunicorn httptools
     bench/.venv-http/bin/pip install --no-deps -e .
 
 Run::
@@ -58,13 +58,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(framework: str, variant: str, port: int) -> subprocess.Popen[bytes]:
+def start(framework: str, variant: str, port: int, http: str = "h11") -> subprocess.Popen[bytes]:
     # a PYTHONPATH given (e.g. another tree's src, to measure it) stays, after the apps
     path = os.pathsep.join(p for p in (str(APPS), os.environ.get("PYTHONPATH", "")) if p)
     env = {**os.environ, "RW_BENCH_VARIANT": variant, "PYTHONPATH": path}
     if framework == "starlette":
         cmd = [str(BIN / "uvicorn"), "apps:make_starlette", "--factory", "--app-dir", str(APPS)]
         cmd += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]
+        cmd += ["--http", http]
     else:
         cmd = [str(BIN / "gunicorn"), "--chdir", str(APPS), "-w", "1", "-k", "gthread", "--threads", "4"]
         cmd += ["-b", f"127.0.0.1:{port}", "--log-level", "warning", "apps:make_flask()"]
@@ -217,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=5.0, help="seconds of load per configuration and round")
     ap.add_argument("--warmup", type=float, default=1.0)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument(
+        "--http", default="h11", choices=("h11", "httptools"), help="uvicorn's HTTP/1.1 implementation (Starlette)"
+    )
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--only", default="", help="comma-separated frameworks (starlette,flask)")
     ap.add_argument("--inprocess", type=int, default=5000, help="requests per in-process measurement (0: skip)")
@@ -244,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     for rnd in range(args.rounds):
         for framework, variant, label in configs:
             port = free_port()
-            proc = start(framework, variant, port)
+            proc = start(framework, variant, port, args.http)
             try:
                 load(port, args.warmup, args.connections)
                 cpu0 = cpu_seconds(proc.pid)

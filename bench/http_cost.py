@@ -20,10 +20,14 @@ loop's own cost; the names are in :func:`pieces`)::
 uvicorn (one process, as ``bench/http_bench.py`` runs it) started under callgrind, warmed up,
 its counters zeroed (``callgrind_control -z``), then exactly N keep-alive requests sent over 16
 connections from this process (outside valgrind) and the counters dumped: instructions per
-request of the whole server (the socket, uvicorn's h11 protocol, the app, ratewarden), the
+request of the whole server (the socket, uvicorn's HTTP protocol, the app, ratewarden), the
 figure whose ratio to bare is the capacity ratio ``bench/http_bench.py`` measures with wrk::
 
     python bench/http_cost.py --server starlette-bare,starlette-noop-rwheaders,starlette-ratewarden --n 2000
+
+``--http httptools`` runs uvicorn on httptools (what ``uvicorn[standard]`` installs and picks by
+default) instead of h11 (the pure-Python default of a plain ``uvicorn``); both are worth knowing,
+since h11 validates every response field and httptools does not.
 
 The 16 connections' set-up and tear-down are counted too, spread over the N requests: take N of
 2,000 or more (bare Starlette: 621,000 per request at N = 300, 607,000 at N = 2,000).
@@ -258,7 +262,7 @@ def requests(port: int, n: int, connections: int = 16) -> int:
     return bad
 
 
-def server_instructions(config: str, n: int, python: str) -> int:
+def server_instructions(config: str, n: int, python: str, http: str = "h11") -> int:
     """Instructions per request of the whole uvicorn server process serving ``config`` (see the
     module docstring): zeroed after start-up and a warm-up, dumped after exactly ``n`` requests."""
     framework, _, variant = config.partition("-")
@@ -271,7 +275,7 @@ def server_instructions(config: str, n: int, python: str) -> int:
         out = Path(tmp) / "cg.out"
         cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", python, "-m", "uvicorn"]
         cmd += ["apps:make_starlette", "--factory", "--app-dir", str(APPS), "--host", "127.0.0.1"]
-        cmd += ["--port", str(port), "--log-level", "warning", "--no-access-log"]
+        cmd += ["--port", str(port), "--log-level", "warning", "--no-access-log", "--http", http]
         path = os.pathsep.join(p for p in (str(APPS), os.environ.get("PYTHONPATH", "")) if p)
         env = {**_env(), "RW_BENCH_VARIANT": variant, "PYTHONPATH": path}
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -307,12 +311,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("count", nargs="?", type=int, default=1000)
     ap.add_argument("--measure", default="", help="comma-separated configurations: instructions per request")
     ap.add_argument("--server", default="", help="comma-separated Starlette configurations: under uvicorn")
+    ap.add_argument(
+        "--http", default="h11", choices=("h11", "httptools"), help="--server: uvicorn's HTTP/1.1 implementation"
+    )
     ap.add_argument("--n", type=int, default=300, help="N of the N / 11N pair (--server: requests counted)")
     args = ap.parse_args(argv)
     if args.server:
         base = None
         for config in args.server.split(","):
-            per = server_instructions(config, args.n, sys.executable)
+            per = server_instructions(config, args.n, sys.executable, args.http)
             base = per if base is None else base
             print(
                 f"{config:28} {per:12,} instructions/request in the server  {base / per:6.3f}x of the first", flush=True
