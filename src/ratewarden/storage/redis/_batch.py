@@ -28,15 +28,27 @@ MERGE = 128
 MERGE_KEYS = 192
 
 
+def _reusable(conn: Any) -> bool:
+    """Whether a kept connection can carry the next call as it is: connected, its server has
+    not closed it, and nothing is waiting in it unread (redis-py's asyncio connection reads
+    through an :class:`asyncio.StreamReader`, which the loop feeds as bytes and EOF arrive)."""
+    reader = getattr(conn, "_reader", None)
+    if not isinstance(reader, asyncio.StreamReader):
+        return False
+    return not reader.at_eof() and reader.exception() is None and not getattr(reader, "_buffer", True)
+
+
 class Batcher:
     """Automatic pipelining on one event loop: one round trip in flight, the rest queued."""
 
-    __slots__ = ("busy", "client", "loop", "pool", "queue", "tasks")
+    __slots__ = ("busy", "client", "conn", "loop", "pool", "queue", "tasks")
 
     def __init__(self, client: Any, loop: asyncio.AbstractEventLoop) -> None:
         self.client = client
         #: standalone and Sentinel: raw RESP on a pooled connection; Cluster (no pool): redis-py
         self.pool: Any = getattr(client, "connection_pool", None)
+        #: the pooled connection this batcher keeps between round trips (see :meth:`_send`)
+        self.conn: Any = None
         self.loop = loop
         self.busy = False
         self.queue: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
@@ -99,12 +111,42 @@ class Batcher:
         return results
 
     async def _send(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
-        """One write of ``calls`` (EVALSHA each) on one pooled connection; a reply or error each."""
-        conn = await self.pool.get_connection()
+        """One write of ``calls`` (EVALSHA each) on one pooled connection; a reply or error each.
+
+        The connection is checked out of the pool once and kept between round trips: a batcher
+        has one round trip in flight at a time, so it never needs two, and the pool's checkout
+        per call (its lock and bookkeeping, and a poll of the socket that costs a turn of the
+        event loop) was a third of a lone caller's client work (docs/redis.md, "One caller
+        alone"). What that poll finds (a server that closed the connection, bytes nobody asked
+        for) the kept connection's stream already shows without a turn of the loop:
+        :func:`_reusable` looks, and a connection that fails it is replaced through the pool's
+        own checkout, which reconnects. On any error or cancellation mid-call the connection is
+        disconnected and given back, never reused with a reply unread. The pool still owns it:
+        closing the client disconnects it.
+        """
+        conn = self.conn
+        if conn is not None and not _reusable(conn):
+            self.conn = None
+            await self._drop(conn)
+            conn = None
+        if conn is None:
+            conn = await self.pool.get_connection()
+            if _reusable(conn):  # (a redis-py whose connection shows no stream: one per call, as before)
+                self.conn = conn
         try:
             # check_health: a connection idle for a while is PINGed first, and the PING (never the
             # script) retried once on a fresh connection (RedisStore's options)
-            await conn.send_packed_command([b"".join(resp_evalsha(k, a) for k, a in calls)])
+            await conn.check_health()
+            data = b"".join(resp_evalsha(k, a) for k, a in calls)
+            writer = getattr(conn, "_writer", None)
+            if isinstance(writer, asyncio.StreamWriter) and not writer.is_closing():
+                # What send_packed_command does, less its asyncio.wait_for around the write (on
+                # Python 3.11 a task and two more turns of the loop per call): one call is in
+                # flight at a time, so the buffer holds at most one and is never drained; a
+                # server that stops reading shows as the reply's timeout, which disconnects.
+                writer.write(data)
+            else:
+                await conn.send_packed_command([data], check_health=False)
             results: list[Any] = []
             for _ in calls:
                 try:
@@ -122,11 +164,25 @@ class Batcher:
                     except ResponseError as exc:
                         results[i] = exc
         except BaseException:
-            await conn.disconnect(nowait=True)  # unread replies may be pending: never reuse it
+            if self.conn is conn:
+                self.conn = None
+            await self._drop(conn)  # unread replies may be pending: never reuse it
             raise
-        finally:
+        if self.conn is not conn:
             await self.pool.release(conn)
         return results
+
+    async def _drop(self, conn: Any) -> None:
+        try:
+            await conn.disconnect(nowait=True)
+        finally:
+            await self.pool.release(conn)
+
+    async def close(self) -> None:
+        """Give the kept connection back to the pool (the client's close then disconnects it)."""
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            await self.pool.release(conn)
 
     async def _drain(self) -> None:
         try:

@@ -426,6 +426,8 @@ class RedisStore:
         if b is not None:
             for t in list(b.tasks):
                 await asyncio.gather(t, return_exceptions=True)
+            with contextlib.suppress(*_ERRORS):
+                await b.close()
             for c in (b.client, *getattr(b.client, "rw_also_close", ())):
                 with contextlib.suppress(*_ERRORS):
                     await c.aclose()
