@@ -50,25 +50,46 @@ CREATE TABLE IF NOT EXISTS {S}lease (
 );
 CREATE INDEX IF NOT EXISTS {P}lease_id ON {S}lease (key, wid, id) WHERE id <> '';
 
--- the state row's numbers: used, cut, dsum, seq (all 0 without a row)
+-- the state row's numbers: used, cut, dsum, seq, ch, cs (all 0 without a row)
 CREATE OR REPLACE FUNCTION {S}cc_st(st text) RETURNS bigint[] LANGUAGE sql IMMUTABLE AS $$
-  SELECT CASE WHEN st IS NULL THEN '{0,0,0,0}'::bigint[] ELSE string_to_array(st, ' ')::bigint[] END
+  SELECT CASE WHEN st IS NULL THEN '{0,0,0,0,0,0}'::bigint[] ELSE string_to_array(st, ' ')::bigint[] END
 $$;
 
--- concurrency (code 6): decide (read only)
+-- the costs of the rows in (cut, t] (t > cut), and how many rows were read to sum them: from
+-- the cache (cs = the costs in (cut, ch]) when t >= ch > cut
+CREATE OR REPLACE FUNCTION {S}cc_since(k text, w text, s bigint[], t bigint) RETURNS bigint[]
+LANGUAGE plpgsql AS $$
+DECLARE a bigint; b bigint; lo bigint := s[2]; base bigint := 0;
+BEGIN
+  IF s[5] > s[2] AND t >= s[5] THEN
+    lo := s[5];
+    base := s[6];
+  END IF;
+  SELECT coalesce(sum(x.cost), 0), count(*) INTO a, b FROM {S}lease x
+    WHERE x.key = k AND x.wid = w AND x.ex > lo AND x.ex <= t;
+  RETURN ARRAY[base + a, b];
+END $$;
+
+-- concurrency (code 6): decide (writes nothing the decisions depend on: at most the cache)
 CREATE OR REPLACE FUNCTION {S}cc(sp bigint[], st text, k text, w text, now bigint, cost bigint, lease text)
 RETURNS {S}outcome LANGUAGE plpgsql AS $$
 DECLARE
   lim bigint := sp[2]; s bigint[] := {S}cc_st(st); h bigint := greatest(now, s[2]); last bigint;
   used bigint := 0; rst bigint := 0; need bigint; excess bigint; r bigint; ne bigint; ins text := 'W';
+  g bigint[];
 BEGIN
   IF st IS NOT NULL THEN
     SELECT x.ex INTO last FROM {S}lease x WHERE x.key = k AND x.wid = w ORDER BY x.ex DESC LIMIT 1;
     IF last > h THEN
       used := s[1] - s[3];
       IF now > s[2] THEN
-        used := used - coalesce((SELECT sum(x.cost) FROM {S}lease x
-          WHERE x.key = k AND x.wid = w AND x.ex > s[2] AND x.ex <= now), 0);
+        g := {S}cc_since(k, w, s, now);
+        used := used - g[1];
+        IF g[2] > {TRIM} THEN -- many expired since the last write: remember their sum
+          s[5] := now;
+          s[6] := g[1];
+          UPDATE {S}state x SET state = array_to_string(s, ' ') WHERE x.key = k AND x.wid = w;
+        END IF;
       END IF;
       rst := last - now;
     END IF;
@@ -104,14 +125,23 @@ CREATE OR REPLACE FUNCTION {S}cc_put(k text, w text, ins text, now bigint, slack
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
   t text[] := string_to_array(ins, ' '); s bigint[]; cur text; c2 bigint; fr bigint; ne bigint;
-  last bigint;
+  last bigint; g bigint[];
 BEGIN
   SELECT x.state INTO cur FROM {S}state x WHERE x.key = k AND x.wid = w FOR UPDATE;
   s := {S}cc_st(cur);
+  IF cur IS NULL THEN -- leases without their state row (deleted by hand): not counted, gone
+    DELETE FROM {S}lease x WHERE x.key = k AND x.wid = w;
+  END IF;
   c2 := greatest(s[2], now);
   IF c2 > s[2] AND cur IS NOT NULL THEN
-    s[3] := s[3] + coalesce((SELECT sum(x.cost) FROM {S}lease x
-      WHERE x.key = k AND x.wid = w AND x.ex > s[2] AND x.ex <= c2), 0);
+    g := {S}cc_since(k, w, s, c2);
+    s[3] := s[3] + g[1];
+    IF s[5] > c2 THEN -- the cache still reaches past the new cut (the clock stepped back)
+      s[6] := s[6] - g[1];
+    ELSE
+      s[5] := 0;
+      s[6] := 0;
+    END IF;
   END IF;
   IF s[3] > 0 THEN
     WITH d AS (
@@ -137,14 +167,16 @@ BEGIN
     INSERT INTO {S}lease (key, wid, ex, seq, id, cost)
       VALUES (k, w, ne, s[4], array_to_string(t[4:], ' '), t[3]::bigint);
     s[1] := s[1] + t[3]::bigint;
+    IF ne <= s[5] THEN s[6] := s[6] + t[3]::bigint; END IF;
   END IF;
   IF s[3] = 0 THEN c2 := 0; END IF;
   IF s[1] = 0 THEN
     IF cur IS NOT NULL THEN DELETE FROM {S}state x WHERE x.key = k AND x.wid = w; END IF;
     RETURN;
   END IF;
+  s[2] := c2;
   SELECT x.ex INTO last FROM {S}lease x WHERE x.key = k AND x.wid = w ORDER BY x.ex DESC LIMIT 1;
-  cur := s[1] || ' ' || c2 || ' ' || s[3] || ' ' || s[4];
+  cur := array_to_string(s, ' ');
   UPDATE {S}state x SET state = cur, expires = {S}cdiv(last, 1000000) + slack WHERE x.key = k AND x.wid = w;
   IF NOT FOUND THEN
     INSERT INTO {S}state (key, wid, state, expires) VALUES (k, w, cur, {S}cdiv(last, 1000000) + slack)
@@ -157,17 +189,18 @@ END $$;
 -- (the write that follows drops what expired).
 CREATE OR REPLACE FUNCTION {S}cc_release(k text, w text, now bigint, lease text)
 RETURNS text LANGUAGE plpgsql AS $$
-DECLARE cur text; s bigint[]; fr bigint;
+DECLARE cur text; s bigint[]; fr bigint; fc bigint;
 BEGIN
   SELECT x.state INTO cur FROM {S}state x WHERE x.key = k AND x.wid = w FOR UPDATE;
   IF cur IS NULL OR lease = '' THEN RETURN cur; END IF;
   s := {S}cc_st(cur);
   WITH d AS (
     DELETE FROM {S}lease x WHERE x.key = k AND x.wid = w AND x.id <> '' AND x.id = lease
-      AND x.ex > greatest(now, s[2]) RETURNING x.cost
-  ) SELECT coalesce(sum(d.cost), 0) INTO fr FROM d;
+      AND x.ex > greatest(now, s[2]) RETURNING x.ex, x.cost
+  ) SELECT coalesce(sum(d.cost), 0), coalesce(sum(d.cost) FILTER (WHERE d.ex <= s[5]), 0) INTO fr, fc FROM d;
   IF fr > 0 THEN
     s[1] := s[1] - fr;
+    s[6] := s[6] - fc;
     cur := array_to_string(s, ' ');
     UPDATE {S}state x SET state = cur WHERE x.key = k AND x.wid = w;
   END IF;
@@ -187,8 +220,8 @@ INSERT INTO {S}lease (key, wid, ex, seq, id, cost)
   FROM {S}state s CROSS JOIN LATERAL string_to_array(s.state, ' ') t
     CROSS JOIN LATERAL generate_series(1, coalesce(array_length(t, 1), 0) / 3) i
   WHERE starts_with(s.wid, 'concurrency:') AND s.state LIKE '% %';
-UPDATE {S}state s SET state = coalesce((SELECT sum(x.cost) || ' 0 0 ' || count(*) FROM {S}lease x
-    WHERE x.key = s.key AND x.wid = s.wid), '0 0 0 0')
+UPDATE {S}state s SET state = coalesce((SELECT sum(x.cost) || ' 0 0 ' || count(*) || ' 0 0' FROM {S}lease x
+    WHERE x.key = s.key AND x.wid = s.wid), '0 0 0 0 0 0')
   WHERE starts_with(s.wid, 'concurrency:') AND s.state LIKE '% % %';
-DELETE FROM {S}state s WHERE starts_with(s.wid, 'concurrency:') AND s.state = '0 0 0 0';
+DELETE FROM {S}state s WHERE starts_with(s.wid, 'concurrency:') AND s.state = '0 0 0 0 0 0';
 """
