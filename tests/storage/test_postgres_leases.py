@@ -144,6 +144,36 @@ def test_20000_live_leases_decide_as_the_core(conn: Any, seed: int) -> None:
         store.close()
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_expired_backlogs_and_clock_steps_decide_as_the_core(conn: Any, seed: int) -> None:
+    """Hundreds of leases expiring between two calls (more than TRIM: the cut, the dropped sum and
+    the cache of a read are in play), the clock stepping back below them, named releases of
+    leases around the cut: outcomes and held leases equal the core's after every call."""
+    rnd = random.Random(1000 + seed)
+    leases = _leases(rnd, 400)
+    w = make_window("concurrency", Rate(sum(c for _, _, c in leases) + rnd.choice([-30, 0, 20]), TTL))
+    clock = FakeClock(START / US)
+    store = _open(clock)
+    state: Any = leases
+    now = START
+    try:
+        _fill(conn, store, "k", w, leases)
+        for i in range(80):
+            now += rnd.choice([0, 1, 3_000, 300_000, 1_500_000, 2_500_000, -1, -200_000, -1_500_000, -TTL - 1])
+            clock.set(now / US)
+            op = rnd.choice(["acquire", "acquire", "hit", "peek", "peek", "release", "release"])
+            cost = rnd.choice([0, 1, 1, 3, 40, 500])
+            lease = rnd.choice(["", "a", "b", "é", "l3", "x"]) if op in ("acquire", "release") else ""
+            want, new = run(op, [w], [state], now, [cost], lease)
+            got = store.apply(op, [("k", w, cost)], lease)
+            assert [o[:4] for o in got] == [o[:4] for o in want], (i, op, cost, lease, now - START)
+            if new is not None:
+                state = new[0] if new[0] and want[0][2] > 0 else None
+            assert _held(conn, store, "k", w)[1] == (state or ()), i
+    finally:
+        store.close()
+
+
 def _work(
     conn: Any, store: PostgresStore, op: str, items: list[tuple[str, Window, int]], lease: str
 ) -> tuple[Any, dict[str, int]]:
