@@ -75,8 +75,8 @@ CREATE OR REPLACE FUNCTION {S}cc(sp bigint[], st text, k text, w text, now bigin
 RETURNS {S}outcome LANGUAGE plpgsql AS $$
 DECLARE
   lim bigint := sp[2]; s bigint[] := {S}cc_st(st); h bigint := greatest(now, s[2]); last bigint;
-  used bigint := 0; rst bigint := 0; need bigint; excess bigint; r bigint; ne bigint; ins text := 'W';
-  g bigint[];
+  used bigint := 0; rst bigint := 0; need bigint; excess bigint; r bigint; ins text; g bigint[];
+  gone bigint;
 BEGIN
   IF st IS NOT NULL THEN
     SELECT x.ex INTO last FROM {S}lease x WHERE x.key = k AND x.wid = w ORDER BY x.ex DESC LIMIT 1;
@@ -85,6 +85,7 @@ BEGIN
       IF now > s[2] THEN
         g := {S}cc_since(k, w, s, now);
         used := used - g[1];
+        gone := g[1];
         IF g[2] > {TRIM} THEN -- many expired since the last write: remember their sum
           s[5] := now;
           s[6] := g[1];
@@ -94,16 +95,18 @@ BEGIN
       rst := last - now;
     END IF;
   END IF;
+  -- the write asked for, with what was read (cc_put reuses it if the state row is unchanged):
+  -- "W|gone|last|state||" or, adding a lease, "W|gone|last|state|expires|cost|lease"
+  ins := 'W|' || coalesce(gone::text, '') || '|' || coalesce(last::text, '') || '|' || coalesce(st, '') || '||';
   IF cost > lim THEN
     RETURN (false, lim - used, rst, -1::bigint, ins);
   END IF;
   need := greatest(cost, 1);
   IF used + need <= lim THEN
     IF cost <> 0 THEN
-      ne := now + sp[3];
       used := used + cost;
-      rst := greatest(now + rst, ne) - now;
-      ins := 'W ' || ne || ' ' || cost || ' ' || lease;
+      rst := greatest(now + rst, now + sp[3]) - now;
+      ins := left(ins, -1) || (now + sp[3]) || '|' || cost || '|' || lease;
     END IF;
     RETURN (true, lim - used, rst, 0::bigint, ins);
   END IF;
@@ -124,17 +127,22 @@ END $$;
 CREATE OR REPLACE FUNCTION {S}cc_put(k text, w text, ins text, now bigint, slack bigint)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
-  t text[] := string_to_array(ins, ' '); s bigint[]; cur text; c2 bigint; fr bigint; ne bigint;
-  last bigint; g bigint[];
+  t text[] := string_to_array(ins, '|'); s bigint[]; cur text; c2 bigint; fr bigint; ne bigint;
+  last bigint; g bigint[]; same boolean;
 BEGIN
   SELECT x.state INTO cur FROM {S}state x WHERE x.key = k AND x.wid = w FOR UPDATE;
+  same := coalesce(cur = t[4], false); -- the rows decide read (a change of them changes the text)
   s := {S}cc_st(cur);
   IF cur IS NULL THEN -- leases without their state row (deleted by hand): not counted, gone
     DELETE FROM {S}lease x WHERE x.key = k AND x.wid = w;
   END IF;
   c2 := greatest(s[2], now);
   IF c2 > s[2] AND cur IS NOT NULL THEN
-    g := {S}cc_since(k, w, s, c2);
+    IF same AND t[2] <> '' THEN
+      g := ARRAY[t[2]::bigint, 0]; -- decide summed (cut, now]: now > cut, so c2 = now
+    ELSE
+      g := {S}cc_since(k, w, s, c2);
+    END IF;
     s[3] := s[3] + g[1];
     IF s[5] > c2 THEN -- the cache still reaches past the new cut (the clock stepped back)
       s[6] := s[6] - g[1];
@@ -153,8 +161,11 @@ BEGIN
     s[1] := s[1] - fr;
     s[3] := s[3] - fr;
   END IF;
-  IF array_length(t, 1) > 1 THEN
-    ne := t[2]::bigint;
+  IF same AND t[3] <> '' AND t[3]::bigint > c2 THEN
+    last := t[3]::bigint; -- a live row is the last: the trim (of rows up to c2) keeps it
+  END IF;
+  IF t[5] <> '' THEN
+    ne := t[5]::bigint;
     IF ne <= c2 THEN -- the clock stepped back a whole TTL behind the cut: those rows go now
       WITH d AS (
         DELETE FROM {S}lease x WHERE x.key = k AND x.wid = w AND x.ex > now AND x.ex <= c2 RETURNING x.cost
@@ -165,9 +176,10 @@ BEGIN
     END IF;
     s[4] := s[4] + 1;
     INSERT INTO {S}lease (key, wid, ex, seq, id, cost)
-      VALUES (k, w, ne, s[4], array_to_string(t[4:], ' '), t[3]::bigint);
-    s[1] := s[1] + t[3]::bigint;
-    IF ne <= s[5] THEN s[6] := s[6] + t[3]::bigint; END IF;
+      VALUES (k, w, ne, s[4], array_to_string(t[7:], '|'), t[6]::bigint);
+    s[1] := s[1] + t[6]::bigint;
+    IF ne <= s[5] THEN s[6] := s[6] + t[6]::bigint; END IF;
+    IF last IS NOT NULL THEN last := greatest(last, ne); END IF;
   END IF;
   IF s[3] = 0 THEN c2 := 0; END IF;
   IF s[1] = 0 THEN
@@ -175,7 +187,9 @@ BEGIN
     RETURN;
   END IF;
   s[2] := c2;
-  SELECT x.ex INTO last FROM {S}lease x WHERE x.key = k AND x.wid = w ORDER BY x.ex DESC LIMIT 1;
+  IF last IS NULL THEN
+    SELECT x.ex INTO last FROM {S}lease x WHERE x.key = k AND x.wid = w ORDER BY x.ex DESC LIMIT 1;
+  END IF;
   cur := array_to_string(s, ' ');
   UPDATE {S}state x SET state = cur, expires = {S}cdiv(last, 1000000) + slack WHERE x.key = k AND x.wid = w;
   IF NOT FOUND THEN
