@@ -287,3 +287,23 @@ def test_a_version_1_database_is_migrated_and_decides_as_before(conn: Any) -> No
     finally:
         store.close()
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def test_reset_and_the_sweep_delete_a_windows_leases(conn: Any) -> None:
+    """The lease rows go with their state row: by reset, and by the sweep once they expired."""
+    w = make_window("concurrency", Rate(5, TTL))
+    clock = FakeClock(START / US)
+    store = _open(clock)
+    try:
+        for key in ("r", "s"):
+            assert store.apply("acquire", [(key, w, 2)], "a")[0][0]
+            assert store.apply("hit", [(key, w, 1)])[0][0]
+            assert _count(conn, store, key, w) == 2
+        store.reset("r")
+        assert _count(conn, store, "r", w) == 0 and _held(conn, store, "r", w)[0] is None
+        assert store.apply("acquire", [("r", w, 5)], "b")[0][0]  # a fresh window: all 5 units free
+        clock.set((START + TTL) / US + 3_600 + 2)  # past the expiry and the test hook's slack
+        assert store.sweep() >= 2
+        assert _count(conn, store, "s", w) == 0 and _count(conn, store, "r", w) == 0
+    finally:
+        store.close()

@@ -3,15 +3,18 @@
 The core's state (``core/algorithms/concurrency.py``) is the tuple of live leases
 ``(expires, lease, cost)``. Here each lease is a row of ``{S}lease (key, wid, ex, seq, id,
 cost)`` (``seq`` numbers a window's leases: one lease id may be held twice, as in the core;
-the anonymous lease is ``""``), and the window's ``{S}state`` row holds four numbers,
-``"used cut dsum seq"``:
+the anonymous lease is ``""``), and the window's ``{S}state`` row holds six numbers,
+``"used cut dsum seq ch cs"``:
 
 * ``used``: the sum of the costs of the window's rows;
 * ``cut``: the rows with ``ex <= cut`` are leases the core has already dropped (a write at
   ``now`` drops every lease with ``expires <= now``) but that are not deleted yet: a write
   deletes at most :data:`TRIM` of them, soonest first; 0 when there are none;
 * ``dsum``: the sum of the costs of those dropped rows;
-* ``seq``: the last ``seq`` given.
+* ``seq``: the last ``seq`` given;
+* ``ch``, ``cs``: a cache written by a read (a denial, a peek: they write nothing else) that
+  summed more than :data:`TRIM` rows: ``cs`` is the sum of the costs in ``(cut, ch]``
+  (``ch <= cut``: none). It never changes a decision, it spares the next reads the same sum.
 
 A decision at ``now`` reads by index: the last expiry (``ORDER BY ex DESC LIMIT 1``: the
 reset, and whether anything is held), the costs of the rows in ``(cut, now]`` (the leases
@@ -21,9 +24,10 @@ summed by a window function until they free the excess (each row frees at least 
 most ``excess`` rows, one when every lease costs 1). ``used - dsum - (those costs)`` is the
 units held, exactly, however many dropped rows wait.
 
-``{S}cc`` only reads; its outcome's state field is the write it asks for, ``"W"`` (a write
-at now: drop what expired) or ``"W expires cost lease"`` (and add a lease), carried out by
-``{S}cc_put`` if and only if the request is admitted everywhere. ``{S}cc_release`` deletes
+``{S}cc`` decides (writing at most the cache); its outcome's state field is the write it asks
+for, a write at now (drop what expired) and maybe a lease to add, with what it read (the
+state text, the expired sum, the last expiry: reused by ``{S}cc_put`` if the state text is
+unchanged), carried out by ``{S}cc_put`` if and only if the request is admitted everywhere. ``{S}cc_release`` deletes
 a named lease's live rows. Both lock the state row first (the sweep locks state rows before
 it deletes their leases: it never waits on us holding a lease row). Not bounded (rare): a
 write after the clock stepped back a whole TTL behind the cut deletes the dropped rows in
