@@ -50,6 +50,13 @@ def _open(clock: FakeClock) -> PostgresStore:
 def _raw(conn: Any, store: PostgresStore, key: str, w: Window) -> Any:
     k = db_key(store.key_prefix, key)
     row = conn.execute(f"SELECT state FROM {store.names.state} WHERE key = %s AND wid = %s", (k, w.id)).fetchone()
+    if row is not None and w.name == "concurrency":  # the leases are rows; those up to the cut are dropped
+        leases = conn.execute(
+            f"SELECT ex, id, cost FROM {store.names.s}lease WHERE key = %s AND wid = %s AND ex > %s "
+            "ORDER BY ex, id, cost",
+            (k, w.id, int(row[0].split()[1])),
+        ).fetchall()
+        return " ".join(f"{ex} {i or '-'} {c}" for ex, i, c in leases) or None
     if row is None or w.name != "sliding-log":
         return None if row is None else row[0]
     entries = conn.execute(

@@ -170,11 +170,11 @@ def test_migrate_installs_once_and_a_newer_schema_is_refused(conn: Any, capsys: 
     url = f"{PG_URL}?schema={schema}&table_prefix=rl_"
     try:
         assert cli_main(["migrate", url]) == 0
-        assert "0 -> 1" in capsys.readouterr().out
+        assert "0 -> 2" in capsys.readouterr().out
         assert cli_main(["migrate", url]) == 0
         assert "up to date" in capsys.readouterr().out
         tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,))}
-        assert tables == {"rl_state", "rl_log", "rl_schema_version"}
+        assert tables == {"rl_state", "rl_log", "rl_lease", "rl_schema_version"}
         conn.execute(f'INSERT INTO "{schema}".rl_schema_version (version) VALUES (99)')
         lim = Limiter(url, on_store_error="deny")
         assert not lim.hit("k", "5/minute").allowed

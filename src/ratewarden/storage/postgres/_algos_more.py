@@ -1,7 +1,8 @@
-"""PL/pgSQL ports of the concurrency and quota algorithms and the dispatch by code.
+"""PL/pgSQL port of the quota algorithm and the dispatch by code.
 
 The other algorithms and the helpers (``{S}fdiv``, ``{S}cdiv``, ``{S}late``) are in
-``_algos.py``; these are installed after them, in the same migration.
+``_algos.py``, concurrency (its leases are rows) in ``_leases.py``, sliding-log in
+``_sliding_log.py``; these are installed after them.
 """
 
 from __future__ import annotations
@@ -9,85 +10,6 @@ from __future__ import annotations
 __all__ = ["MORE_ALGORITHMS_SQL"]
 
 MORE_ALGORITHMS_SQL = r"""
--- concurrency (code 6): state "expires lease cost ...", sorted like Python tuples (ids in
--- code point order: COLLATE "C" on UTF-8); the anonymous lease "" is stored as "-".
-CREATE OR REPLACE FUNCTION {S}cc_enc(ex bigint[], ids text[], cs bigint[]) RETURNS text
-LANGUAGE sql IMMUTABLE AS $$
-  SELECT string_agg(x.e || ' ' || CASE WHEN x.i = '' THEN '-' ELSE x.i END || ' ' || x.c, ' ' ORDER BY x.o)
-  FROM unnest(ex, ids, cs) WITH ORDINALITY AS x(e, i, c, o)
-$$;
-
-CREATE OR REPLACE FUNCTION {S}cc(sp bigint[], st text, now bigint, cost bigint, lease text)
-RETURNS {S}outcome LANGUAGE plpgsql IMMUTABLE AS $$
-DECLARE
-  lim bigint := sp[2]; t text[]; ex bigint[] := '{}'; ids text[] := '{}'; cs bigint[] := '{}';
-  n int := 0; i int; j int; used bigint := 0; rst bigint := 0; need bigint; excess bigint;
-  freed bigint := 0; ne bigint;
-BEGIN
-  IF st IS NOT NULL AND st <> '' THEN
-    t := string_to_array(st, ' ');
-    FOR i IN 1 .. array_length(t, 1) BY 3 LOOP
-      IF t[i]::bigint > now THEN
-        ex := ex || t[i]::bigint;
-        ids := ids || CASE WHEN t[i + 1] = '-' THEN '' ELSE t[i + 1] END;
-        cs := cs || t[i + 2]::bigint;
-      END IF;
-    END LOOP;
-    n := coalesce(array_length(ex, 1), 0);
-  END IF;
-  FOR i IN 1 .. n LOOP used := used + cs[i]; END LOOP;
-  IF n > 0 THEN rst := ex[n] - now; END IF;
-  IF cost > lim THEN
-    RETURN (false, lim - used, rst, -1::bigint, {S}cc_enc(ex, ids, cs));
-  END IF;
-  need := greatest(cost, 1);
-  IF used + need <= lim THEN
-    IF cost <> 0 THEN
-      ne := now + sp[3];
-      j := n + 1;
-      FOR i IN 1 .. n LOOP
-        IF ex[i] > ne OR (ex[i] = ne AND (ids[i] COLLATE "C" > lease COLLATE "C"
-            OR (ids[i] = lease AND cs[i] > cost))) THEN
-          j := i;
-          EXIT;
-        END IF;
-      END LOOP;
-      ex := ex[1:j - 1] || ne || ex[j:n];
-      ids := ids[1:j - 1] || lease || ids[j:n];
-      cs := cs[1:j - 1] || cost || cs[j:n];
-      n := n + 1;
-      used := used + cost;
-      rst := ex[n] - now;
-    END IF;
-    RETURN (true, lim - used, rst, 0::bigint, {S}cc_enc(ex, ids, cs));
-  END IF;
-  excess := used + need - lim;
-  FOR i IN 1 .. n LOOP
-    freed := freed + cs[i];
-    IF freed >= excess THEN
-      RETURN (false, lim - used, rst, ex[i] - now, {S}cc_enc(ex, ids, cs));
-    END IF;
-  END LOOP;
-  RAISE EXCEPTION 'ratewarden: concurrency state is inconsistent';
-END $$;
-
--- The anonymous leases of decide (named "") are released only by their TTL: releasing ""
--- drops expired leases and nothing else.
-CREATE OR REPLACE FUNCTION {S}cc_release(st text, now bigint, lease text)
-RETURNS text LANGUAGE plpgsql IMMUTABLE AS $$
-DECLARE t text[]; out_ text[] := '{}'; i int;
-BEGIN
-  IF st IS NULL OR st = '' THEN RETURN NULL; END IF;
-  t := string_to_array(st, ' ');
-  FOR i IN 1 .. array_length(t, 1) BY 3 LOOP
-    IF t[i]::bigint > now AND (lease = '' OR t[i + 1] <> lease) THEN
-      out_ := out_ || t[i:i + 2];
-    END IF;
-  END LOOP;
-  IF coalesce(array_length(out_, 1), 0) = 0 THEN RETURN NULL; END IF;
-  RETURN array_to_string(out_, ' ');
-END $$;
-
 -- quota (code 7): spec "7 limit p1 p2 p3 p4" (the previous, current and next period's starts
 -- and the next one's end, computed by the client in the policy's time zone); state
 -- "start used end". The period holding the SERVER's now is chosen; a server time outside
@@ -151,8 +73,8 @@ BEGIN
   RETURN start || ' ' || (used + cost) || ' ' || stop;
 END $$;
 
--- dispatch by the spec's code (sliding-log reads its rows: not IMMUTABLE; its charge is
--- sl(..., true), called by apply() itself)
+-- dispatch by the spec's code (sliding-log and concurrency read their rows: not IMMUTABLE;
+-- sliding-log's charge is sl(..., true), called by apply() itself)
 CREATE OR REPLACE FUNCTION {S}decide(sp bigint[], st text, k text, w text, now bigint, cost bigint, lease text)
 RETURNS {S}outcome LANGUAGE plpgsql AS $$
 BEGIN
@@ -162,7 +84,7 @@ BEGIN
     WHEN 3 THEN RETURN {S}sl(sp, k, w, now, cost, false);
     WHEN 4 THEN RETURN {S}gcra(sp, st, now, cost);
     WHEN 5 THEN RETURN {S}tb(sp, st, now, cost);
-    WHEN 6 THEN RETURN {S}cc(sp, st, now, cost, lease);
+    WHEN 6 THEN RETURN {S}cc(sp, st, k, w, now, cost, lease);
     WHEN 7 THEN RETURN {S}q(sp, st, now, cost);
   END CASE;
 END $$;

@@ -6,6 +6,8 @@ Objects (``{S}`` = ``"schema".prefix``, default ``"public".ratewarden_``):
   encoding of the core's state, ``expires`` whole epoch seconds (rounded up) after which the
   row holds no usage. Primary key ``(key, wid)``, an index on ``expires`` for the sweep,
   fillfactor 80 so updates of a hot key stay HOT (``expires`` moves at most once a second).
+* ``{S}log`` (sliding-log's entries, ``_sliding_log.py``) and ``{S}lease`` (concurrency's
+  leases, ``_leases.py``): rows of a window, deleted with its state row.
 * ``{S}schema_version (version)``: the versions installed; a later release adds a migration.
 * ``{S}apply(...)`` / ``{S}hit1(...)``: one call per decision, ``{S}batch(...)``: several
   queued decisions in one call (see :data:`DISPATCH_SQL`),
@@ -24,11 +26,12 @@ from typing import Any
 from ratewarden.errors import ConfigError, StoreError
 from ratewarden.storage.postgres._algos import ALGORITHMS_SQL
 from ratewarden.storage.postgres._algos_more import MORE_ALGORITHMS_SQL
+from ratewarden.storage.postgres._leases import LEASES_SQL, MIGRATE_LEASES_SQL
 from ratewarden.storage.postgres._sliding_log import SLIDING_LOG_SQL
 
 __all__ = ["SCHEMA_VERSION", "Names", "migrate", "migrate_async"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
 
 TABLES_SQL = """
@@ -83,10 +86,13 @@ BEGIN
       nst := {S}charge(sp, sts[i], now, costs[i]);
       o := {S}decide(sp, nst, keys[i], wids[i], now, 0, '');
       o := (true, o.rem, o.rst, 0::bigint, nst);
-    ELSIF op = 'release' THEN
-      nst := CASE WHEN sp[1] = 6 THEN {S}cc_release(sts[i], now, lease) ELSE sts[i] END;
+    ELSIF op = 'release' AND sp[1] = 6 THEN
+      nst := {S}cc_release(keys[i], wids[i], now, lease);
       o := {S}decide(sp, nst, keys[i], wids[i], now, 0, '');
-      o := (true, o.rem, o.rst, 0::bigint, nst);
+      o := (true, o.rem, o.rst, 0::bigint, o.st);
+    ELSIF op = 'release' THEN
+      o := {S}decide(sp, sts[i], keys[i], wids[i], now, 0, '');
+      o := (true, o.rem, o.rst, 0::bigint, sts[i]);
     ELSE
       RAISE EXCEPTION 'ratewarden: unknown operation %', op;
     END IF;
@@ -152,7 +158,10 @@ END $$;
 
 #: version -> the SQL that brings the previous version to it (functions are replaced whole)
 MIGRATIONS: dict[int, tuple[str, ...]] = {
-    1: (TABLES_SQL, ALGORITHMS_SQL, SLIDING_LOG_SQL, MORE_ALGORITHMS_SQL, DISPATCH_SQL)
+    1: (TABLES_SQL, ALGORITHMS_SQL, SLIDING_LOG_SQL, MORE_ALGORITHMS_SQL, DISPATCH_SQL),
+    # concurrency's leases as rows (_leases.py): the table, the text states moved into it, and
+    # every function that reads or writes leases replaced
+    2: (LEASES_SQL, MIGRATE_LEASES_SQL, SLIDING_LOG_SQL, MORE_ALGORITHMS_SQL, DISPATCH_SQL),
 }
 
 
@@ -191,7 +200,8 @@ class Names:
         self.batch = f"SELECT {self.s}batch(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
         self.reset = (
             f"WITH d AS (DELETE FROM {self.state} WHERE key = %s AND (%s::text[] IS NULL OR wid = ANY(%s)) "
-            f"RETURNING key, wid) DELETE FROM {self.s}log x USING d WHERE x.key = d.key AND x.wid = d.wid"
+            f"RETURNING key, wid), e AS (DELETE FROM {self.s}log x USING d WHERE x.key = d.key AND x.wid = d.wid) "
+            f"DELETE FROM {self.s}lease x USING d WHERE x.key = d.key AND x.wid = d.wid"
         )
         self.sweep = (
             f"SELECT {self.s}sweep(coalesce(%s, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint), %s)"

@@ -75,11 +75,15 @@ END $$;
 
 -- Write one window's outcome (admitted everywhere): the state row first (so a concurrent
 -- sweep, which locks state rows before it deletes their entries, never waits on us holding
--- an entry), then a sliding-log's instruction.
+-- an entry), then a sliding-log's instruction; a concurrency window's write is cc_put's.
 CREATE OR REPLACE FUNCTION {S}put(k text, w text, code bigint, o {S}outcome, now bigint, slack bigint)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE ins text[]; ex bigint;
 BEGIN
+  IF code = 6 THEN
+    PERFORM {S}cc_put(k, w, o.st, now, slack);
+    RETURN;
+  END IF;
   IF o.st IS NULL OR o.rst <= 0 THEN
     DELETE FROM {S}state t WHERE t.key = k AND t.wid = w;
     IF code = 3 THEN DELETE FROM {S}log x WHERE x.key = k AND x.wid = w; END IF;
@@ -104,8 +108,9 @@ BEGIN
   END IF;
 END $$;
 
--- The bounded sweep: up to n expired state rows nobody holds (SKIP LOCKED: never waits), and
--- the log entries of those that were sliding-logs. Returns the number of state rows deleted.
+-- The bounded sweep: up to n expired state rows nobody holds (SKIP LOCKED: never waits), the
+-- log entries of those that were sliding-logs, the leases of those that were concurrency.
+-- Returns the number of state rows deleted.
 CREATE OR REPLACE FUNCTION {S}sweep(now bigint, n int) RETURNS int LANGUAGE plpgsql AS $$
 DECLARE cnt int;
 BEGIN
@@ -115,6 +120,8 @@ BEGIN
     RETURNING key, wid
   ), e AS (
     DELETE FROM {S}log x USING d WHERE x.key = d.key AND x.wid = d.wid
+  ), f AS (
+    DELETE FROM {S}lease x USING d WHERE x.key = d.key AND x.wid = d.wid
   )
   SELECT count(*) INTO cnt FROM d;
   RETURN cnt;
