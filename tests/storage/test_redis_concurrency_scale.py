@@ -194,8 +194,10 @@ def test_a_call_meeting_20_000_dead_holders_does_bounded_work(private_redis: Red
         r.close()
 
 
-def replay(client: Any, w: Any, steps: list[tuple[int, str, str, int]]) -> None:
-    """Run (time step, op, lease, cost) on the store and on the core; outcomes and live states equal."""
+def replay(client: Any, w: Any, steps: list[tuple[int, str, str, int]], states_from: int = 0) -> None:
+    """Run (time step, op, lease, cost) on the store and on the core; outcomes equal at every step,
+    live states from step ``states_from`` on (reading a state of n leases back costs O(n): a
+    build-up of n steps compared at each would cost O(n^2))."""
     clock = FakeClock(START / US)
     prefix = f"rwccs:{uuid.uuid4().hex[:10]}:"
     store = open_redis(rw_redis.URL, key_prefix=prefix, _test_now=clock, timeout=5.0)
@@ -211,7 +213,8 @@ def replay(client: Any, w: Any, steps: list[tuple[int, str, str, int]]) -> None:
             assert [o[:4] for o in got] == [o[:4] for o in want], (i, op, lease, cost, now - START)
             if new is not None:
                 state = None if new[0] is None or want[0][2] <= 0 else new[0]
-            assert live(read_state(client, store.codec, "k", w), now) == live(state, now), i
+            if i >= states_from:
+                assert live(read_state(client, store.codec, "k", w), now) == live(state, now), i
     finally:
         rw_redis.delete_prefix(prefix)
         store.close()
@@ -236,7 +239,7 @@ def test_dropped_leases_not_yet_removed_stay_dropped_when_the_clock_steps_back(
     steps += [(1, "acquire", "c", 1), (back // 2, "peek", "", 7999), (0, "acquire", "d", 7000)]
     steps += [(back, "hit", "", 1)] + [(1, "acquire", f"m{i}", 1) for i in range(20)]
     steps += [(-back, "peek", "", 1), (10 * US, "hit", "", 0), (-2 * back, "acquire", "e", 1)]
-    replay(client, w, steps)
+    replay(client, w, steps, states_from=1_199)  # (the build-up's outcomes are compared, its states once)
 
 
 def test_a_check_drops_expired_leases_too(client: Any) -> None:
