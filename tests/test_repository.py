@@ -1,5 +1,6 @@
-"""The repository stands alone: no tracked file points to a document outside it, and every link
-into ``docs/`` (a file, and a ``#section`` of it) resolves to a file and a heading that exist."""
+"""The repository stands alone: no tracked file points to a document outside it (or to a path on one
+engineer's machine), and every link into ``docs/`` (a file, and a ``#section`` of it) resolves to a file and
+a heading that exist."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ OUTSIDE = re.compile(
     r"|\bDESIGN\.md|\bSCENARIOS\.md|\bPEERS\.md|\bSTYLE\.md"  # design notes kept elsewhere
     r"|\b[Ii]nvariant [0-9]"  # invariants cited by a number the reader cannot look up
     r"|\bseed 0[0-9][0-9]\b"  # field notes kept elsewhere
+    r"|(?<![\w.])/(?:work|root|home/[\w.-]+|Users/[\w.-]+)/"  # a path on one engineer's machine
 )
 # "docs/design.md#invariants", "(scenarios.md)", "docs/policy.md": a link into docs/.
 DOC_LINK = re.compile(r"(?:docs/|\]\()(?P<file>[A-Za-z0-9_-]+\.md)(?:#(?P<anchor>[A-Za-z0-9_-]+))?")
@@ -85,6 +87,10 @@ def test_the_checks_can_fail() -> None:
     assert OUTSIDE.search("see " + "../" + "shared/" + "DESIGN" + ".md")
     assert OUTSIDE.search("(" + "invariant" + " 6)")
     assert not OUTSIDE.search("see docs/design.md#defined-failure")
+    assert OUTSIDE.search("PYTHONPATH=" + "/work" + "/main/src python bench/run.py")
+    assert OUTSIDE.search("from " + "/root" + "/.pyenv/versions/3.11.7/lib")
+    assert not OUTSIDE.search("PYTHONPATH=/tmp/before/src python bench/run.py (a worktree)")
+    assert not OUTSIDE.search("src/ratewarden/work/root/x.py")
     assert slug("Denials are free (and `retry_after` exact)") == "denials-are-free-and-retry_after-exact"
 
 
