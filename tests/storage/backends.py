@@ -184,7 +184,8 @@ def _postgres_teardown(lim: Any) -> None:
 
     store = lim.store
     with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(f"DELETE FROM {store.names.state} WHERE starts_with(key, %s)", (store.key_prefix,))
+        for table in (store.names.state, f"{store.names.s}log", f"{store.names.s}lease"):
+            conn.execute(f"DELETE FROM {table} WHERE starts_with(key, %s)", (store.key_prefix,))
 
 
 BACKENDS.append(

@@ -74,7 +74,8 @@ def _set(conn: Any, store: PostgresStore, key: str, w: Window, raw: str) -> None
 
 
 def _cleanup(conn: Any, store: PostgresStore) -> None:
-    conn.execute(f"DELETE FROM {store.names.state} WHERE starts_with(key, %s)", (store.key_prefix,))
+    for table in (store.names.state, f"{store.names.s}log", f"{store.names.s}lease"):
+        conn.execute(f"DELETE FROM {table} WHERE starts_with(key, %s)", (store.key_prefix,))
     store.close()
 
 
