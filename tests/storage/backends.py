@@ -156,6 +156,18 @@ def _drop_pg_schema() -> None:
         conn.execute(f'DROP SCHEMA IF EXISTS "{PG_SCHEMA}" CASCADE')
 
 
+@pytest.fixture(scope="module", name="conn")
+def pg_conn() -> Iterator[Any]:
+    """``conn``: an autocommit connection to the test database for a module of PostgreSQL tests
+    (``conn = backends.pg_conn`` in the module); the run's schema is dropped after it."""
+    import psycopg
+
+    c = psycopg.connect(PG_URL, autocommit=True)
+    yield c
+    c.close()
+    _drop_pg_schema()
+
+
 def _pg_options(clock: FakeClock | None, tmp_path: Path, options: dict[str, Any]) -> dict[str, Any]:
     import hashlib
 

@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,6 +90,34 @@ class RedisServer:
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    def busy(self, seconds: float) -> threading.Thread:
+        """Hold the server in a script for ``seconds`` (from another client, in a thread); return
+        once it is inside (a probe's PING no longer answers within 20 ms: a fixed sleep raced the
+        thread's start under load). Join the thread to wait for the end."""
+        import redis
+
+        # TIME in microseconds: whole seconds alone made it last anywhere between 0 and 1 s
+        script = (
+            "local function us() local t = redis.call('TIME') return t[1] * 1000000 + t[2] end "
+            f"local t0 = us() while us() - t0 < {int(seconds * 1_000_000)} do end"
+        )
+
+        def run() -> None:
+            with redis.Redis.from_url(self.url) as r:
+                r.eval(script, 0)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        with redis.Redis.from_url(self.url, socket_timeout=0.02) as probe:
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                try:
+                    probe.ping()
+                except redis.TimeoutError:
+                    break
+                time.sleep(0.005)
+        return thread
 
 
 @pytest.fixture

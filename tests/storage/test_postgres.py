@@ -21,12 +21,13 @@ from ratewarden import AsyncLimiter, FakeClock, Limiter
 from ratewarden.core.algorithms import make_window
 from ratewarden.core.rates import US, Rate
 
-from .backends import PG_SCHEMA, PG_URL, _drop_pg_schema
+from .backends import PG_SCHEMA, PG_URL, pg_conn
 
 psycopg = pytest.importorskip("psycopg")
 from ratewarden.storage.postgres import open_postgres  # noqa: E402
 
 pytestmark = pytest.mark.postgres
+conn = pg_conn
 
 URL = f"{PG_URL}?schema={PG_SCHEMA}"
 START = 1_767_225_600.0 + 17.5  # 2026-01-01T00:00:17.5Z
@@ -38,14 +39,6 @@ STRICT = {
     "concurrency": "100/hour",
     "quota": "100/day",
 }
-
-
-@pytest.fixture(scope="module")
-def conn() -> Iterator[Any]:
-    c = psycopg.connect(PG_URL, autocommit=True)
-    yield c
-    c.close()
-    _drop_pg_schema()
 
 
 @pytest.fixture

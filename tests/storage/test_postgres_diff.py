@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,7 +23,7 @@ from ratewarden.core.algorithms import ALGORITHMS, Quota, Window, make_window
 from ratewarden.core.evaluate import run
 from ratewarden.core.rates import US, Rate
 
-from .backends import PG_SCHEMA, PG_URL, _drop_pg_schema
+from .backends import PG_SCHEMA, PG_URL, pg_conn
 from .diff_scenarios import DAY, START, scenarios
 
 psycopg = pytest.importorskip("psycopg")
@@ -32,14 +31,7 @@ from ratewarden.storage.postgres import PostgresStore, db_key, decode_state, ope
 from ratewarden.storage.postgres._codec import parse  # noqa: E402
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture(scope="module")
-def conn() -> Iterator[Any]:
-    c = psycopg.connect(PG_URL, autocommit=True)
-    yield c
-    c.close()
-    _drop_pg_schema()
+conn = pg_conn
 
 
 def _open(clock: FakeClock) -> PostgresStore:

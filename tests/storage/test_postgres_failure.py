@@ -18,22 +18,15 @@ from ratewarden.cli import main as cli_main
 from ratewarden.core.algorithms import make_window
 from ratewarden.core.rates import US, Rate
 
-from .backends import PG_SCHEMA, PG_URL, _drop_pg_schema
+from .backends import PG_SCHEMA, PG_URL, pg_conn
 
 psycopg = pytest.importorskip("psycopg")
 from ratewarden.storage.postgres import open_postgres  # noqa: E402
 
 pytestmark = pytest.mark.postgres
+conn = pg_conn
 
 START = 1_767_225_600.0 + 17.5
-
-
-@pytest.fixture(scope="module")
-def conn() -> Iterator[Any]:
-    c = psycopg.connect(PG_URL, autocommit=True)
-    yield c
-    c.close()
-    _drop_pg_schema()
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,7 +22,7 @@ from ratewarden.core.algorithms import Window, make_window
 from ratewarden.core.evaluate import run
 from ratewarden.core.rates import US, Rate
 
-from .backends import PG_SCHEMA, PG_URL, _drop_pg_schema
+from .backends import PG_SCHEMA, PG_URL, pg_conn
 
 psycopg = pytest.importorskip("psycopg")
 from ratewarden.storage.postgres import PostgresStore, db_key, open_postgres  # noqa: E402
@@ -32,19 +31,12 @@ from ratewarden.storage.postgres._leases import TRIM  # noqa: E402
 from ratewarden.storage.postgres._schema import migrate  # noqa: E402
 
 pytestmark = pytest.mark.postgres
+conn = pg_conn
 
 START = 1_767_225_600 * US
 TTL = 10 * US
 N = 20_000
 Lease = tuple[int, str, int]
-
-
-@pytest.fixture(scope="module")
-def conn() -> Iterator[Any]:
-    c = psycopg.connect(PG_URL, autocommit=True)
-    yield c
-    c.close()
-    _drop_pg_schema()
 
 
 def _open(clock: FakeClock, schema: str = PG_SCHEMA, prefix: str = "") -> PostgresStore:
@@ -102,6 +94,17 @@ def _count(conn: Any, store: PostgresStore, key: str, w: Window) -> int:
     return int(conn.execute(q, (k, w.id)).fetchone()[0])
 
 
+def _step(store: PostgresStore, w: Window, state: Any, now: int, op: str, cost: int, lease: str, where: Any) -> Any:
+    """One call on the store and on the core, outcomes equal: the core's next state, outcomes and
+    state change (``run``'s)."""
+    want, new = run(op, [w], [state], now, [cost], lease)
+    got = store.apply(op, [("k", w, cost)], lease)  # type: ignore[arg-type]
+    assert [o[:4] for o in got] == [o[:4] for o in want], where
+    if new is not None:
+        state = new[0] if new[0] and want[0][2] > 0 else None
+    return state, want, new
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 def test_20000_live_leases_decide_as_the_core(conn: Any, seed: int) -> None:
     rnd = random.Random(seed)
@@ -125,11 +128,7 @@ def test_20000_live_leases_decide_as_the_core(conn: Any, seed: int) -> None:
             text = _held(conn, store, "k", w)[0]
             behind = text is not None and now + TTL <= int(text.split()[1])  # a TTL behind the cut
             named = sum(1 for x in state or () if x[1] == lease and x[0] > now) if op == "release" and lease else 0
-            want, new = run(op, [w], [state], now, [cost], lease)
-            got = store.apply(op, [("k", w, cost)], lease)
-            assert [o[:4] for o in got] == [o[:4] for o in want], (i, op, cost, lease, now - START)
-            if new is not None:
-                state = new[0] if new[0] and want[0][2] > 0 else None
+            state, want, new = _step(store, w, state, now, op, cost, lease, (i, op, cost, lease, now - START))
             after = _count(conn, store, "k", w)
             added = 1 if new is not None and op in ("acquire", "hit") and cost and want[0][0] else 0
             # at most TRIM expired leases go per call (and a release's own), except in a write a
@@ -164,11 +163,7 @@ def test_expired_backlogs_and_clock_steps_decide_as_the_core(conn: Any, seed: in
             op = rnd.choice(["acquire", "acquire", "hit", "peek", "peek", "release", "release"])
             cost = rnd.choice([0, 1, 1, 3, 40, 500])
             lease = rnd.choice(["", "a", "b", "é", "l3", "x"]) if op in ("acquire", "release") else ""
-            want, new = run(op, [w], [state], now, [cost], lease)
-            got = store.apply(op, [("k", w, cost)], lease)
-            assert [o[:4] for o in got] == [o[:4] for o in want], (i, op, cost, lease, now - START)
-            if new is not None:
-                state = new[0] if new[0] and want[0][2] > 0 else None
+            state, _, _ = _step(store, w, state, now, op, cost, lease, (i, op, cost, lease, now - START))
             assert _held(conn, store, "k", w)[1] == (state or ()), i
     finally:
         store.close()

@@ -7,8 +7,6 @@ the store gives it back. (A server that closed the connection: tests/storage/tes
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 from typing import Any
 
 import pytest
@@ -62,18 +60,10 @@ def test_a_lone_caller_checks_the_pool_out_once(redis_url: str, redis_prefix: st
     asyncio.run(main())
 
 
-#: a script that holds the (private) server for half a second
-BUSY = (
-    "local function us() local t = redis.call('TIME') return t[1] * 1000000 + t[2] end "
-    "local t0 = us() while us() - t0 < 500000 do end"
-)
-
-
 def test_the_reply_of_a_cancelled_call_is_never_read_as_the_next_reply(private_redis: RedisServer) -> None:
     """A call cancelled while its reply is due (the server busy with another client's script):
     the kept connection is dropped with that reply unread, and the next call gets its own."""
     url = private_redis.url
-    r = redis.Redis.from_url(url)
 
     async def main() -> None:
         s = open_redis(url, timeout=5, breaker=0)
@@ -81,16 +71,7 @@ def test_the_reply_of_a_cancelled_call_is_never_read_as_the_next_reply(private_r
         try:
             assert (await s.ahit1("warm", W100, 1))[1] == 99  # the connection is kept from here
             seen = count_checkouts(s)
-            busy = threading.Thread(target=lambda: r.eval(BUSY, 0))
-            busy.start()
-            probe = redis.Redis.from_url(url, socket_timeout=0.02)
-            for _ in range(1000):  # until the server is inside the script
-                try:
-                    probe.ping()
-                except redis.TimeoutError:
-                    break
-                time.sleep(0.005)
-            probe.close()
+            busy = private_redis.busy(0.5)
             task = asyncio.create_task(s.ahit1("five", W5, 1))
             await asyncio.sleep(0.05)  # written; its reply ([1, 4, ...]) comes after the script
             task.cancel()
@@ -105,10 +86,7 @@ def test_the_reply_of_a_cancelled_call_is_never_read_as_the_next_reply(private_r
         finally:
             await s.aclose()
 
-    try:
-        asyncio.run(main())
-    finally:
-        r.close()
+    asyncio.run(main())
 
 
 def test_bytes_nobody_asked_for_are_never_read_as_a_reply(redis_url: str, redis_prefix: str) -> None:

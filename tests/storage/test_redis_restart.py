@@ -7,7 +7,6 @@ A private redis-server of the test's own; the shared 6379 is never touched.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 
 import pytest
@@ -84,42 +83,20 @@ def test_async_restart_unseen_by_the_loop_is_caught_by_the_health_check(private_
     asyncio.run(main())
 
 
-#: a script that holds the server for one second (TIME in microseconds: whole seconds alone
-#: made it last anywhere between 0 and 1 s, down to a few ms near a second's edge)
-BUSY_FOR_1S = (
-    "local function us() local t = redis.call('TIME') return t[1] * 1000000 + t[2] end "
-    "local t0 = us() while us() - t0 < 1000000 do end"
-)
-
-
 def test_timeout_after_the_write_is_not_retried(private_redis: RedisServer) -> None:
-    """The server is busy (a 0.3 s script) when the call goes out: the call times out (a
+    """The server is busy (a 1 s script) when the call goes out: the call times out (a
     StoreError for on_store_error to decide), the server then runs it once; never twice."""
     url = private_redis.url
     s = store(url, timeout=0.05)
-    r = redis.Redis.from_url(url)
     try:
         assert s.hit1("k", W, 1)[1] == 99
-        busy = threading.Thread(target=lambda: r.eval(BUSY_FOR_1S, 0))
-        busy.start()
-        # Wait until the server is inside the script (a probe's PING no longer answers within
-        # 20 ms): a fixed sleep raced the thread's start under load.
-        probe = redis.Redis.from_url(url, socket_timeout=0.02)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                probe.ping()
-            except redis.TimeoutError:
-                break
-            time.sleep(0.005)
-        probe.close()
+        busy = private_redis.busy(1.0)
         with pytest.raises(StoreError):
             s.hit1("k", W, 1)
         busy.join()
         assert s.hit1("k", W, 1)[1] == 97  # the timed-out call counted once, this one once
     finally:
         s.close()
-        r.close()
 
 
 def test_default_timeout_is_250_ms() -> None:
